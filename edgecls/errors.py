@@ -29,3 +29,7 @@ class ParityError(EdgeclsError):
 
 class CheckpointError(EdgeclsError):
     """A checkpoint or run directory is missing, corrupt or incompatible."""
+
+
+class TrainingDiverged(EdgeclsError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -1,0 +1,160 @@
+"""Frozen dataclass configs, their YAML form, and the rules that turn CLI flags into a config.
+
+A YAML config is only a serialised dataclass: keys are the field names (``encoder_lr_scale`` or the flag
+spelling ``encoder-lr-scale``); an unknown key fails and names the closest valid one. Flags given on the
+command line override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from edgecls.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str, flag: bool = True, **kwargs: Any) -> Any:
+    """A dataclass field with help text; ``flag=False`` keeps it out of the generated CLI options."""
+    metadata = {"help": help, "flag": flag}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def coerce(cls: type, name: str, value: Any, *, source: str) -> Any:
+    """Convert ``value`` (from YAML or a flag) to the declared type of ``cls.name``; raise ConfigError if it can't."""
+    hints = typing.get_type_hints(cls)
+    tp, optional = _unwrap_optional(hints[name])
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {name} cannot be empty")
+    try:
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            try:
+                return tp(str(value).lower())
+            except ValueError:
+                valid = [m.value for m in tp]
+                raise ConfigError(
+                    f"{source}: invalid {name} {value!r}; valid: {', '.join(valid)}{_suggest(str(value), valid)}"
+                ) from None
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            return str(value)
+        if typing.get_origin(tp) is tuple:
+            (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+            items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+            return tuple(item(v) for v in items)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: invalid value {value!r} for {name} (expected {_type_name(tp)})") from None
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "a comma-separated list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def config_from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """Validate keys of ``data`` against the dataclass ``cls`` and coerce values; returns field -> value."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {raw_key!r}{_suggest(key, names)} (valid keys: {', '.join(names)})")
+        out[key] = coerce(cls, key, value, source=source)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def build_config(cls: type[T], *, yaml_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+    """Defaults <- YAML file <- explicit overrides (CLI flags), validated; returns the frozen config."""
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        values.update(config_from_mapping(cls, load_yaml(yaml_path), source=str(yaml_path)))
+    if overrides:
+        values.update(config_from_mapping(cls, overrides, source="command line"))
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"incomplete config: {exc}") from None
+
+
+def to_plain(cfg: Any) -> dict[str, Any]:
+    """A config as plain YAML/JSON-ready values (enums by value, tuples as lists)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, enum.Enum):
+            v = v.value
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def dump_yaml(cfg: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_plain(cfg), sort_keys=False)

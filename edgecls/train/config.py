@@ -1,0 +1,133 @@
+"""The training configuration: one frozen dataclass; CLI flags and YAML keys map one-to-one to its fields."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from edgecls.config import field
+from edgecls.errors import ConfigError
+
+
+class Strategy(str, enum.Enum):
+    FREEZE = "freeze"  # head only, encoder frozen (BatchNorm in eval)
+    FINETUNE = "finetune"  # everything, encoder at lr * encoder_lr_scale
+    FULL = "full"  # everything at one lr
+    STAGED = "staged"  # head for staged_head_epochs, then the last staged_unfreeze stages at a lower lr
+
+
+class Loss(str, enum.Enum):
+    BCE = "bce"
+    FOCAL = "focal"
+    ASL = "asl"
+
+
+class Optimizer(str, enum.Enum):
+    ADAMW = "adamw"
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+class Scheduler(str, enum.Enum):
+    COSINE = "cosine"
+    ONECYCLE = "onecycle"
+    PLATEAU = "plateau"
+    STEP = "step"
+    CONSTANT = "constant"
+
+
+class Augment(str, enum.Enum):
+    NONE = "none"
+    LIGHT = "light"
+    STRONG = "strong"
+
+
+class Head(str, enum.Enum):
+    LINEAR = "linear"
+    MLP = "mlp"
+
+
+class Resize(str, enum.Enum):
+    SQUASH = "squash"
+    SHORTER = "shorter"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; saved resolved as ``config.yaml`` in the run directory."""
+
+    data: str = field(help="dataset: label file, folder, YOLO data.yaml or COCO json", flag=False)
+    out: str = field(help="run directory to write (checkpoints, reports, plots)", flag=False)
+    # model
+    backbone: str = field("efficientnet_lite0", help="backbone name (see `edgecls backbones`), or timm:<arch>")
+    pretrained: bool = field(True, help="start from ImageNet weights")
+    weights: str | None = field(None, help="local pretrained weights file for the backbone (offline)")
+    head: Head = field(Head.LINEAR, help="classifier head")
+    dropout: float = field(0.2, help="dropout before the head's linear layer(s)")
+    img_size: int | None = field(None, help="input size (default: the backbone's)")
+    resize: Resize = field(Resize.SQUASH, help="squash: whole image to a square; shorter: resize + centre crop")
+    # data
+    classes: tuple[str, ...] | None = field(None, help="class names for label files without a header (a,b,c)")
+    val_fraction: float = field(0.2, help="validation share when the dataset has no own splits")
+    test_fraction: float = field(0.1, help="test share when the dataset has no own splits")
+    strict: bool = field(False, help="missing or corrupt images are an error instead of skipped")
+    augment: Augment = field(Augment.LIGHT, help="training augmentation preset")
+    # strategy and optimisation
+    strategy: Strategy = field(Strategy.FINETUNE, help="what to train")
+    cache_features: bool = field(False, help="freeze only: compute encoder features once, train the head on them")
+    epochs: int = field(10, help="number of epochs")
+    batch_size: int = field(32, help="images per step (per process)")
+    lr: float = field(1e-3, help="learning rate of the head (and of everything with --strategy full)")
+    encoder_lr_scale: float = field(0.1, help="encoder lr = lr * this, for finetune and staged")
+    weight_decay: float = field(1e-4, help="weight decay")
+    optimizer: Optimizer = field(Optimizer.ADAMW, help="optimizer")
+    momentum: float = field(0.9, help="SGD momentum")
+    scheduler: Scheduler = field(Scheduler.COSINE, help="learning-rate schedule")
+    warmup_epochs: float = field(1.0, help="linear warm-up length for cosine")
+    step_epochs: int = field(10, help="step scheduler: epochs between decays")
+    gamma: float = field(0.1, help="step/plateau decay factor")
+    staged_head_epochs: int = field(2, help="staged: epochs that train the head alone")
+    staged_unfreeze: int = field(2, help="staged: number of last encoder stages to unfreeze after that")
+    loss: Loss = field(Loss.BCE, help="loss (all masked on unknown labels)")
+    pos_weight: str = field("none", help="BCE positive weights: auto, none, or one number per class (a,b,c)")
+    focal_gamma: float = field(2.0, help="focal loss gamma")
+    asl_gamma_neg: float = field(4.0, help="asymmetric loss gamma for negatives")
+    asl_gamma_pos: float = field(0.0, help="asymmetric loss gamma for positives")
+    asl_clip: float = field(0.05, help="asymmetric loss probability margin for negatives")
+    grad_clip: float | None = field(None, help="clip the gradient norm to this value")
+    accumulate: int = field(1, help="gradient accumulation steps")
+    ema: bool = field(False, help="keep an exponential moving average of the weights and evaluate it")
+    ema_decay: float = field(0.999, help="EMA decay per step")
+    patience: int | None = field(None, help="early stopping: epochs without val mAP improvement")
+    # execution
+    device: str = field("auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    amp: bool = field(True, help="mixed precision: fp16/bf16 autocast on CUDA, bf16 on CPUs that have it")
+    channels_last: bool = field(True, help="channels_last memory format")
+    workers: int | None = field(None, help="data-loading worker processes (default: half the cores, at most 4)")
+    seed: int = field(0, help="random seed")
+    progress: bool = field(True, help="progress bars")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (self.encoder_lr_scale > 0, "encoder_lr_scale must be positive"),
+            (self.accumulate >= 1, "accumulate must be at least 1"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 < self.ema_decay < 1, "ema_decay must be in (0, 1)"),
+            (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
+            (0 <= self.test_fraction < 1 - self.val_fraction, "test_fraction must be in [0, 1 - val_fraction)"),
+            (self.patience is None or self.patience >= 1, "patience must be at least 1"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
+            (self.img_size is None or self.img_size >= 32, "img_size must be at least 32"),
+            (self.workers is None or self.workers >= 0, "workers must be >= 0"),
+            (self.staged_head_epochs >= 0 and self.staged_unfreeze >= 1, "staged settings must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.cache_features and self.strategy is not Strategy.FREEZE:
+            raise ConfigError("--cache-features needs --strategy freeze (a trained encoder changes its features)")
+        if self.pretrained is False and self.weights:
+            raise ConfigError("--weights and --no-pretrained contradict each other; drop one")

@@ -1,0 +1,111 @@
+"""Evaluate a checkpoint on a dataset split with the shared preprocessing; also the prediction helper of training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from edgecls.data import Sample, Split, load_dataset
+from edgecls.errors import DataError
+from edgecls.metrics import MetricsReport, compute_metrics, sigmoid
+from edgecls.preprocess import PreprocessSpec
+from edgecls.train._datasets import ImageDataset
+from edgecls.train._runtime import default_workers, resolve_device
+from edgecls.train.checkpoint import Checkpoint, load_checkpoint
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    spec: PreprocessSpec,
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    workers: int = 0,
+    channels_last: bool = False,
+) -> np.ndarray:
+    """Logits (N, K) float32 for ``samples`` through the shared eval preprocessing, in FP32."""
+    loader = DataLoader(ImageDataset(samples, spec), batch_size=batch_size, shuffle=False, num_workers=workers)
+    was_training = model.training
+    model.eval()
+    out = []
+    for images, _, _ in loader:
+        images = images.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        out.append(model(images).float().cpu().numpy())
+    model.train(was_training)
+    k = len(getattr(model, "spec", None).class_names) if hasattr(model, "spec") else 0
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.float32)
+
+
+@dataclass
+class Evaluation:
+    """A checkpoint's metrics on one split, at 0.5 and at its tuned thresholds, plus the raw probabilities."""
+
+    split: str
+    at_half: MetricsReport
+    tuned: MetricsReport
+    probs: np.ndarray
+    targets: np.ndarray
+    known: np.ndarray
+    paths: list[Path]
+
+
+def load_split_for(ckpt: Checkpoint, data: str | Path, split: str, *, strict: bool = False) -> Split:
+    """Load ``split`` of ``data`` the way this checkpoint's training run did (same seed and fractions, classes)."""
+    cfg = ckpt.config
+    classes = cfg.get("classes")
+    dataset = load_dataset(
+        data,
+        classes=tuple(classes) if classes else None,
+        seed=int(cfg.get("seed", 0)),
+        val_fraction=float(cfg.get("val_fraction", 0.2)),
+        test_fraction=float(cfg.get("test_fraction", 0.1)),
+        strict=strict,
+    )
+    if tuple(dataset.class_names) != ckpt.class_names:
+        raise DataError(
+            f"{data}: classes {list(dataset.class_names)} differ from the checkpoint's {list(ckpt.class_names)}; "
+            "evaluate on data with the same classes in the same order"
+        )
+    return dataset.split(split)
+
+
+def evaluate(
+    checkpoint: str | Path | Checkpoint,
+    data: str | Path,
+    *,
+    split: str = "test",
+    batch_size: int = 32,
+    device: str = "auto",
+    workers: int | None = None,
+    strict: bool = False,
+) -> Evaluation:
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    part = load_split_for(ckpt, data, split, strict=strict)
+    dev = resolve_device(device)
+    model = ckpt.build_model().to(dev)
+    logits = predict_logits(
+        model, part.samples, ckpt.preprocess, device=dev, batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
+    )
+    probs = sigmoid(logits)
+    targets, known = part.targets(), part.known()
+    names = ckpt.class_names
+    thresholds = ckpt.thresholds if ckpt.thresholds is not None else np.full(len(names), 0.5, dtype=np.float32)
+    return Evaluation(
+        split=part.name,
+        at_half=compute_metrics(probs, targets, known, names, 0.5),
+        tuned=compute_metrics(probs, targets, known, names, thresholds),
+        probs=probs,
+        targets=targets,
+        known=known,
+        paths=part.paths(),
+    )

@@ -1,0 +1,572 @@
+"""`edgecls train`: fine-tune a backbone with a multi-label head, keep the best checkpoint, tune thresholds, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from edgecls._io import atomic_write_text
+from edgecls.config import build_config, dump_yaml, to_plain
+from edgecls.data import Dataset, load_dataset, pos_weight_from
+from edgecls.errors import ConfigError, DataError, TrainingDiverged
+from edgecls.metrics import MetricsReport, compute_metrics, mean_average_precision, sigmoid, tune_thresholds
+from edgecls.train._datasets import ImageDataset, build_augment
+from edgecls.train._runtime import (
+    Dist,
+    Precision,
+    choose_precision,
+    default_workers,
+    epoch_seed,
+    init_distributed,
+    resolve_device,
+    seed_everything,
+)
+from edgecls.train.backbones import ModelSpec, MultiLabelNet, build_model, default_preprocess
+from edgecls.train.checkpoint import Checkpoint, library_versions, load_checkpoint, save_checkpoint
+from edgecls.train.config import Optimizer, Scheduler, Strategy, TrainConfig
+from edgecls.train.evaluate import predict_logits
+from edgecls.train.losses import build_loss
+
+log = logging.getLogger("edgecls.train")
+
+# Settings that may change when a run is resumed; everything else must stay as the run started.
+RESUMABLE = ("epochs", "patience", "workers", "device", "progress")
+
+
+@dataclass
+class FitResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    best_epoch: int
+    best_map: float
+    epochs_run: int
+    stopped: str  # "completed" | "early_stop" | "interrupted"
+    report: MetricsReport | None = None  # validation, at the tuned thresholds
+    report_at_half: MetricsReport | None = None
+    thresholds: np.ndarray | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _State:
+    """Mutable progress of a run, saved in last.pt so a resumed run continues exactly."""
+
+    epoch: int = 0  # epochs completed
+    iteration: int = 0
+    best_map: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    losses: list[float] = dataclasses.field(default_factory=list)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def _trainable_for_epoch(model: MultiLabelNet, cfg: TrainConfig, epoch: int) -> None:
+    """Set requires_grad for this epoch from the strategy (idempotent, so a resumed run gets the same state)."""
+    if cfg.strategy in (Strategy.FULL, Strategy.FINETUNE):
+        model.unfreeze_last(len(model.stages()))
+    elif cfg.strategy is Strategy.FREEZE or epoch < cfg.staged_head_epochs:
+        model.freeze_encoder()
+    else:
+        model.freeze_encoder()
+        model.unfreeze_last(cfg.staged_unfreeze)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+
+
+def _param_groups(model: MultiLabelNet, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Head at lr, encoder at lr * encoder_lr_scale (finetune/staged) or lr (full); no decay on biases and norms."""
+    groups: list[dict[str, Any]] = []
+
+    def add(params: list[nn.Parameter], lr: float) -> None:
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        if decay:
+            groups.append({"params": decay, "lr": lr, "weight_decay": cfg.weight_decay})
+        if no_decay:
+            groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+
+    add(list(model.head.parameters()), cfg.lr)
+    if cfg.strategy is not Strategy.FREEZE:
+        scale = 1.0 if cfg.strategy is Strategy.FULL else cfg.encoder_lr_scale
+        add(list(model.encoder.parameters()), cfg.lr * scale)
+    return groups
+
+
+def _optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer is Optimizer.SGD:
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer is Optimizer.ADAM:
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Returns (scheduler, per_step): per-step schedulers advance every optimizer step, others once per epoch."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.scheduler is Scheduler.COSINE:
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        floor = 0.01
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
+    if cfg.scheduler is Scheduler.ONECYCLE:
+        max_lr = [g["lr"] for g in opt.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total), True
+    if cfg.scheduler is Scheduler.PLATEAU:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.gamma, patience=2), False
+    if cfg.scheduler is Scheduler.STEP:
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs, gamma=cfg.gamma), False
+    return None, False
+
+
+def _pos_weight(cfg: TrainConfig, dataset: Dataset) -> torch.Tensor | None:
+    text = cfg.pos_weight.strip().lower()
+    if text == "none":
+        return None
+    if cfg.loss.value == "asl":
+        raise ConfigError("--pos-weight does not apply to --loss asl (it weighs classes through its gammas); use none")
+    if text == "auto":
+        return torch.as_tensor(pos_weight_from(dataset.split("train")), dtype=torch.float32)
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--pos-weight {cfg.pos_weight!r}: use auto, none or one number per class") from None
+    if len(values) != len(dataset.class_names) or any(v <= 0 for v in values):
+        raise ConfigError(
+            f"--pos-weight has {len(values)} values; need {len(dataset.class_names)} positive numbers "
+            f"(classes: {', '.join(dataset.class_names)})"
+        )
+    return torch.tensor(values, dtype=torch.float32)
+
+
+@torch.no_grad()
+def _extract_features(model: MultiLabelNet, loader: DataLoader, device: torch.device, channels_last: bool):
+    model.eval()
+    feats, targets, known = [], [], []
+    for images, y, m in loader:
+        images = images.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        feats.append(model.forward_features(images).float().cpu())
+        targets.append(y)
+        known.append(m)
+    return torch.cat(feats), torch.cat(targets), torch.cat(known)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, resume_from: Checkpoint | None) -> None:
+        self.cfg = cfg
+        self.dist: Dist = init_distributed(cfg.device)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.precision: Precision = choose_precision(self.device, cfg.amp)
+        self.run_dir = Path(cfg.out)
+        self.main = self.dist.main
+        if cfg.cache_features and self.dist.enabled:
+            raise ConfigError("--cache-features trains only a small head: run it in one process, not under torchrun")
+        self.dataset = load_dataset(
+            cfg.data, classes=cfg.classes, seed=cfg.seed, val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction, strict=cfg.strict,
+        )
+        if "train" not in self.dataset.splits or "valid" not in self.dataset.splits:
+            raise DataError(
+                f"{cfg.data}: needs a train and a validation split (found: {', '.join(self.dataset.splits)})"
+            )
+        self.train_split = self.dataset.split("train")
+        self.val_split = self.dataset.split("valid")
+        if len(self.train_split) == 0 or len(self.val_split) == 0:
+            raise DataError(f"{cfg.data}: the train or validation split has no usable images")
+        self.spec = ModelSpec(
+            backbone=cfg.backbone, class_names=tuple(self.dataset.class_names), head=cfg.head.value,
+            dropout=cfg.dropout,
+        )
+        self.preprocess = default_preprocess(cfg.backbone, cfg.img_size).replace(resize=cfg.resize.value)
+        self.workers = default_workers() if cfg.workers is None else cfg.workers
+        self.resolved = dataclasses.replace(cfg, img_size=self.preprocess.img_size, workers=self.workers)
+        seed_everything(cfg.seed)
+        if resume_from is not None:
+            self.model = resume_from.build_model()
+        else:
+            self.model = build_model(self.spec, pretrained=cfg.pretrained, weights=cfg.weights)
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        pw = _pos_weight(cfg, self.dataset)
+        self.criterion = build_loss(cfg, pw.to(self.device) if pw is not None else None)
+        self.state = _State()
+        self.ema = None
+        if cfg.ema:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.cached: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        _trainable_for_epoch(self.model, cfg, 0)
+        self.optimizer = _optimizer(_param_groups(self.model, cfg), cfg)
+        self.steps_per_epoch = math.ceil(math.ceil(len(self.train_split) / self.dist.world) / cfg.batch_size)
+        self.steps_per_epoch = max(1, math.ceil(self.steps_per_epoch / cfg.accumulate))
+        self.scheduler, self.per_step = _scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.scaler else None
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.wrapped: nn.Module = self.model
+        self.tb = None
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    def _restore(self, ckpt: Checkpoint) -> None:
+        t = ckpt.training or {}
+        self.optimizer.load_state_dict(t["optimizer"])
+        if self.scheduler is not None and t.get("scheduler") is not None:
+            self.scheduler.load_state_dict(t["scheduler"])
+        if self.ema is not None and t.get("ema") is not None:
+            self.ema.load_state_dict(t["ema"])
+        if self.scaler is not None and t.get("scaler") is not None:
+            self.scaler.load_state_dict(t["scaler"])
+        s = t["state"]
+        self.state = _State(
+            epoch=int(s["epoch"]), iteration=int(s["iteration"]), best_map=float(s["best_map"]),
+            best_epoch=int(s["best_epoch"]), bad_epochs=int(s["bad_epochs"]),
+            losses=[float(v) for v in t["losses"].tolist()], history=json.loads(s["history"]),
+        )
+
+    def _eval_model(self) -> MultiLabelNet:
+        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
+
+    def _checkpoint(self, *, training: bool, metrics: dict[str, Any], thresholds=None) -> Checkpoint:
+        weights = self.model if training else self._eval_model()
+        state = {k: v.detach().cpu().clone() for k, v in weights.state_dict().items()}
+        extra = None
+        if training:
+            s = self.state
+            extra = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "losses": torch.tensor(s.losses, dtype=torch.float32),
+                "state": {
+                    "epoch": s.epoch, "iteration": s.iteration, "best_map": s.best_map, "best_epoch": s.best_epoch,
+                    "bad_epochs": s.bad_epochs, "history": json.dumps(s.history),
+                },
+            }
+        return Checkpoint(
+            model_spec=self.spec, preprocess=self.preprocess, state_dict=state, thresholds=thresholds,
+            config=to_plain(self.resolved), metrics=metrics, versions=library_versions(), epoch=self.state.epoch,
+            training=extra,
+        )
+
+    # -- data ---------------------------------------------------------------------------------------------------
+    def _train_loader(self, epoch: int) -> DataLoader:
+        cfg = self.cfg
+        if cfg.cache_features:
+            feats, targets, known = self.cached["train"]
+            dataset: torch.utils.data.Dataset = TensorDataset(feats, targets, known)
+            workers = 0
+        else:
+            dataset = ImageDataset(self.train_split.samples, self.preprocess, build_augment(cfg.augment, self.preprocess))
+            workers = self.workers
+        sampler = DistributedSampler(dataset, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=True,
+                                     seed=cfg.seed)
+        sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                          generator=generator, pin_memory=self.device.type == "cuda", drop_last=False)
+
+    def _cache_features(self) -> None:
+        started = time.perf_counter()
+        for name, split in (("train", self.train_split), ("valid", self.val_split)):
+            loader = DataLoader(ImageDataset(split.samples, self.preprocess), batch_size=self.cfg.batch_size,
+                                num_workers=self.workers)
+            self.cached[name] = _extract_features(self.model, loader, self.device, self.cfg.channels_last)
+        log.info("cached encoder features of %d + %d images in %.1f s", len(self.train_split), len(self.val_split),
+                 time.perf_counter() - started)
+
+    # -- one epoch ----------------------------------------------------------------------------------------------
+    def _wrap(self) -> None:
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.wrapped = self.model
+
+    def _forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.cache_features:
+            return self.model.forward_head(x)
+        return self.wrapped(x)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        cfg = self.cfg
+        loader = self._train_loader(epoch)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total, count, images = 0.0, 0, 0
+        started = time.perf_counter()
+        bar = self._progress(loader, f"epoch {epoch + 1}/{cfg.epochs}")
+        n_batches = len(loader)
+        for step, (x, y, m) in enumerate(bar):
+            x, y, m = x.to(self.device, non_blocking=True), y.to(self.device), m.to(self.device)
+            if cfg.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.precision.autocast():
+                logits = self._forward_train(x)
+            loss = self.criterion(logits.float(), y, m)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+                    f"kept in {self.run_dir} (try a lower --lr or --grad-clip 1.0, then --resume {self.run_dir})"
+                )
+            scaled = loss / cfg.accumulate
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            if (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches:
+                self._optimizer_step()
+            value = float(loss.detach())
+            self.state.losses.append(value)
+            self.state.iteration += 1
+            if self.tb is not None:
+                self.tb.add_scalar("train/loss", value, self.state.iteration)
+            total += value * len(x)
+            count += len(x)
+            images += len(x)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        seconds = time.perf_counter() - started
+        return total / max(1, count), images * self.dist.world / max(seconds, 1e-9)
+
+    def _optimizer_step(self) -> None:
+        cfg = self.cfg
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        if self.scheduler is not None and self.per_step:
+            self.scheduler.step()
+
+    def _validate(self) -> tuple[np.ndarray, float]:
+        """Validation logits (FP32, eval weights) and loss."""
+        model = self._eval_model()
+        if self.cfg.cache_features:
+            feats, _, _ = self.cached["valid"]
+            model.eval()
+            with torch.no_grad():
+                logits = model.forward_head(feats.to(self.device)).float().cpu().numpy()
+            model.train()
+        else:
+            logits = predict_logits(model, self.val_split.samples, self.preprocess, device=self.device,
+                                    batch_size=self.cfg.batch_size, workers=self.workers,
+                                    channels_last=self.cfg.channels_last)
+        t = torch.from_numpy(self.val_split.targets()).to(self.device)
+        k = torch.from_numpy(self.val_split.known()).to(self.device)
+        with torch.no_grad():
+            loss = float(self.criterion(torch.from_numpy(logits).to(self.device), t, k))
+        return logits, loss
+
+    def _progress(self, iterable, desc: str):
+        if not (self.cfg.progress and self.main):
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
+
+    # -- main loop ----------------------------------------------------------------------------------------------
+    def run(self) -> FitResult:
+        cfg = self.cfg
+        started = time.perf_counter()
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", dump_yaml(self.resolved))
+            self._open_tensorboard()
+        log.info(
+            "training %s (%s head) on %d train / %d valid images, %d classes, %s strategy, device %s, precision %s",
+            cfg.backbone, cfg.head.value, len(self.train_split), len(self.val_split), len(self.spec.class_names),
+            cfg.strategy.value, self.device, self.precision.name,
+        )
+        if self.dataset.skipped:
+            log.warning("skipped %d missing or corrupt image(s); see `edgecls data inspect`", len(self.dataset.skipped))
+        stopped = "completed"
+        trainable = None
+        try:
+            if cfg.cache_features:
+                self._cache_features()
+            while self.state.epoch < cfg.epochs:
+                epoch = self.state.epoch
+                seed_everything(epoch_seed(cfg.seed, epoch))
+                _trainable_for_epoch(self.model, cfg, epoch)
+                now = tuple(p.requires_grad for p in self.model.parameters())
+                if now != trainable:
+                    if trainable is not None:
+                        log.info("epoch %d: unfreezing the last %d encoder stages", epoch + 1, cfg.staged_unfreeze)
+                    self._wrap()
+                    trainable = now
+                epoch_start = time.perf_counter()
+                train_loss, img_s = self._train_epoch(epoch)
+                logits, val_loss = self._validate()
+                probs = sigmoid(logits)
+                report = compute_metrics(probs, self.val_split.targets(), self.val_split.known(),
+                                         self.spec.class_names, 0.5)
+                val_map = report.map
+                if self.scheduler is not None and not self.per_step:
+                    if cfg.scheduler is Scheduler.PLATEAU:
+                        self.scheduler.step(val_map)
+                    else:
+                        self.scheduler.step()
+                self.state.epoch = epoch + 1
+                improved = val_map > self.state.best_map
+                if improved:
+                    self.state.best_map, self.state.best_epoch, self.state.bad_epochs = val_map, epoch + 1, 0
+                else:
+                    self.state.bad_epochs += 1
+                row = {
+                    "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_map": val_map,
+                    "val_f1_micro": report.f1_micro, "val_f1_macro": report.f1_macro,
+                    "lr": self.optimizer.param_groups[0]["lr"], "train_images_per_s": img_s,
+                    "seconds": time.perf_counter() - epoch_start,
+                }
+                self.state.history.append(row)
+                if self.main:
+                    self._save_epoch(improved, row)
+                log.info(
+                    "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_mAP %.4f  F1 %.3f/%.3f  %.1f img/s  %.1f s%s",
+                    epoch + 1, cfg.epochs, train_loss, val_loss, val_map, report.f1_micro, report.f1_macro, img_s,
+                    row["seconds"], "  *best*" if improved else "",
+                )
+                if cfg.patience is not None and self.state.bad_epochs >= cfg.patience:
+                    log.info("early stopping: val mAP has not improved for %d epochs", cfg.patience)
+                    stopped = "early_stop"
+                    break
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            log.warning(
+                "interrupted in epoch %d; %s holds the last completed epoch (%d). Continue with: "
+                "edgecls train --resume %s", self.state.epoch + 1, self.run_dir / "last.pt", self.state.epoch,
+                self.run_dir,
+            )
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+        result = FitResult(
+            run_dir=self.run_dir, best_checkpoint=self.run_dir / "best.pt", best_epoch=self.state.best_epoch,
+            best_map=self.state.best_map, epochs_run=self.state.epoch, stopped=stopped,
+        )
+        if stopped != "interrupted" and self.main and self.state.best_epoch > 0:
+            self._finish(result)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is in the train extra; without it the scalars are only in history.jsonl
+            log.info("tensorboard is not installed; scalars go to history.jsonl only")
+            return
+        self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.state.iteration + 1)
+
+    def _save_epoch(self, improved: bool, row: dict[str, Any]) -> None:
+        if self.tb is not None:
+            for key in ("train_loss", "val_loss", "val_map", "val_f1_micro", "val_f1_macro", "lr"):
+                self.tb.add_scalar(f"epoch/{key}", row[key], row["epoch"])
+            self.tb.flush()
+        metrics = {"val_map": row["val_map"], "epoch": row["epoch"]}
+        if improved:
+            save_checkpoint(self._checkpoint(training=False, metrics=metrics), self.run_dir / "best.pt")
+        save_checkpoint(self._checkpoint(training=True, metrics=metrics), self.run_dir / "last.pt")
+        lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
+        atomic_write_text(self.run_dir / "history.jsonl", lines)
+
+    def _finish(self, result: FitResult) -> None:
+        """Reload the best weights, tune thresholds on validation, write report and plots, store thresholds."""
+        from edgecls.train import _report
+
+        best = load_checkpoint(self.run_dir / "best.pt")
+        model = best.build_model().to(self.device)
+        if self.cfg.cache_features:
+            with torch.no_grad():
+                logits = model.forward_head(self.cached["valid"][0].to(self.device)).float().cpu().numpy()
+        else:
+            logits = predict_logits(model, self.val_split.samples, self.preprocess, device=self.device,
+                                    batch_size=self.cfg.batch_size, workers=self.workers)
+        probs = sigmoid(logits)
+        targets, known = self.val_split.targets(), self.val_split.known()
+        thresholds = tune_thresholds(probs, targets, known)
+        names = self.spec.class_names
+        at_half = compute_metrics(probs, targets, known, names, 0.5)
+        tuned = compute_metrics(probs, targets, known, names, thresholds)
+        best.thresholds = thresholds
+        best.metrics = {
+            "epoch": best.epoch, "val_map": mean_average_precision(probs, targets, known),
+            "valid_at_0.5": at_half.to_dict(), "valid_tuned": tuned.to_dict(),
+        }
+        save_checkpoint(best, self.run_dir / "best.pt")
+        info = {
+            "backbone": self.cfg.backbone, "strategy": self.cfg.strategy.value, "img_size": self.preprocess.img_size,
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
+            "train_images": len(self.train_split), "valid_images": len(self.val_split),
+            "data": str(self.cfg.data), "checkpoint": str(self.run_dir / "best.pt"),
+        }
+        _report.write_report(self.run_dir, split="valid", at_half=at_half, tuned=tuned, info=info)
+        s = self.state
+        _report.plot_loss(list(range(1, len(s.losses) + 1)), s.losses, self.run_dir / "loss.png")
+        _report.plot_val_map([r["epoch"] for r in s.history], [r["val_map"] for r in s.history],
+                             self.run_dir / "val_map.png")
+        _report.plot_pr_curves(probs, targets, known, names, self.run_dir / "pr_curves.png")
+        result.report, result.report_at_half, result.thresholds = tuned, at_half, thresholds
+
+
+def fit(cfg: TrainConfig) -> FitResult:
+    """Train a new run into ``cfg.out``; refuses a folder that already holds a run (use :func:`resume`)."""
+    out = Path(cfg.out)
+    if (out / "last.pt").exists():
+        raise ConfigError(f"{out} already holds a training run; continue it with --resume {out} or pick another --out")
+    return _Run(cfg, None).run()
+
+
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> FitResult:
+    """Continue the run in ``run_dir`` from its last completed epoch, with its saved configuration."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file() or not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--resume {run_dir}: no last.pt and config.yaml there; is it an `edgecls train` run folder?")
+    overrides = dict(overrides or {})
+    fixed = sorted(k for k in overrides if k not in RESUMABLE)
+    if fixed:
+        raise ConfigError(
+            f"--resume keeps the run's settings; {', '.join(fixed)} cannot change (only {', '.join(RESUMABLE)} can)"
+        )
+    cfg = build_config(TrainConfig, yaml_path=run_dir / "config.yaml", overrides=overrides)
+    cfg = dataclasses.replace(cfg, out=str(run_dir))
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    if ckpt.training is None:
+        raise ConfigError(f"{run_dir / 'last.pt'}: holds no training state to resume from")
+    return _Run(cfg, ckpt).run()

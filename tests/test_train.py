@@ -1,0 +1,200 @@
+"""Training end to end on a tiny real backbone and a generated dataset (seconds per run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from edgecls.data import load_dataset
+from edgecls.errors import ConfigError, TrainingDiverged
+from edgecls.preprocess import preprocess
+from edgecls.train import fit, load_checkpoint, resume
+from edgecls.train.evaluate import evaluate
+from edgecls.train import loop as loop_module
+from edgecls.train._datasets import ImageDataset
+
+
+def test_fit_writes_a_self_describing_run(synth_small, tmp_path, tiny_config):
+    cfg = tiny_config(synth_small, tmp_path / "run")
+    result = fit(cfg)
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "config.yaml", "history.jsonl", "report.json", "report.md", "loss.png",
+                 "val_map.png", "pr_curves.png"):
+        assert (run / name).is_file(), name
+    assert result.stopped == "completed" and result.epochs_run == 2
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert result.best_map == max(h["val_map"] for h in history)
+
+    raw = torch.load(run / "best.pt", map_location="cpu", weights_only=True)  # plain containers only
+    assert raw["model_spec"]["class_names"] == list(result.report.per_class[i].name for i in range(len(raw["thresholds"])))
+    ckpt = load_checkpoint(run)
+    assert ckpt.thresholds is not None and ckpt.thresholds.shape == (len(ckpt.class_names),)
+    assert ckpt.preprocess.img_size == 64 and ckpt.config["img_size"] == 64
+    assert "valid_tuned" in ckpt.metrics and ckpt.versions["torch"] == torch.__version__
+    report = json.loads((run / "report.json").read_text())
+    assert report["split"] == "valid" and set(report) >= {"at_0.5", "tuned", "info"}
+
+    # evaluate reproduces the run's validation metrics from the checkpoint alone
+    ev = evaluate(run, synth_small, split="valid", workers=0)
+    assert ev.tuned.map == pytest.approx(result.report.map, abs=1e-6)
+    assert ev.tuned.f1_micro == pytest.approx(result.report.f1_micro, abs=1e-6)
+
+
+def test_refuses_to_overwrite_a_run(synth_small, tmp_path, tiny_config):
+    cfg = tiny_config(synth_small, tmp_path / "run", epochs=1)
+    fit(cfg)
+    with pytest.raises(ConfigError, match="already holds a training run; continue it with --resume"):
+        fit(cfg)
+
+
+def test_validation_tensor_equals_shared_preprocessing(synth_small):
+    from edgecls.train.backbones import default_preprocess
+
+    ds = load_dataset(synth_small)
+    spec = default_preprocess("efficientnet_lite0", 96)
+    sample = ds.split("valid").samples[0]
+    image, target, known = ImageDataset([sample], spec)[0]
+    np.testing.assert_array_equal(image.numpy(), preprocess(sample.path, spec))
+    np.testing.assert_array_equal(target.numpy(), sample.target)
+    np.testing.assert_array_equal(known.numpy(), sample.known)
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(synth_small, tmp_path, tiny_config, monkeypatch):
+    full = fit(tiny_config(synth_small, tmp_path / "full", epochs=3))
+
+    original = loop_module._Run._train_epoch
+
+    def interrupt_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C raises
+        return original(self, epoch)
+
+    monkeypatch.setattr(loop_module._Run, "_train_epoch", interrupt_in_second_epoch)
+    part = fit(tiny_config(synth_small, tmp_path / "part", epochs=3))
+    assert part.stopped == "interrupted" and part.epochs_run == 1
+    assert load_checkpoint(tmp_path / "part" / "last.pt").epoch == 1
+    monkeypatch.setattr(loop_module._Run, "_train_epoch", original)
+
+    resumed = resume(tmp_path / "part")
+    assert resumed.epochs_run == 3 and resumed.stopped == "completed"
+    assert round(resumed.best_map, 3) == round(full.best_map, 3)
+    h_full = [json.loads(x) for x in (tmp_path / "full" / "history.jsonl").read_text().splitlines()]
+    h_res = [json.loads(x) for x in (tmp_path / "part" / "history.jsonl").read_text().splitlines()]
+    assert [round(h["val_map"], 3) for h in h_res] == [round(h["val_map"], 3) for h in h_full]
+    assert [round(h["train_loss"], 5) for h in h_res] == [round(h["train_loss"], 5) for h in h_full]
+
+
+def test_resume_rejects_changing_fixed_settings(synth_small, tmp_path, tiny_config):
+    fit(tiny_config(synth_small, tmp_path / "run", epochs=1))
+    with pytest.raises(ConfigError, match="lr cannot change"):
+        resume(tmp_path / "run", {"lr": 0.5})
+    extended = resume(tmp_path / "run", {"epochs": 2})
+    assert extended.epochs_run == 2
+
+
+def test_freeze_keeps_encoder_and_batchnorm_statistics(synth_small, tmp_path, tiny_config):
+    from edgecls.train.backbones import ModelSpec, build_model
+
+    fit(tiny_config(synth_small, tmp_path / "run", strategy="freeze", epochs=1))
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    torch.manual_seed(0)  # the run seeds with cfg.seed=0 before building the model
+    initial = build_model(ModelSpec.from_dict(ckpt.model_spec.to_dict()), pretrained=False).state_dict()
+    for key, value in ckpt.state_dict.items():
+        if key.startswith("encoder.") and value.is_floating_point():
+            assert torch.equal(value, initial[key]), key
+    assert any(not torch.equal(v, initial[k]) for k, v in ckpt.state_dict.items() if k.startswith("head."))
+
+
+def test_cache_features_trains_the_head_on_cached_features(synth_small, tmp_path, tiny_config):
+    cached = fit(tiny_config(synth_small, tmp_path / "cached", strategy="freeze", cache_features=True, epochs=3,
+                             augment="none"))
+    assert cached.stopped == "completed" and 0.0 <= cached.best_map <= 1.0
+    ckpt = load_checkpoint(tmp_path / "cached")
+    assert ckpt.thresholds is not None
+
+
+def test_staged_unfreezes_after_head_epochs(synth_small, tmp_path, tiny_config):
+    fit(tiny_config(synth_small, tmp_path / "run", strategy="staged", staged_head_epochs=1, staged_unfreeze=1,
+                    epochs=1))
+    head_only = load_checkpoint(tmp_path / "run" / "last.pt").state_dict
+    resume(tmp_path / "run", {"epochs": 2})
+    after = load_checkpoint(tmp_path / "run" / "last.pt").state_dict
+    changed = {k.split(".")[1] for k, v in after.items() if k.startswith("encoder.") and v.is_floating_point()
+               and not torch.equal(v, head_only[k])}
+    assert changed, "the last stage should train in the second epoch"
+
+
+@pytest.mark.parametrize("loss,extra", [("focal", {}), ("asl", {}), ("bce", {"pos_weight": "auto"})])
+def test_losses_and_options_train(synth_small, tmp_path, tiny_config, loss, extra):
+    result = fit(tiny_config(synth_small, tmp_path / "run", epochs=1, loss=loss, optimizer="sgd",
+                             scheduler="onecycle", ema=True, grad_clip=1.0, accumulate=2, **extra))
+    assert result.stopped == "completed"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_small, tmp_path, tiny_config, monkeypatch):
+    run = tmp_path / "run"
+    fit(tiny_config(synth_small, run, epochs=1))
+    good = (run / "last.pt").read_bytes()
+
+    class Exploding(torch.nn.Module):
+        def forward(self, logits, targets, known):
+            return (logits * float("nan")).mean()
+
+    monkeypatch.setattr(loop_module, "build_loss", lambda cfg, pw: Exploding())
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1; the last good checkpoint"):
+        resume(run, {"epochs": 2})
+    assert (run / "last.pt").read_bytes() == good
+
+
+def test_label_file_with_na_missing_and_corrupt_images_trains(tmp_path, tiny_config, caplog):
+    import cv2
+
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(24):
+        img = np.full((48, 48, 3), 40, np.uint8)
+        labels = [int(rng.random() < 0.5) for _ in range(4)]
+        for k, on in enumerate(labels):
+            if on:
+                cv2.circle(img, (8 + 10 * k, 24), 5, (60 * k, 255, 255 - 60 * k), -1)
+        cv2.imwrite(str(images / f"image_{i}.jpg"), img)
+        values = ["NA" if (i + k) % 11 == 0 else str(v) for k, v in enumerate(labels)]
+        lines.append(f"image_{i}.jpg " + " ".join(values))
+    (images / "image_24.jpg").write_bytes(b"not a jpeg")
+    lines.append("image_24.jpg 1 0 0 1")
+    lines.append("image_25.jpg 0 1 NA 0")  # missing file
+    (tmp_path / "data" / "labels.txt").write_text("\n".join(lines) + "\n")
+
+    ds = load_dataset(tmp_path / "data" / "labels.txt", classes=("a", "b", "c", "d"))
+    assert {s.path.name for s in ds.skipped} == {"image_24.jpg", "image_25.jpg"}
+    result = fit(tiny_config(tmp_path / "data" / "labels.txt", tmp_path / "run", classes="a,b,c,d", epochs=1))
+    assert result.stopped == "completed"
+    assert load_checkpoint(tmp_path / "run").class_names == ("a", "b", "c", "d")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_with_gloo(synth_small, tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        "-m", "edgecls.cli", "train", str(synth_small), "--out", str(run), "--backbone", "timm:test_efficientnet",
+        "--no-pretrained", "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+        "--no-progress", "--no-amp", "--device", "cpu",
+    ]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "best.pt").is_file() and (run / "report.json").is_file()
+    history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 1
+    shutil.rmtree(run)
