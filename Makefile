@@ -20,7 +20,7 @@ demo: $(STAMP)
 	@test -f $(DEMO_DATA)/labels.csv || $(BIN)/edgecls data synth $(DEMO_DATA) --n 600 --seed 0
 	$(BIN)/edgecls data inspect $(DEMO_DATA)
 	@rm -rf $(DEMO_RUN)
-	$(BIN)/edgecls train $(DEMO_DATA) --out $(DEMO_RUN) --strategy finetune --img-size 160 --epochs 4 --lr 2e-3
+	$(BIN)/edgecls train $(DEMO_DATA) --out $(DEMO_RUN) --strategy finetune --img-size 160 --epochs 4 --lr 4e-3
 	$(BIN)/edgecls evaluate $(DEMO_RUN) $(DEMO_DATA) --split test
 	@echo "checkpoint: $(DEMO_RUN)/best.pt   report: $(DEMO_RUN)/report.md   plots: $(DEMO_RUN)/*.png"
 

@@ -1,0 +1,421 @@
+"""Inference backends behind one small interface, and the automatic choice between them.
+
+Each backend is one module in this package (``onnxruntime``, ``openvino``, ``tensorrt``, ``coreml``) that exposes:
+
+* ``NAME``, ``EXTRA`` (the pip extra that installs it), ``SUFFIXES`` (model files it loads) and ``FORMATS`` (bundle
+  artifact formats it runs, preferred first);
+* ``probe() -> BackendStatus``: is it installed, which devices does this machine give it (never raises);
+* ``candidates(status) -> list[Candidate]``: the (backend, device) pairs ``auto`` may pick, each with a rank;
+* ``load(path, *, device, threads, precision) -> Backend``.
+
+``auto`` walks the candidates of every installed backend from the lowest rank (fastest) up and takes the first one
+that loads the model; the ranks below encode the preference TensorRT > CUDA > OpenVINO GPU > CoreML > OpenVINO CPU
+(x86) > ONNX Runtime CPU. Heavy libraries are imported only inside the backend modules' functions.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import functools
+import importlib
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgecls.errors import ConfigError, EdgeclsError, MissingDependency, UnsupportedOption
+
+log = logging.getLogger("edgecls.runtime")
+
+BACKEND_NAMES = ("tensorrt", "onnxruntime", "openvino", "coreml")
+
+# auto preference: lower is tried first
+RANK_TENSORRT = 10
+RANK_ORT_TENSORRT = 20
+RANK_ORT_CUDA = 30
+RANK_OPENVINO_GPU = 40
+RANK_COREML = 50
+RANK_ORT_COREML = 55
+RANK_OPENVINO_NPU = 58
+RANK_OPENVINO_CPU_X86 = 60
+RANK_ORT_CPU = 70
+RANK_OPENVINO_CPU_OTHER = 80
+
+PRECISIONS = ("f32", "f16", "bf16", "int8")
+_PRECISION_ALIASES = {
+    "fp32": "f32", "float32": "f32", "f32": "f32",
+    "fp16": "f16", "float16": "f16", "f16": "f16", "half": "f16",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "int8": "int8", "i8": "int8",
+}
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What :func:`available_backends` reports for one backend on this machine."""
+
+    name: str
+    installed: bool
+    devices: tuple[str, ...] = ()
+    reason: str = ""
+    version: str | None = None
+    extra: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.installed and bool(self.devices)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (backend, device) pair ``auto`` may choose, with what it is good at."""
+
+    backend: str
+    device: str  # passed to the backend's load()
+    kind: str  # cpu | gpu | npu | ane: what ``device="cpu"`` etc. match in auto mode
+    rank: int
+    formats: tuple[str, ...]  # artifact formats it runs, preferred first
+    int8_fast: bool  # runs INT8 faster than float on this hardware
+    why: str  # one line: why this is a good choice here
+
+
+class Backend(abc.ABC):
+    """A loaded model on one engine and device: float32 NCHW in, logits float32 (N, K) out."""
+
+    name: str = ""
+    device: str = ""
+    precision: str = ""
+    input_name: str = ""
+    output_name: str = ""
+    model_path: Path
+    load_seconds: float = 0.0
+    reason: str = ""  # why auto chose it (empty when asked for explicitly)
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a float32 (N, 3, H, W) batch (any N) and return float32 logits (N, K)."""
+
+    def info(self) -> dict[str, Any]:
+        """Name, device, precision, providers, model path, load seconds and backend specifics."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "input_name": self.input_name,
+            "output_name": self.output_name,
+            "model": str(self.model_path),
+            "load_seconds": round(self.load_seconds, 4),
+        }
+        data.update(self._extra_info())
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+    def _extra_info(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        """Release the engine (optional; garbage collection does it too)."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.device} ({self.precision}) {self.model_path}>"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers shared by the backend modules
+
+
+def normalize_precision(value: str | None) -> str | None:
+    """``fp32``/``f32``/``float32`` -> ``f32`` and so on; None stays None (the device's default)."""
+    if value is None:
+        return None
+    key = str(value).strip().lower()
+    if key in ("", "auto", "default"):
+        return None
+    if key not in _PRECISION_ALIASES:
+        raise ConfigError(f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)} (or fp32, fp16)")
+    return _PRECISION_ALIASES[key]
+
+
+def as_input(batch: np.ndarray) -> np.ndarray:
+    """Check a batch is (N, C, H, W) and make it C-contiguous float32 (no copy when it already is)."""
+    arr = np.asarray(batch)
+    if arr.ndim != 4:
+        raise ConfigError(f"expected a (N, 3, H, W) batch, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def has_qdq(path: str | Path) -> bool:
+    """True when an ONNX file holds QuantizeLinear/DequantizeLinear nodes (an explicitly quantized model).
+
+    Op types are plain strings inside the protobuf, so a memory-mapped byte search finds them without the onnx
+    package and without reading the whole file into memory.
+    """
+    import mmap
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(b"DequantizeLinear") >= 0 or mm.find(b"QLinearConv") >= 0
+    except (OSError, ValueError):
+        return False
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$EDGECLS_CACHE_DIR`` or the platform's user cache folder (XDG on Linux), with ``parts`` appended."""
+    import os
+    import sys
+
+    root = os.environ.get("EDGECLS_CACHE_DIR")
+    if root:
+        base = Path(root)
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches" / "edgecls"
+    elif sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "edgecls" / "Cache"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecls"
+    return base.joinpath(*parts)
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """CPU feature flags from /proc/cpuinfo (x86 ``flags``, Arm ``Features``); empty where there is none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+_X86_INT8 = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512vnni")
+_ARM_INT8 = ("i8mm", "asimddp")
+
+
+def cpu_int8_support() -> tuple[bool, str]:
+    """Whether this CPU runs INT8 convolutions fast (VNNI/AMX on x86, dot-product on Arm), and the evidence."""
+    flags = cpu_flags()
+    if is_x86():
+        found = [f for f in _X86_INT8 if f in flags]
+        if found:
+            return True, f"CPU has {'/'.join(found)}"
+        return False, "CPU has no VNNI/AMX (INT8 would not be faster than float)"
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        if platform.system() == "Darwin":
+            return True, "Apple silicon (dot-product instructions)"
+        found = [f for f in _ARM_INT8 if f in flags]
+        if found:
+            return True, f"CPU has {'/'.join(found)}"
+        return False, "Arm CPU without dot-product instructions"
+    return False, f"unknown CPU architecture {platform.machine()}"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# registry
+
+
+def backend_module(name: str):
+    """The module of backend ``name``; an unknown name is a ConfigError listing the valid ones."""
+    if name not in BACKEND_NAMES:
+        close = difflib.get_close_matches(str(name), BACKEND_NAMES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown backend {name!r}; valid: auto, {', '.join(BACKEND_NAMES)}{hint}")
+    return importlib.import_module(f"edgecls.runtime.backends.{name}")
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(name: str) -> BackendStatus:
+    module = backend_module(name)
+    try:
+        return module.probe()
+    except Exception as exc:  # a broken install must not break listing
+        return BackendStatus(name, True, (), f"probe failed: {type(exc).__name__}: {exc}", extra=module.EXTRA)
+
+
+def probe(name: str, *, refresh: bool = False) -> BackendStatus:
+    """The (cached) status of one backend on this machine."""
+    if refresh:
+        _probe.cache_clear()
+    return _probe(name)
+
+
+def available_backends() -> list[BackendStatus]:
+    """Every known backend: whether it is installed, the devices it can use here and why not when it can't."""
+    return [probe(name) for name in BACKEND_NAMES]
+
+
+def backends_for_file(path: str | Path) -> list[str]:
+    """Backends that can load this model file, by its suffix."""
+    suffix = Path(path).suffix.lower()
+    return [name for name in BACKEND_NAMES if suffix in backend_module(name).SUFFIXES]
+
+
+def auto_candidates(*, kind: str | None = None, backends: Sequence[str] = BACKEND_NAMES) -> list[Candidate]:
+    """All (backend, device) pairs usable here, fastest first; ``kind`` keeps only cpu/gpu/npu/ane ones."""
+    found: list[Candidate] = []
+    for name in backends:
+        status = probe(name)
+        if not status.usable:
+            continue
+        found.extend(backend_module(name).candidates(status))
+    if kind is not None:
+        found = [c for c in found if c.kind == kind]
+    return sorted(found, key=lambda c: c.rank)
+
+
+def device_kind(device: str | None) -> str | None:
+    """Map a user's device word to a candidate kind: cpu, gpu (cuda, cuda:1, gpu.0), npu, ane; None if unsure."""
+    if device is None:
+        return None
+    d = device.strip().lower()
+    if d.startswith("cpu"):
+        return "cpu"
+    if d.startswith(("cuda", "gpu", "tensorrt")):
+        return "gpu"
+    if d.startswith("npu"):
+        return "npu"
+    if d in ("ane", "coreml", "neural_engine", "all", "cpu_and_ne"):
+        return "ane"
+    return None
+
+
+def _missing(name: str, status: BackendStatus) -> MissingDependency:
+    module = backend_module(name)
+    why = f" ({status.reason})" if status.reason else ""
+    return MissingDependency(
+        f"backend {name!r} is not installed{why}; install it with: pip install \"edgecls[{module.EXTRA}]\""
+    )
+
+
+def open_backend(
+    model_path: str | Path,
+    *,
+    backend: str = "auto",
+    device: str | None = None,
+    threads: int | None = None,
+    precision_hint: str | None = None,
+) -> Backend:
+    """Load ``model_path`` (.onnx, OpenVINO .xml, .mlpackage, TensorRT .engine) on a backend.
+
+    ``backend="auto"`` tries the fastest installed backend that can load this file and works on this machine and
+    logs what it chose and why; ``device`` narrows auto to cpu/gpu/npu or names a backend's device exactly.
+    An explicit backend that is not installed raises :class:`MissingDependency` naming the extra; an explicit device
+    it does not have raises :class:`UnsupportedOption` listing the available ones.
+    """
+    path = Path(model_path)
+    if not path.exists():
+        raise ConfigError(f"{path}: model file not found")
+    precision = normalize_precision(precision_hint)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
+    loaders = backends_for_file(path)
+    if not loaders:
+        raise UnsupportedOption(
+            f"{path}: no backend loads {path.suffix or 'this'} files; use .onnx, .xml (OpenVINO), .mlpackage or .engine"
+        )
+    if backend != "auto":
+        module = backend_module(backend)
+        if backend not in loaders:
+            raise UnsupportedOption(f"backend {backend!r} cannot load {path.name}; backends for it: {', '.join(loaders)}")
+        status = probe(backend)
+        if not status.installed:
+            raise _missing(backend, status)
+        return module.load(path, device=device, threads=threads, precision=precision)
+
+    kind = device_kind(device)
+    candidates = auto_candidates(kind=kind, backends=loaders)
+    if device is not None and kind is None:
+        raise UnsupportedOption(f"with backend='auto', device must be cpu, gpu/cuda[:N], npu or ane, got {device!r}")
+    if not candidates:
+        statuses = "; ".join(f"{s.name}: {s.reason or 'no device'}" for s in map(probe, loaders))
+        where = f" with a {kind} device" if kind else ""
+        raise UnsupportedOption(f"no installed backend can run {path.name}{where} on this machine ({statuses})")
+    return open_first(candidates, path, threads=threads, precision=precision, device_override=device)
+
+
+def open_first(
+    candidates: Sequence[Candidate],
+    path: Path,
+    *,
+    threads: int | None,
+    precision: str | None,
+    device_override: str | None = None,
+) -> Backend:
+    """Load ``path`` on the first candidate that works, logging the ones that failed; raise if none does.
+
+    ``device_override`` (e.g. ``cuda:1``) replaces the candidates' default device when it names an index.
+    A :class:`ConfigError` (bad input) ends the search at once; any other failure moves on to the next candidate.
+    """
+    failures: list[str] = []
+    indexed = device_override if device_override and any(c in device_override for c in ":.") else None
+    for cand in candidates:
+        dev = indexed or cand.device
+        start = time.perf_counter()
+        try:
+            loaded = backend_module(cand.backend).load(path, device=dev, threads=threads, precision=precision)
+        except ConfigError:
+            raise
+        except Exception as exc:  # not installed properly, no such device here, engine build failed ...
+            text = str(exc) if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {exc}"
+            failures.append(f"{cand.backend} on {dev}: {text}")
+            log.warning("auto: %s on %s cannot run %s (%s); trying the next backend", cand.backend, dev, path.name, text)
+            continue
+        skipped = f" (skipped: {' | '.join(failures)})" if failures else ""
+        loaded.reason = f"{cand.why}{skipped}"
+        log.info("auto: chose %s on %s (%s) for %s, loaded in %.2f s: %s", loaded.name, loaded.device,
+                 loaded.precision, path.name, time.perf_counter() - start, loaded.reason)
+        return loaded
+    raise UnsupportedOption(f"no backend could load {path.name} here: " + " | ".join(failures))
+
+
+def check_device(requested: str, available: Sequence[str], backend: str) -> None:
+    """Raise UnsupportedOption when ``requested`` is not one of ``available``."""
+    if requested not in available:
+        raise UnsupportedOption(
+            f"{backend} has no device {requested!r} on this machine; available: {', '.join(available) or 'none'}"
+        )
+
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "BackendStatus",
+    "Candidate",
+    "auto_candidates",
+    "available_backends",
+    "backend_module",
+    "cpu_int8_support",
+    "normalize_precision",
+    "open_backend",
+    "probe",
+]

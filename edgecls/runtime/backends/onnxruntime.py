@@ -1,0 +1,181 @@
+"""ONNX Runtime backend: TensorRT, CUDA, CoreML and CPU execution providers, in that order of preference.
+
+``device`` picks the provider: ``cpu``, ``cuda`` / ``cuda:N``, ``tensorrt`` / ``tensorrt:N``, ``coreml`` or a full
+provider name such as ``CUDAExecutionProvider``; None uses every available accelerator with CPU last. After the
+session is made, the providers it really uses are compared with the ones asked for and a silent fallback is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import UnsupportedOption
+from edgecls.runtime.backends import (
+    RANK_ORT_COREML,
+    RANK_ORT_CPU,
+    RANK_ORT_CUDA,
+    RANK_ORT_TENSORRT,
+    Backend,
+    BackendStatus,
+    Candidate,
+    as_input,
+    cpu_int8_support,
+    has_qdq,
+    user_cache_dir,
+)
+
+NAME = "onnxruntime"
+EXTRA = "runtime"
+SUFFIXES = (".onnx",)
+FORMATS = ("onnx",)
+
+log = logging.getLogger("edgecls.runtime")
+
+TRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+COREML = "CoreMLExecutionProvider"
+CPU = "CPUExecutionProvider"
+PREFERENCE = (TRT, CUDA, COREML, CPU)
+_WORDS = {"tensorrt": TRT, "cuda": CUDA, "gpu": CUDA, "coreml": COREML, "cpu": CPU}
+
+
+def _ort():
+    from edgecls._deps import require
+
+    return require("onnxruntime", extra=EXTRA)
+
+
+def _device_word(provider: str) -> str:
+    return {TRT: "tensorrt", CUDA: "cuda", COREML: "coreml", CPU: "cpu"}.get(provider, provider)
+
+
+def probe() -> BackendStatus:
+    from edgecls._deps import has
+
+    if not has("onnxruntime"):
+        return BackendStatus(NAME, False, reason="onnxruntime is not installed", extra=EXTRA)
+    ort = _ort()
+    providers = [p for p in ort.get_available_providers() if p in PREFERENCE]
+    return BackendStatus(
+        NAME, True, tuple(_device_word(p) for p in PREFERENCE if p in providers), version=ort.__version__, extra=EXTRA,
+        details={"providers": ort.get_available_providers()},
+    )
+
+
+def candidates(status: BackendStatus) -> list[Candidate]:
+    found = []
+    if "tensorrt" in status.devices:
+        found.append(Candidate(NAME, "tensorrt", "gpu", RANK_ORT_TENSORRT, FORMATS, True,
+                               "ONNX Runtime's TensorRT execution provider is available"))
+    if "cuda" in status.devices:
+        found.append(Candidate(NAME, "cuda", "gpu", RANK_ORT_CUDA, FORMATS, False,
+                               "ONNX Runtime's CUDA execution provider is available"))
+    if "coreml" in status.devices:
+        found.append(Candidate(NAME, "coreml", "ane", RANK_ORT_COREML, FORMATS, False,
+                               "ONNX Runtime's CoreML execution provider is available"))
+    if "cpu" in status.devices:
+        fast, why = cpu_int8_support()
+        found.append(Candidate(NAME, "cpu", "cpu", RANK_ORT_CPU, FORMATS, fast, f"ONNX Runtime on the CPU ({why})"))
+    return found
+
+
+def _parse_device(device: str | None, available: list[str]) -> tuple[list[str], int]:
+    """Providers to ask for (preferred first) and the GPU index."""
+    if device is None or device.lower() == "auto":
+        return [p for p in PREFERENCE if p in available], 0
+    word, _, index = device.partition(":")
+    provider = word if word in PREFERENCE else _WORDS.get(word.lower())
+    valid = ", ".join(sorted({_device_word(p) for p in available if p in PREFERENCE})) or "none"
+    if provider is None or (index and not index.isdigit()):
+        raise UnsupportedOption(f"onnxruntime: unknown device {device!r}; available here: {valid}")
+    if provider not in available:
+        raise UnsupportedOption(
+            f"onnxruntime has no {_device_word(provider)} execution provider on this machine; available: {valid}"
+        )
+    chain = {TRT: [TRT, CUDA, CPU], CUDA: [CUDA, CPU], COREML: [COREML, CPU], CPU: [CPU]}[provider]
+    return [p for p in chain if p in available], int(index or 0)
+
+
+def _provider_options(provider: str, gpu: int, precision: str | None) -> dict[str, Any]:
+    if provider == TRT:
+        cache = user_cache_dir("onnxruntime-trt")
+        cache.mkdir(parents=True, exist_ok=True)
+        return {
+            "device_id": gpu,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_fp16_enable": precision == "f16",
+            "trt_int8_enable": precision == "int8",  # Q/DQ (explicit) quantization: no calibration table needed
+        }
+    if provider == CUDA:
+        return {"device_id": gpu}
+    return {}
+
+
+class OrtBackend(Backend):
+    name = NAME
+
+    def __init__(self, path: Path, *, device: str | None, threads: int | None, precision: str | None) -> None:
+        ort = _ort()
+        start = time.perf_counter()
+        available = ort.get_available_providers()
+        providers, gpu = _parse_device(device, available)
+        quantized = has_qdq(path)
+        if precision == "int8" and not quantized:
+            raise UnsupportedOption(f"{path.name} has no quantized (Q/DQ) layers; int8 needs the int8 artifact")
+        if precision in ("f16", "bf16") and not (precision == "f16" and providers[0] == TRT):
+            raise UnsupportedOption(
+                f"onnxruntime runs {path.name} in f32 on {_device_word(providers[0])}; valid precisions: f32"
+                + (", int8" if quantized else "") + " (f16 only with the tensorrt provider)"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads is not None:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self._threads = threads
+        asked = [(p, _provider_options(p, gpu, precision)) for p in providers]
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=asked)
+        used = self.session.get_providers()
+        if used[0] != providers[0]:
+            log.warning("onnxruntime: asked for %s but the session runs on %s (silent fallback; check the %s "
+                        "install and drivers)", providers[0], used[0], _device_word(providers[0]))
+        self.providers = used
+        self.requested_providers = providers
+        self.device = used[0] if used[0] not in (CUDA, TRT) else f"{used[0]}:{gpu}"
+        self.precision = "int8" if quantized else ("f16" if precision == "f16" and used[0] == TRT else "f32")
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.output_name = inp.name, out.name
+        self.input_shape = tuple(inp.shape)
+        self.model_path = path
+        self.load_seconds = time.perf_counter() - start
+        self._version = ort.__version__
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = as_input(batch)
+        if x.shape[0] == 0:
+            return self.infer(np.zeros((1, *x.shape[1:]), dtype=np.float32))[:0]
+        out = self.session.run([self.output_name], {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def _extra_info(self) -> dict[str, Any]:
+        return {
+            "providers": list(self.providers),
+            "requested_providers": list(self.requested_providers),
+            "threads": self._threads,
+            "version": self._version,
+        }
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
+    return OrtBackend(Path(path), device=device, threads=threads, precision=precision)

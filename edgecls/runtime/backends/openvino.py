@@ -1,0 +1,228 @@
+"""OpenVINO backend: CPU, GPU and NPU; loads OpenVINO IR (.xml) and ONNX files.
+
+OpenVINO picks the inference precision per device: on CPUs with AVX512_BF16 or AMX the CPU default is bf16, so a
+float artifact whose predictions must match its parity run asks for ``precision="f32"`` explicitly. The precision the
+compiled model really uses is read back from ``INFERENCE_PRECISION_HINT`` and kept in :attr:`precision`; a quantized
+model (FakeQuantize layers, as NNCF and ONNX Q/DQ produce) reports ``int8``. An explicit precision the device
+resolves to something else (f16 on a CPU without native f16 becomes bf16) is an error, never a silent change.
+
+Dynamic batch: a model whose batch dimension is static is reshaped to a dynamic one on CPU/GPU; NPUs need static
+shapes, so there the model is compiled for batch 1 and batches are run image by image.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import UnsupportedOption
+from edgecls.runtime.backends import (
+    RANK_OPENVINO_CPU_OTHER,
+    RANK_OPENVINO_CPU_X86,
+    RANK_OPENVINO_GPU,
+    RANK_OPENVINO_NPU,
+    Backend,
+    BackendStatus,
+    Candidate,
+    as_input,
+    cpu_int8_support,
+    is_x86,
+)
+
+NAME = "openvino"
+EXTRA = "openvino"
+SUFFIXES = (".xml", ".onnx")
+FORMATS = ("openvino", "onnx")
+
+log = logging.getLogger("edgecls.runtime")
+
+_PRECISION_CAPS = {"f32": "FP32", "f16": "FP16", "bf16": "BF16"}
+_VIRTUAL = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def _ov():
+    from edgecls._deps import require
+
+    return require("openvino", extra=EXTRA)
+
+
+@functools.lru_cache(maxsize=1)
+def core():
+    """One shared ``ov.Core`` (creating one per model costs time and plugin loads)."""
+    return _ov().Core()
+
+
+def _caps(device: str) -> list[str]:
+    try:
+        return [str(c) for c in core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+    except Exception:
+        return []
+
+
+def _full_name(device: str) -> str:
+    try:
+        return str(core().get_property(device, "FULL_DEVICE_NAME"))
+    except Exception:
+        return device
+
+
+def probe() -> BackendStatus:
+    from edgecls._deps import has
+
+    if not has("openvino"):
+        return BackendStatus(NAME, False, reason="openvino is not installed", extra=EXTRA)
+    ov = _ov()
+    devices = tuple(core().available_devices)
+    details = {d: {"name": _full_name(d), "capabilities": _caps(d)} for d in devices}
+    return BackendStatus(NAME, True, devices, "" if devices else "OpenVINO found no device", version=ov.__version__,
+                         extra=EXTRA, details=details)
+
+
+def candidates(status: BackendStatus) -> list[Candidate]:
+    found = []
+    for dev in status.devices:
+        caps = status.details.get(dev, {}).get("capabilities", [])
+        name = status.details.get(dev, {}).get("name", dev)
+        if dev.startswith("GPU"):
+            found.append(Candidate(NAME, dev, "gpu", RANK_OPENVINO_GPU, FORMATS, "INT8" in caps,
+                                   f"OpenVINO GPU {name}"))
+        elif dev.startswith("NPU"):
+            found.append(Candidate(NAME, dev, "npu", RANK_OPENVINO_NPU, FORMATS, True, f"OpenVINO NPU {name}"))
+        elif dev == "CPU":
+            fast, why = cpu_int8_support()
+            if is_x86():
+                found.append(Candidate(NAME, dev, "cpu", RANK_OPENVINO_CPU_X86, FORMATS, fast,
+                                       f"OpenVINO is installed and is the fastest CPU engine on x86 ({name}; {why})"))
+            else:
+                found.append(Candidate(NAME, dev, "cpu", RANK_OPENVINO_CPU_OTHER, FORMATS, fast,
+                                       f"OpenVINO on a non-x86 CPU ({name}; {why})"))
+    return found
+
+
+def _resolve_device(device: str | None, available: list[str]) -> str:
+    if device is None or device.lower() == "auto":
+        gpus = [d for d in available if d.startswith("GPU")]
+        return gpus[0] if gpus else "CPU"
+    dev = device.strip().upper()
+    base = dev.split(".")[0].split(":")[0]
+    if base in _VIRTUAL:
+        return dev
+    bases = {d.split(".")[0] for d in available}
+    if dev in available or (dev in bases):
+        return dev
+    raise UnsupportedOption(f"openvino has no device {device!r} on this machine; available: {', '.join(available)}")
+
+
+def _type_name(value: Any) -> str:
+    name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    return {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}.get(name, name)
+
+
+class OpenVinoBackend(Backend):
+    name = NAME
+
+    def __init__(self, path: Path, *, device: str | None, threads: int | None, precision: str | None) -> None:
+        ov = _ov()
+        start = time.perf_counter()
+        available = list(core().available_devices)
+        dev = _resolve_device(device, available)
+        model = core().read_model(str(path))
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        if precision == "int8" and not quantized:
+            raise UnsupportedOption(f"{path.name} has no quantized layers; int8 needs the int8 artifact")
+        inp = model.input(0)
+        self.input_name = inp.get_any_name()
+        self.output_name = model.output(0).get_any_name()
+        self._static_batch = self._fix_batch(ov, model, dev)
+
+        config: dict[str, Any] = {}
+        if precision in _PRECISION_CAPS:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        if threads is not None and dev.startswith("CPU"):
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core().compile_model(model, dev, config)
+        try:
+            resolved = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # virtual devices (AUTO, MULTI) do not report it
+            resolved = precision or "unknown"
+        if precision in _PRECISION_CAPS and resolved != precision:
+            caps = _caps(dev.split(":")[0])
+            valid = [p for p, cap in _PRECISION_CAPS.items() if cap in caps] or ["f32"]
+            raise UnsupportedOption(
+                f"OpenVINO on {dev} cannot run {precision} here (it resolved to {resolved}); valid: {', '.join(valid)}"
+            )
+        self.inference_precision = resolved
+        self.precision = "int8" if quantized else resolved
+        self.device = dev
+        self.threads = threads
+        self.model_path = path
+        self._request = self.compiled.create_infer_request()
+        self._out = self.compiled.output(0)
+        self._lock = threading.Lock()
+        self._version = ov.__version__
+        self.load_seconds = time.perf_counter() - start
+
+    @staticmethod
+    def _fix_batch(ov, model, dev: str) -> int | None:
+        """Make the batch dimension dynamic (or 1 on NPU); return the static batch size when it stays static."""
+        shape = model.input(0).get_partial_shape()
+        if dev.startswith("NPU"):
+            if shape[0].is_dynamic or shape[0].get_length() != 1:
+                dims = [1] + [d.get_length() for d in list(shape)[1:]]
+                model.reshape({model.input(0): ov.PartialShape(dims)})
+            return 1
+        if shape[0].is_dynamic:
+            return None
+        dims = [ov.Dimension(-1)] + list(shape)[1:]
+        try:
+            model.reshape({model.input(0): ov.PartialShape(dims)})
+            return None
+        except Exception as exc:
+            batch = shape[0].get_length()
+            log.info("openvino: %s keeps its static batch %d (%s); batches run in chunks", dev, batch, exc)
+            return batch
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = as_input(batch)
+        n = x.shape[0]
+        if n == 0:
+            return self.infer(np.zeros((1, *x.shape[1:]), dtype=np.float32))[:0]
+        with self._lock:
+            if self._static_batch is None:
+                return self._run(x)
+            step = self._static_batch
+            outs = []
+            for i in range(0, n, step):
+                chunk = x[i : i + step]
+                if chunk.shape[0] < step:
+                    pad = np.zeros((step - chunk.shape[0], *chunk.shape[1:]), dtype=np.float32)
+                    chunk = np.concatenate([chunk, pad])
+                outs.append(self._run(chunk))
+            return np.concatenate(outs)[:n]
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: x}, share_inputs=True, share_outputs=False)
+        return np.array(result[self._out], dtype=np.float32, copy=True)
+
+    def _extra_info(self) -> dict[str, Any]:
+        return {
+            "inference_precision": self.inference_precision,
+            "threads": self.threads,
+            "static_batch": self._static_batch,
+            "device_name": _full_name(self.device.split(":")[0]),
+            "version": self._version,
+        }
+
+    def close(self) -> None:
+        self._request = None
+        self.compiled = None
+
+
+def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
+    return OpenVinoBackend(Path(path), device=device, threads=threads, precision=precision)
