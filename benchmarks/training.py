@@ -133,7 +133,8 @@ def main() -> None:
     ]
     for key, label in (("freeze", "freeze"), ("freeze_cached", "freeze --cache-features"), ("finetune", "finetune")):
         r = results[key]
-        rows.append((label, r["val_map"], r["test_map"], f"{np.mean(r['epoch_seconds'][1:]):.2f}", f"{r['minutes']:.1f}"))
+        per_epoch = f"{np.mean(r['epoch_seconds'][1:]):.2f}"
+        rows.append((label, r["val_map"], r["test_map"], per_epoch, f"{r['minutes']:.1f}"))
     print("| run | val mAP | test mAP | s/epoch (after 1st) | minutes |")
     print("|---|---:|---:|---:|---:|")
     for name, v, t, s, m in rows:

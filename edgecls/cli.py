@@ -12,7 +12,6 @@ import functools
 import logging
 import sys
 import typing
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -107,9 +106,10 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
     """Fine-tune a backbone on DATA (label file, folder, YOLO data.yaml or COCO json)."""
     from edgecls.config import build_config
     from edgecls.errors import ConfigError
-    from edgecls.train.loop import fit, resume as resume_run
     from edgecls.train._report import format_report
     from edgecls.train.config import TrainConfig
+    from edgecls.train.loop import fit
+    from edgecls.train.loop import resume as resume_run
 
     given = {k: v for k, v in flags.items() if v is not None}
     if resume:
@@ -152,8 +152,8 @@ def evaluate(checkpoint: str, data: str, split: str, batch_size: int, device: st
 
     result = run_eval(checkpoint, data, split=split, batch_size=batch_size, device=device)
     if as_json:
-        click.echo(to_json({"split": result.split, "at_0.5": result.at_half.to_dict(), "tuned": result.tuned.to_dict()}),
-                   nl=False)
+        data = {"split": result.split, "at_0.5": result.at_half.to_dict(), "tuned": result.tuned.to_dict()}
+        click.echo(to_json(data), nl=False)
     else:
         click.echo(format_report(result.at_half, result.tuned, split=result.split))
 

@@ -102,7 +102,9 @@ def config_from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str) -
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
         if key not in names:
-            raise ConfigError(f"{source}: unknown key {raw_key!r}{_suggest(key, names)} (valid keys: {', '.join(names)})")
+            raise ConfigError(
+                f"{source}: unknown key {raw_key!r}{_suggest(key, names)} (valid keys: {', '.join(names)})"
+            )
         out[key] = coerce(cls, key, value, source=source)
     return out
 

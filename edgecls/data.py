@@ -709,7 +709,8 @@ def _parse_coco(path: Path, classes: tuple[str, ...] | None) -> _Parsed:
             raise DataError(f"{name}: annotations[{n}] refers to image_id {iid}, which is not in images")
         if cid not in column:
             raise DataError(
-                f"{name}: annotations[{n}] has category_id {cid}, which is not in categories ({', '.join(map(str, ids))})"
+                f"{name}: annotations[{n}] has category_id {cid}, which is not in categories "
+                f"({', '.join(map(str, ids))})"
             )
         targets[image_index[iid], column[cid]] = 1.0
 

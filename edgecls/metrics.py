@@ -217,7 +217,8 @@ def _best_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
     positives = int(tps[-1])
     if positives == 0:
         return _DEFAULT_THRESHOLD
-    # Candidate i predicts the top i+1 score groups positive. F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + positives);
+    # Candidate i predicts the top i+1 score groups positive.
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + positives);
     # equal rationals divide to equal floats, so ties are exact.
     f1 = 2.0 * tps / ((tps + fps) + positives)
     best = np.flatnonzero(f1 == f1.max())

@@ -16,7 +16,8 @@ def test_yaml_then_flags_override(tmp_path):
 def test_unknown_yaml_key_names_file_and_closest_key(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("data: d\nout: o\nencoder_lr_scal: 0.1\n")
-    with pytest.raises(ConfigError, match=r"train\.yaml: unknown key 'encoder_lr_scal'; did you mean 'encoder_lr_scale'"):
+    expected = r"train\.yaml: unknown key 'encoder_lr_scal'; did you mean 'encoder_lr_scale'"
+    with pytest.raises(ConfigError, match=expected):
         build_config(TrainConfig, yaml_path=path)
 
 

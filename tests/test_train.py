@@ -13,9 +13,9 @@ from edgecls.data import load_dataset
 from edgecls.errors import ConfigError, TrainingDiverged
 from edgecls.preprocess import preprocess
 from edgecls.train import fit, load_checkpoint, resume
-from edgecls.train.evaluate import evaluate
 from edgecls.train import loop as loop_module
 from edgecls.train._datasets import ImageDataset
+from edgecls.train.evaluate import evaluate
 
 
 def test_fit_writes_a_self_describing_run(synth_small, tmp_path, tiny_config):
@@ -31,7 +31,8 @@ def test_fit_writes_a_self_describing_run(synth_small, tmp_path, tiny_config):
     assert result.best_map == max(h["val_map"] for h in history)
 
     raw = torch.load(run / "best.pt", map_location="cpu", weights_only=True)  # plain containers only
-    assert raw["model_spec"]["class_names"] == list(result.report.per_class[i].name for i in range(len(raw["thresholds"])))
+    assert raw["model_spec"]["class_names"] == [c.name for c in result.report.per_class]
+    assert len(raw["thresholds"]) == len(raw["model_spec"]["class_names"])
     ckpt = load_checkpoint(run)
     assert ckpt.thresholds is not None and ckpt.thresholds.shape == (len(ckpt.class_names),)
     assert ckpt.preprocess.img_size == 64 and ckpt.config["img_size"] == 64

@@ -306,5 +306,7 @@ def _pr_figure(probs: np.ndarray, targets: np.ndarray, known: np.ndarray | None,
 def plot_pr_curves(
     probs: np.ndarray, targets: np.ndarray, known: np.ndarray | None, class_names: Sequence[str], path: Path
 ) -> Path:
-    """One precision-recall curve per class (known entries only), AP in the legend; classes without positives skipped."""
+    """One precision-recall curve per class (known entries only), AP in the legend.
+
+    Classes without positives are skipped."""
     return _save(_pr_figure(probs, targets, known, class_names), path)

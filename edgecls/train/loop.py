@@ -287,7 +287,8 @@ class _Run:
             dataset: torch.utils.data.Dataset = TensorDataset(feats, targets, known)
             workers = 0
         else:
-            dataset = ImageDataset(self.train_split.samples, self.preprocess, build_augment(cfg.augment, self.preprocess))
+            augment = build_augment(cfg.augment, self.preprocess)
+            dataset = ImageDataset(self.train_split.samples, self.preprocess, augment)
             workers = self.workers
         sampler = DistributedSampler(dataset, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=True,
                                      seed=cfg.seed)
