@@ -211,6 +211,19 @@ def data_synth(out: str, n: int, seed: int, img_size: int, force: bool) -> None:
     click.echo(f"wrote {n} images and {labels}")
 
 
+
+
+def _register_commands() -> None:
+    """Commands of the runtime (predict, run, doctor) and the exporter (export, parity) live beside their packages."""
+    from edgecls import _cli_export, _cli_runtime
+
+    _cli_runtime.register(cli)
+    _cli_export.register(cli)
+
+
+_register_commands()
+
+
 def main() -> None:
     cli(prog_name="edgecls")
 

@@ -120,7 +120,7 @@ class Backend(abc.ABC):
     def _extra_info(self) -> dict[str, Any]:
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release the engine (optional; garbage collection does it too)."""
 
     def __enter__(self) -> "Backend":
@@ -346,7 +346,9 @@ def open_backend(
     if backend != "auto":
         module = backend_module(backend)
         if backend not in loaders:
-            raise UnsupportedOption(f"backend {backend!r} cannot load {path.name}; backends for it: {', '.join(loaders)}")
+            raise UnsupportedOption(
+                f"backend {backend!r} cannot load {path.name}; backends for it: {', '.join(loaders)}"
+            )
         status = probe(backend)
         if not status.installed:
             raise _missing(backend, status)
@@ -388,7 +390,8 @@ def open_first(
         except Exception as exc:  # not installed properly, no such device here, engine build failed ...
             text = str(exc) if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {exc}"
             failures.append(f"{cand.backend} on {dev}: {text}")
-            log.warning("auto: %s on %s cannot run %s (%s); trying the next backend", cand.backend, dev, path.name, text)
+            log.warning("auto: %s on %s cannot run %s (%s); trying the next backend", cand.backend, dev, path.name,
+                        text)
             continue
         skipped = f" (skipped: {' | '.join(failures)})" if failures else ""
         loaded.reason = f"{cand.why}{skipped}"

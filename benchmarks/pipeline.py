@@ -1,0 +1,294 @@
+"""Pipelining benchmark: does the runtime keep the inference engine busy while it decodes and writes?
+
+Steps:
+  [1/5] bundles: --bundle BUNDLE (repeatable), or built here: EfficientNet-Lite0 (random weights, 224 px, 7 labels)
+        as fp32 ONNX + a Q/DQ INT8 ONNX and, with openvino installed, their OpenVINO IRs; plus a tiny 2-conv net
+  [2/5] pure backend batch-1 FPS: one preprocessed frame, ``backend.infer`` in a loop
+  [3/5] `edgecls run --source video.mp4 --no-show` FPS (``run_stream``; JSON lines to /dev/null)
+  [4/5] pure batched throughput: ``backend.infer`` on batches of --batch preprocessed images
+  [5/5] folder `edgecls predict` throughput (``predict_paths``; JSONL to /dev/null) on real images
+  report: per bundle, backend/device/precision, the four rates and the ratios against the targets
+          (stream >= 90 % of pure batch-1 FPS, folder predict >= 85 % of pure batched throughput)
+
+Run:  .venv/bin/python benchmarks/pipeline.py [--bundle BUNDLE] [--images DIR] [--frames 300] [--out report.json]
+Requirements: the `runtime` extra (+ `openvino` for the OpenVINO rows); building the default bundles needs the
+`train` extra (torch, onnx) — the runtime being measured never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_IMAGES = REPO.parent / "shared" / "datasets" / "aquarium" / "train" / "images"
+CLASSES = ("fish", "jellyfish", "penguin", "puffin", "shark", "starfish", "stingray")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# [1/5] bundles
+
+
+def _calibration(n: int, size: int) -> list[np.ndarray]:
+    return [np.random.default_rng(i).standard_normal((1, 3, size, size)).astype(np.float32) for i in range(n)]
+
+
+def build_bundle(root: Path, model, size: int, *, name: str) -> Path:
+    """Export ``model`` like the exporter does (onnx, onnx-int8 and OpenVINO IRs when available) into ``root``."""
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from edgecls._deps import has
+    from edgecls._io import sha256_file
+    from edgecls.manifest import Artifact, Manifest
+    from edgecls.preprocess import PreprocessSpec
+
+    onnx_path = root / "onnx" / "model.onnx"
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model.eval(), torch.zeros(1, 3, size, size), str(onnx_path), input_names=["images"],
+                      output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter({"images": x} for x in _calibration(16, size))
+
+        def get_next(self):
+            return next(self.it, None)
+
+    int8_path = root / "onnx-int8" / "model.onnx"
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(str(onnx_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    thr = (0.5,) * len(CLASSES)
+    arts = [Artifact("onnx", "onnx/model.onnx", "onnx", "fp32", sha256_file(onnx_path), thr),
+            Artifact("onnx-int8", "onnx-int8/model.onnx", "onnx", "int8", sha256_file(int8_path), thr, parent="onnx")]
+    if has("openvino"):
+        import openvino as ov
+
+        ov.save_model(ov.convert_model(str(onnx_path)), str(root / "openvino" / "model.xml"))
+        ov.save_model(ov.convert_model(str(int8_path)), str(root / "openvino-int8" / "model.xml"),
+                      compress_to_fp16=False)
+        arts += [Artifact("openvino", "openvino/model.xml", "openvino", "fp16",
+                          sha256_file(root / "openvino/model.xml"), thr),
+                 Artifact("openvino-int8", "openvino-int8/model.xml", "openvino", "int8",
+                          sha256_file(root / "openvino-int8/model.xml"), thr, parent="openvino")]
+    Manifest(class_names=CLASSES, preprocess=PreprocessSpec(img_size=size), backbone=name, thresholds=thr,
+             input_shape=("batch", 3, size, size), output_shape=("batch", len(CLASSES)),
+             artifacts=tuple(arts)).save(root)
+    return root
+
+
+def default_bundles(workdir: Path) -> list[Path]:
+    import logging
+
+    import torch
+    from torch import nn
+
+    from edgecls.train.backbones import ModelSpec, build_model
+
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.manual_seed(0)
+    lite0 = build_model(ModelSpec("efficientnet_lite0", CLASSES), pretrained=False)
+    tiny = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(CLASSES)))
+    return [build_bundle(workdir / "lite0-224", lite0, 224, name="efficientnet_lite0"),
+            build_bundle(workdir / "tiny-64", tiny, 64, name="tiny")]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def real_images(folder: Path | None, workdir: Path, n: int) -> list[Path]:
+    """Up to ``n`` real images from ``folder`` (the aquarium training set by default), else generated 640x480 jpgs."""
+    import cv2
+
+    if folder is not None and folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
+        if files:
+            return files
+    out = workdir / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        img = cv2.GaussianBlur((rng.random((480, 640, 3)) * 255).astype(np.uint8), (9, 9), 3)
+        paths.append(out / f"{i:04d}.jpg")
+        cv2.imwrite(str(paths[-1]), img)
+    return paths
+
+
+def make_video(path: Path, images: list[Path], frames: int, size=(640, 480), fps: float = 30.0) -> Path:
+    """A 640x480 mp4 (mp4v) cycling through the real images, like a camera recording."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    pics = [cv2.resize(cv2.imread(str(p)), size) for p in images[: min(len(images), 60)]]
+    for i in range(frames):
+        writer.write(pics[i % len(pics)])
+    writer.release()
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# measurements
+
+
+def _rate(fn, items_per_call: int, *, min_seconds: float, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and calls >= 20:
+            return calls * items_per_call / elapsed
+
+
+def _decode_rate(images: list[Path], spec, workers: int) -> float:
+    """Images/s of decode + preprocess alone in the same thread pool predict uses (no inference)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgecls.preprocess import preprocess
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda p: preprocess(p, spec), images):
+            pass
+    return len(images) / (time.perf_counter() - start)
+
+
+def _video_decode_rate(video: Path) -> float:
+    """Frames/s of reading (decoding) the video alone: the ceiling for a stream that keeps every frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    frames, start = 0, time.perf_counter()
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    return frames / (time.perf_counter() - start)
+
+
+def measure(bundle: Path, images: list[Path], video: Path, *, batch: int, backend: str, seconds: float,
+            rounds: int) -> dict:
+    """Interleave the four measurements ``rounds`` times and keep the medians (the machine may be shared)."""
+    import cv2
+
+    from edgecls.preprocess import preprocess, preprocess_batch
+    from edgecls.runtime import Classifier
+    from edgecls.runtime._commands import predict_paths, run_stream
+
+    row: dict = {"bundle": bundle.name}
+    samples: dict[str, list[float]] = {k: [] for k in ("pure_batch1_fps", "stream_fps", "pure_batched_ips",
+                                                        "predict_ips", "decode_ips", "video_decode_fps")}
+    cap = cv2.VideoCapture(str(video))
+    frame = cap.read()[1]
+    cap.release()
+    workers = min(4, os.cpu_count() or 1)
+    with Classifier(bundle, backend) as clf, open(os.devnull, "w") as devnull:
+        info = clf.info()
+        row.update(backend=info["backend"]["name"], device=info["backend"]["device"],
+                   precision=info["backend"]["precision"], artifact=info["artifact"]["name"])
+        one = preprocess(frame, clf.spec)[None]
+        many = preprocess_batch(images[:batch], clf.spec)
+        for r in range(1, rounds + 1):
+            tag = f"{bundle.name} round {r}/{rounds}"
+            print(f"[2/5] {tag}: pure batch-1 inference ({row['backend']}/{row['device']}, {row['precision']})")
+            samples["pure_batch1_fps"].append(_rate(lambda: clf.backend.infer(one), 1, min_seconds=seconds))
+            print(f"[3/5] {tag}: run --source video --no-show")
+            s = run_stream(bundle, source=str(video), backend=backend, show=False, stdout=devnull)
+            samples["stream_fps"].append(s.fps)
+            samples["video_decode_fps"].append(_video_decode_rate(video))
+            row.update(stream_frames=s.frames, stream_latency_ms=s.mean_latency_ms, stream_dropped=s.dropped)
+            print(f"[4/5] {tag}: pure batched inference (batch {batch})")
+            samples["pure_batched_ips"].append(_rate(lambda: clf.backend.infer(many), batch, min_seconds=seconds))
+            print(f"[5/5] {tag}: predict on {len(images)} images (batch {batch}); decode-only rate")
+            p = predict_paths(bundle, [str(i) for i in images], backend=backend, batch=batch, fmt="jsonl",
+                              stdout=devnull, progress=False)
+            samples["predict_ips"].append(p.images_per_second)
+            row.update(predict_images=p.images, predict_errors=p.errors)
+            samples["decode_ips"].append(_decode_rate(images, clf.spec, workers))
+    for key, values in samples.items():
+        row[key] = float(np.median(values))
+        row[key + "_all"] = [round(v, 1) for v in values]
+    row["stream_ratio"] = row["stream_fps"] / row["pure_batch1_fps"]
+    row["predict_ratio"] = row["predict_ips"] / row["pure_batched_ips"]
+    # decode and inference share the same CPU cores: a perfect pipeline reaches 1 / (1/infer + 1/decode)
+    row["predict_cpu_bound_ips"] = 1.0 / (1.0 / row["pure_batched_ips"] + 1.0 / row["decode_ips"])
+    return row
+
+
+def report(rows: list[dict]) -> str:
+    head = (f"{'bundle':<10s} {'backend/device (precision, artifact)':<40s} {'pure b1 FPS':>11s} {'run FPS':>8s} "
+            f"{'ratio':>6s} {'video decode FPS':>16s} {'pure batch img/s':>16s} {'predict img/s':>13s} {'ratio':>6s} "
+            f"{'decode img/s':>12s} {'shared-CPU bound':>16s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        what = f"{r['backend']}/{r['device']} ({r['precision']}, {r['artifact']})"
+        bound = r["predict_cpu_bound_ips"]
+        lines.append(
+            f"{r['bundle']:<10s} {what:<40s} {r['pure_batch1_fps']:11.1f} {r['stream_fps']:8.1f} "
+            f"{r['stream_ratio']:6.0%} {r['video_decode_fps']:16.1f} {r['pure_batched_ips']:16.1f} "
+            f"{r['predict_ips']:13.1f} "
+            f"{r['predict_ratio']:6.0%} "
+            f"{r['decode_ips']:12.1f} {bound:9.1f} ({bound / r['pure_batched_ips']:4.0%})"
+        )
+    lines.append("medians of interleaved rounds; targets: run >= 90% of pure batch-1 FPS, predict >= 85% of pure "
+                 "batched throughput")
+    lines.append("video decode FPS: reading the video alone (a file is processed frame by frame, so `run` cannot "
+                 "beat it)")
+    lines.append("shared-CPU bound: 1/(1/inference + 1/decode), what a perfect pipeline reaches when decoding and "
+                 "inference share the same cores")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", action="append", type=Path, help="bundle(s) to measure [default: build two]")
+    parser.add_argument("--backend", action="append", help="backend(s) to measure [default: auto]")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of real images")
+    parser.add_argument("--num-images", type=int, default=448)
+    parser.add_argument("--frames", type=int, default=300, help="frames in the generated 640x480 video")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per pure-inference measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (medians are reported)")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="edgecls-bench-"))
+    try:
+        print("[1/5] bundles and inputs")
+        bundles = args.bundle or default_bundles(workdir)
+        images = real_images(args.images, workdir, args.num_images)
+        video = make_video(workdir / "video.mp4", images, args.frames)
+        rows = [measure(b, images, video, batch=args.batch, backend=be, seconds=args.seconds, rounds=args.rounds)
+                for b in bundles for be in (args.backend or ["auto"])]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs (load average {load:.1f}), "
+          f"python {platform.python_version()}; "
+          f"{len(images)} images from {args.images if args.images.is_dir() else 'generated 640x480 jpgs'}, "
+          f"video {args.frames} frames 640x480")
+    print(report(rows))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

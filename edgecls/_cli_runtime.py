@@ -1,0 +1,124 @@
+"""`edgecls predict`, `edgecls run` and `edgecls doctor`: thin click commands over :mod:`edgecls.runtime._commands`.
+
+``edgecls.cli`` calls :func:`register` to add them to its group. Each body parses flags, calls one library function and
+prints its summary; library errors become one-line ``Error: ...`` messages (exit 1), Ctrl-C exits 130 after every
+output is flushed and closed. Heavy modules are imported inside the commands so ``edgecls --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
+from edgecls.errors import EdgeclsError
+
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "coreml")
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgeclsError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def _engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                     help="inference engine; auto picks the fastest that works here"),
+        click.option("--device", default=None, help="cpu, gpu/cuda[:N], npu, or the backend's device name (GPU.1)"),
+        click.option("--artifact", default=None, help="force one artifact of the bundle, e.g. onnx-int8"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU inference threads")
+
+
+def _finish(summary: Any) -> None:
+    """Print the run's summary to stderr; exit 130 after Ctrl-C."""
+    if getattr(summary, "output_closed", False):  # stdout's reader left (| head): keep Python from complaining
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    click.echo(summary.format(), err=True)
+    if summary.interrupted:
+        sys.exit(130)
+
+
+def register(cli_group: click.Group) -> None:
+    """Add the runtime commands (predict, run, doctor) to ``cli_group``."""
+
+    @cli_group.command()
+    @click.argument("bundle", type=click.Path(exists=True))
+    @click.argument("paths", nargs=-1, required=True)
+    @_engine_options
+    @_threads_option
+    @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="images per inference")
+    @click.option("--workers", type=click.IntRange(min=1), default=None, help="decode threads [default: up to 4]")
+    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+    @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="write results here, not stdout")
+    @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+    @_user_errors
+    def predict(bundle: str, paths: tuple[str, ...], backend: str, device: str | None, artifact: str | None,
+                threads: int | None, batch: int, workers: int | None, fmt: str, out: str | None,
+                progress: bool | None) -> None:
+        """Classify images, folders (recursive) and globs with BUNDLE; one row per image, in input order.
+
+        An unreadable image becomes an error row and the run goes on."""
+        from edgecls.runtime._commands import predict_paths
+
+        summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
+                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress)
+        _finish(summary)
+
+    @cli_group.command()
+    @click.argument("bundle", type=click.Path(exists=True))
+    @click.option("--camera", default=None, help="camera index (0 is the first camera)")
+    @click.option("--source", default=None, help="video file, stream URL (rtsp://...) or GStreamer pipeline")
+    @_engine_options
+    @_threads_option
+    @click.option("--show/--no-show", default=None, help="show a window [default: when a display is available]")
+    @click.option("--save", type=click.Path(dir_okay=False), default=None, help="write overlaid frames to an mp4")
+    @click.option("--jsonl", type=click.Path(dir_okay=False), default=None, help="one JSON line per frame here")
+    @click.option("--realtime", is_flag=True, help="play a video file at its frame rate, dropping like a camera")
+    @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="stop after this many frames")
+    @_user_errors
+    def run(bundle: str, camera: str | None, source: str | None, backend: str, device: str | None,
+            artifact: str | None, threads: int | None, show: bool | None, save: str | None, jsonl: str | None,
+            realtime: bool, max_frames: int | None) -> None:
+        """Classify a camera (--camera 0) or a video/stream (--source) frame by frame, with an overlay.
+
+        Headless (--no-show) without --jsonl prints one JSON line per frame. A camera or stream that drops is
+        reopened with back-off a few times, then the run ends with an error."""
+        from edgecls.runtime._commands import run_stream
+
+        summary = run_stream(bundle, camera=camera, source=source, backend=backend, device=device, artifact=artifact,
+                             threads=threads, show=show, save=save, jsonl=jsonl, realtime=realtime,
+                             max_frames=max_frames)
+        _finish(summary)
+
+    @cli_group.command()
+    @click.argument("bundle", type=click.Path(exists=True), required=False)
+    @_engine_options
+    @click.option("--load", is_flag=True, help="also load the chosen artifact to prove it works")
+    @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+    @_user_errors
+    def doctor(bundle: str | None, backend: str, device: str | None, artifact: str | None, load: bool,
+               as_json: bool) -> None:
+        """Show the backends and devices of this machine and what auto would choose for BUNDLE."""
+        from edgecls.runtime._commands import doctor as run_doctor
+
+        report = run_doctor(bundle, backend=backend, device=device, artifact=artifact, load=load, as_json=as_json)
+        if report.error:
+            sys.exit(1)

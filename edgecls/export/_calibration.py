@@ -1,0 +1,216 @@
+"""What an export works from: the model, calibration and validation images (through the shared preprocessing), the
+PyTorch reference logits, and the FP32 ONNX every other artifact is derived from, each made once and cached.
+
+Images are decoded and preprocessed once by :mod:`edgecls.preprocess` (the one implementation training evaluation,
+the runtime and the parity check share), so PyTorch and every backend see the very same float32 arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgecls.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgecls.export import ExportConfig
+
+log = logging.getLogger("edgecls.export")
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+_BATCH = 32
+
+
+@dataclass
+class ImageSet:
+    """Preprocessed images of one split (or a sample of it) with their labels.
+
+    Attributes:
+        split: Split name.
+        names: Image paths relative to the dataset folder (how the parity check finds them again).
+        images: float32 ``(N, 3, H, W)``.
+        targets: float32 ``(N, K)``.
+        known: bool ``(N, K)``.
+        total: Images in the split before sampling.
+        seed: Seed of the sample (None when the whole split is used).
+    """
+
+    split: str
+    names: list[str]
+    images: np.ndarray
+    targets: np.ndarray
+    known: np.ndarray
+    total: int
+    seed: int | None = None
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(self.names).encode()).hexdigest()[:16]
+
+    def summary(self, *, method: str) -> dict[str, Any]:
+        """What the manifest records about a calibration set."""
+        return {"split": self.split, "images": len(self), "of": self.total, "seed": self.seed, "method": method,
+                "preprocessing": "edgecls.preprocess (shared)", "images_sha256": self.fingerprint()}
+
+
+def dataset_root(data: str | Path) -> Path:
+    path = Path(os.path.abspath(os.path.expanduser(str(data))))
+    return path if path.is_dir() else path.parent
+
+
+def relative_names(paths: Sequence[Path], root: Path) -> list[str]:
+    return [Path(os.path.relpath(p, root)).as_posix() for p in paths]
+
+
+def preprocess_paths(paths: Sequence[Path], spec: Any, *, what: str) -> np.ndarray:
+    """Decode and preprocess ``paths`` with the shared preprocessing into one float32 NCHW array."""
+    from edgecls.preprocess import preprocess
+
+    out = np.empty((len(paths), 3, spec.img_size, spec.img_size), dtype=np.float32)
+    for i, path in enumerate(paths):
+        try:
+            out[i] = preprocess(path, spec)
+        except DataError as exc:
+            raise DataError(f"{what}: {exc}") from None
+    return out
+
+
+def load_images(ckpt: Any, data: str | Path, split: str, *, limit: int | None = None, seed: int = 0,
+                purpose: str) -> ImageSet:
+    """Load ``split`` of ``data`` exactly as the checkpoint's training run did and preprocess it.
+
+    ``limit`` keeps a seeded random sample of that many images (sorted back into file order).
+
+    Raises:
+        DataError: the split has no readable image.
+    """
+    from edgecls.train.evaluate import load_split_for
+
+    part = load_split_for(ckpt, data, split)
+    samples = list(part.samples)
+    if not samples:
+        raise DataError(
+            f"{data}: the {split!r} split has no readable images, and {purpose} needs real images; "
+            "check the folder (or pick another split)"
+        )
+    total = len(samples)
+    used_seed = None
+    if limit is not None and limit < total:
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(total, size=int(limit), replace=False))
+        samples = [samples[i] for i in keep]
+        used_seed = seed
+    root = dataset_root(data)
+    paths = [s.path for s in samples]
+    images = preprocess_paths(paths, ckpt.preprocess, what=purpose)
+    targets = np.stack([s.target for s in samples]).astype(np.float32)
+    known = np.stack([s.known for s in samples]).astype(bool)
+    return ImageSet(split, relative_names(paths, root), images, targets, known, total, used_seed)
+
+
+def torch_logits(model: Any, images: np.ndarray) -> np.ndarray:
+    """FP32 PyTorch logits for preprocessed images, on the CPU."""
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), _BATCH):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(images[i : i + _BATCH]))).float().numpy())
+    return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class ExportContext:
+    """Shared, lazily computed inputs of one export; targets read what they need from here.
+
+    Attributes:
+        config: The export configuration.
+        checkpoint: The loaded :class:`~edgecls.train.checkpoint.Checkpoint`.
+        model: The PyTorch model (eval mode, CPU) that every artifact must agree with.
+        workdir: Scratch folder outside the bundle (the FP32 ONNX and other intermediates live here).
+    """
+
+    config: "ExportConfig"
+    checkpoint: Any
+    model: Any
+    workdir: Path
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def preprocess(self) -> Any:
+        return self.checkpoint.preprocess
+
+    @property
+    def img_size(self) -> int:
+        return int(self.checkpoint.preprocess.img_size)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.checkpoint.class_names)
+
+    def _once(self, key: str, make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def calibration(self) -> ImageSet:
+        """``calib_size`` images (seeded sample) of the calibration split, preprocessed."""
+        cfg = self.config
+        return self._once("calibration", lambda: load_images(
+            self.checkpoint, cfg.data, cfg.calib_split, limit=cfg.calib_size, seed=cfg.seed,
+            purpose=f"calibration ({cfg.calib_split} split)"))
+
+    def validation(self) -> ImageSet:
+        """The whole parity split, preprocessed."""
+        cfg = self.config
+        return self._once("validation", lambda: load_images(
+            self.checkpoint, cfg.data, cfg.parity_split, purpose=f"the parity check ({cfg.parity_split} split)"))
+
+    def reference_logits(self) -> np.ndarray:
+        """PyTorch FP32 logits on the parity split: what every artifact is compared with."""
+        return self._once("reference", lambda: torch_logits(self.model, self.validation().images))
+
+    def float_onnx(self) -> tuple[Path, dict[str, Any]]:
+        """The FP32 ONNX (exported, simplified, checked) in the work folder, and how it was made."""
+        from edgecls.export.targets.onnx import export_float_onnx
+
+        def make() -> tuple[Path, dict[str, Any]]:
+            path = self.workdir / "float.onnx"
+            details = export_float_onnx(self.model, self.img_size, path, opset=self.config.opset,
+                                        input_name=self.input_name, output_name=self.output_name)
+            return path, details
+
+        return self._once("float_onnx", make)
+
+    def head_nodes(self) -> list[str]:
+        """ONNX node names of the classifier head (kept float by every quantizer)."""
+        import onnx
+
+        from edgecls.export.targets.onnx import head_nodes
+
+        return self._once("head", lambda: head_nodes(onnx.load(str(self.float_onnx()[0]))))
+
+    def exported_program(self) -> Any:
+        """``torch.export`` program with a dynamic batch of 1..max_batch (CoreML converts from it)."""
+        import torch
+
+        def make() -> Any:
+            example = torch.zeros(2, 3, self.img_size, self.img_size)
+            batch = torch.export.Dim("batch", min=1, max=int(self.config.max_batch))
+            program = torch.export.export(self.model, (example,), dynamic_shapes=({0: batch},))
+            return program.run_decompositions({})
+
+        return self._once("exported_program", make)

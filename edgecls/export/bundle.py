@@ -1,0 +1,277 @@
+"""The bundle on disk: written into a temporary folder beside the destination and renamed into place only when
+complete, so a crash, Ctrl-C or failed check never leaves a half-written bundle where a deployment would find it.
+
+Layout (one folder per target, named after it)::
+
+    BUNDLE/
+      manifest.json      the Manifest: classes, preprocessing, I/O, versions, per-artifact thresholds and parity
+      parity.json        the parity report (budgets, reference, one entry per artifact); `edgecls parity` updates it
+      reference.npz      the PyTorch reference logits on the parity split and the image names (parity without torch)
+      export.json        the resolved ExportConfig
+      README.md          model card
+      onnx/model.onnx  onnx-int8/model.onnx  openvino/model.xml+.bin  openvino-int8/...
+      coreml/model.mlpackage  coreml-int8/model.mlpackage
+      tensorrt/model.onnx + engine.json [+ model.engine | BUILD.md]   tensorrt-int8/...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import ConfigError
+from edgecls.manifest import MANIFEST_NAME, Manifest
+
+PARITY_NAME = "parity.json"
+REFERENCE_NAME = "reference.npz"
+CONFIG_NAME = "export.json"
+README_NAME = "README.md"
+PARITY_SCHEMA = 1
+
+
+class BundleWriter:
+    """A bundle being written: ``tmp`` until :meth:`commit` renames it onto ``out``."""
+
+    def __init__(self, out: Path, *, force: bool) -> None:
+        self.out = out
+        self.force = force
+        self.tmp: Path | None = None
+
+    def check(self) -> None:
+        """Refuse an existing destination (unless ``force`` and it is a bundle) or an unwritable parent, before any
+        work is done."""
+        out = self.out
+        if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+            pass  # an empty folder is replaced like a missing one
+        elif out.exists() or out.is_symlink():
+            if not out.is_dir():
+                raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+            if not self.force:
+                raise ConfigError(f"{out}: already exists; pass --force to replace it, or choose another --out")
+            if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+                raise ConfigError(f"{out}: exists and is not an edgecls bundle (no {MANIFEST_NAME}); refusing to "
+                                  "replace it even with --force")
+        parent = out.parent
+        probe = parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(f"{out}: cannot write there ({probe} is not a writable folder); choose another --out")
+
+    def open(self) -> Path:
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+        except OSError as exc:
+            raise ConfigError(f"{self.out}: cannot write there ({exc.strerror or exc}); choose another --out") from None
+        return self.tmp
+
+    def _permissions(self) -> None:
+        """Temporary files are private (0600/0700); a finished bundle gets the usual umask permissions."""
+        assert self.tmp is not None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)
+        for path in self.tmp.rglob("*"):
+            if not path.is_symlink():
+                os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+    def commit(self) -> Path:
+        """Move the finished bundle onto ``out`` (replacing an old bundle when forced)."""
+        assert self.tmp is not None
+        self._permissions()
+        old = None
+        if self.out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".old", dir=self.out.parent))
+            os.rmdir(old)
+            self.out.rename(old)
+        try:
+            self.tmp.rename(self.out)
+        except OSError:
+            if old is not None:
+                old.rename(self.out)
+            raise
+        self.tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out
+
+    def park(self, suffix: str) -> Path:
+        """Keep a bundle that failed a check beside ``out`` (as ``<out><suffix>``), never at ``out`` itself."""
+        assert self.tmp is not None
+        self._permissions()
+        dest = self.out.with_name(self.out.name + suffix)
+        if dest.exists():
+            shutil.rmtree(dest)
+        self.tmp.rename(dest)
+        self.tmp = None
+        return dest
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a folder (an .mlpackage) as the hash of its sorted (relative path, file hash) list."""
+    from edgecls._io import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return h.hexdigest()
+
+
+def folder_files(bundle: Path, folder: str) -> dict[str, str]:
+    """Every file of an artifact folder with its sha256 (model, weights, engine.json, BUILD.md ...)."""
+    from edgecls._io import sha256_file
+
+    root = bundle / folder
+    return {p.relative_to(bundle).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def size_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# parity.json and reference.npz
+
+
+def write_reference(bundle: Path, names: list[str], logits: np.ndarray, targets: np.ndarray, known: np.ndarray) -> None:
+    np.savez(bundle / REFERENCE_NAME, names=np.asarray(names, dtype=str), logits=logits.astype(np.float32),
+             targets=targets.astype(np.float32), known=known.astype(bool))
+
+
+def read_reference(bundle: Path) -> dict[str, np.ndarray]:
+    path = bundle / REFERENCE_NAME
+    if not path.is_file():
+        raise ConfigError(f"{bundle}: no {REFERENCE_NAME}; was it written by `edgecls export`?")
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in ("names", "logits", "targets", "known")}
+
+
+def read_parity(bundle: Path) -> dict[str, Any]:
+    path = bundle / PARITY_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{bundle}: no {PARITY_NAME}; was it written by `edgecls export`?") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if int(data.get("schema_version", 0)) > PARITY_SCHEMA:
+        raise ConfigError(f"{path}: schema version {data['schema_version']} is newer than this edgecls reads")
+    return data
+
+
+def write_parity(bundle: Path, data: dict[str, Any]) -> None:
+    from edgecls._io import write_json
+
+    write_json(bundle / PARITY_NAME, {"schema_version": PARITY_SCHEMA, **data})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# README.md
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|")
+
+
+def _num(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec)
+
+
+def model_card(manifest: Manifest, parity: dict[str, Any], *, sizes: dict[str, float], notes: list[str]) -> str:
+    """The bundle's README.md: what the model is, how every artifact did, and how to run it."""
+    pre = manifest.preprocess
+    size = pre.img_size
+    ref = parity.get("reference", {})
+    lines = [
+        f"# {manifest.backbone} multi-label classifier ({manifest.num_classes} classes)",
+        "",
+        f"Exported by edgecls {manifest.versions.get('edgecls', '')} on {manifest.created}. "
+        f"Source checkpoint sha256 `{manifest.source_checkpoint_sha256[:16]}...`.",
+        "",
+        "## Classes",
+        "",
+        "| # | class | threshold (PyTorch) |",
+        "| --- | --- | --- |",
+        *[f"| {i} | {name} | {t:.4f} |" for i, (name, t) in enumerate(zip(manifest.class_names, manifest.thresholds))],
+        "",
+        "## Input and output",
+        "",
+        f"- input `{manifest.input_name}`: float32 NCHW (batch, 3, {size}, {size}), RGB",
+        f"- preprocessing: resize `{pre.resize}` (crop_pct {pre.crop_pct}, {pre.interpolation}) to {size}x{size}, "
+        f"pixels x {pre.scale:.6g}, minus mean {list(pre.mean)}, divided by std {list(pre.std)}",
+        f"- output `{manifest.output_name}`: (batch, {manifest.num_classes}) logits; probability = sigmoid(logit); a "
+        "label is present when its probability >= the artifact's threshold for it",
+        "",
+        "## Artifacts and parity",
+        "",
+        f"Measured on the `{parity.get('split', '')}` split ({parity.get('num_samples', 0)} images) against PyTorch "
+        f"FP32 (mAP {_num(ref.get('map'), '.4f')}). Budgets: {parity.get('budgets', {})}.",
+        "",
+        "| artifact | file | precision | MB | ran on | max abs dp | mAP | mAP drop | agreement | ms (batch 1) "
+        "| parity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for art in manifest.artifacts:
+        rep = art.parity or {}
+        ms = art.details.get("latency_ms")
+        if "not_run" in rep or not rep:
+            lines.append(f"| {art.name} | `{art.path}` | {art.precision} | {sizes.get(art.name, 0):.1f} | - | - | - | "
+                         f"- | - | - | not run here: {_cell(rep.get('not_run', ''))} |")
+            continue
+        verdict = "ok" if rep.get("passed") else "**FAILED**"
+        lines.append(
+            f"| {art.name} | `{art.path}` | {art.precision} | {sizes.get(art.name, 0):.1f} | {rep.get('backend')}/"
+            f"{rep.get('device')} ({rep.get('backend_precision')}) | {_num(rep.get('max_abs_diff'), '.2e')} | "
+            f"{_num(rep.get('map_artifact'), '.4f')} | {_num(rep.get('map_drop'), '+.4f')} | "
+            f"{_num(rep.get('agreement'), '.4f')} | {_num(ms, '.2f')} | {verdict} ({_cell(rep.get('budget'))}) |"
+        )
+    lines += [
+        "",
+        "Each artifact has its own per-class thresholds (re-tuned for maximum F1 on the parity split) in "
+        "`manifest.json`; INT8 is not assumed to be faster: the latency column is what this machine measured.",
+        "",
+        "## How to run",
+        "",
+        "- With the edgecls runtime (numpy, OpenCV and one engine; no torch): `from edgecls.runtime import "
+        "Classifier; Classifier('BUNDLE').predict('photo.jpg').labels`. It reads `manifest.json`, picks the "
+        "fastest backend and artifact this machine runs, and applies the preprocessing and that artifact's "
+        "thresholds. A bare `.onnx` or OpenVINO `.xml` from here works too (its metadata stands in for the manifest).",
+        "- Re-check parity anywhere (a Mac for CoreML, the Jetson after building a TensorRT engine): "
+        "`edgecls parity BUNDLE DATA` (updates `parity.json`).",
+        "- Plain ONNX Runtime: every `.onnx` here carries class names, thresholds and preprocessing in its "
+        "`metadata_props`:",
+        "",
+        "```python",
+        "import json, numpy as np, onnxruntime as ort",
+        "sess = ort.InferenceSession('onnx/model.onnx')",
+        "meta = sess.get_modelmeta().custom_metadata_map",
+        "names = json.loads(meta['edgecls.class_names'])",
+        "thresholds = np.array(json.loads(meta['edgecls.thresholds']))",
+        "x = ...  # (N, 3, H, W) float32 made as described under 'Input and output'",
+        f"probs = 1 / (1 + np.exp(-sess.run(None, {{'{manifest.input_name}': x}})[0]))",
+        "labels = [[n for n, p, t in zip(names, row, thresholds) if p >= t] for row in probs]",
+        "```",
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(lines)

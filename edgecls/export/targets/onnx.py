@@ -1,0 +1,359 @@
+"""ONNX targets: ``onnx`` (FP32) and ``onnx-int8`` (static Q/DQ quantization for ONNX Runtime).
+
+The FP32 graph is the root every other ONNX-based artifact (OpenVINO, TensorRT) is made from, so this module also
+holds the helpers they share: :func:`export_float_onnx`, :func:`head_nodes`, :func:`quantize_qdq`,
+:func:`check_qdq` and :func:`write_metadata`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgecls.errors import ConfigError, EdgeclsError, UnsupportedOption
+from edgecls.export.targets import Built, Runner, Target, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgecls.export._calibration import ExportContext
+
+log = logging.getLogger("edgecls.export")
+
+MIN_OPSET = 17
+DYNAMO_MIN_OPSET = 18  # torch's dynamo exporter turns 17 into 18; 17 goes through the TorchScript exporter
+MODEL_FILE = "model.onnx"
+_CALIB_BATCH = 16
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FP32 export
+
+
+def check_opset(opset: int) -> None:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= int(opset) <= newest:
+        raise ConfigError(f"opset must be between {MIN_OPSET} and {newest} (this onnx {onnx.__version__}), got {opset}")
+
+
+def export_float_onnx(model: Any, img_size: int, path: Path, *, opset: int, input_name: str,
+                      output_name: str) -> dict[str, Any]:
+    """Export ``model`` (logits out) to an FP32 ONNX file with a dynamic batch, simplified and checked.
+
+    Opset >= 18 uses torch's dynamo exporter (``torch.export``; needs onnxscript) as one self-contained file;
+    opset 17 uses the TorchScript exporter, since dynamo would silently produce 18. Either graph then goes
+    through onnxslim and ``onnx.checker`` (full check). Returns what was done, for the manifest.
+    """
+    import onnx
+    import torch
+
+    check_opset(opset)
+    example = torch.zeros(2, 3, img_size, img_size)
+    out = io.StringIO()
+    try:
+        # The exporters print progress to stdout and warn about deprecations; keep the CLI output to our report.
+        with contextlib.redirect_stdout(out), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if opset >= DYNAMO_MIN_OPSET:
+                exporter = "torch.onnx.export(dynamo=True)"
+                torch.onnx.export(
+                    model, (example,), str(path), dynamo=True, opset_version=int(opset),
+                    input_names=[input_name], output_names=[output_name],
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False, verbose=False,
+                )
+            else:
+                exporter = "torch.onnx.export(dynamo=False)"
+                torch.onnx.export(
+                    model, (example,), str(path), dynamo=False, opset_version=int(opset),
+                    input_names=[input_name], output_names=[output_name], do_constant_folding=True,
+                    dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                )
+    except EdgeclsError:
+        raise
+    except Exception as exc:
+        raise UnsupportedOption(
+            f"torch could not export this model to ONNX opset {opset} ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
+    proto = onnx.load(str(path))
+    exported_nodes = len(proto.graph.node)
+    proto = _simplify(proto)
+    got = _default_opset(proto)
+    if got != int(opset):
+        raise UnsupportedOption(f"torch exported ONNX opset {got} when {opset} was asked for; use --opset {got}")
+    _check_io(proto, input_name, output_name)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return {"exporter": exporter, "opset": got, "nodes_exported": exported_nodes, "nodes": len(proto.graph.node),
+            "simplifier": "onnxslim"}
+
+
+def _simplify(proto: Any) -> Any:
+    import onnxslim
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        slim = onnxslim.slim(proto)
+    return slim if slim is not None else proto
+
+
+def _default_opset(proto: Any) -> int:
+    return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _check_io(proto: Any, input_name: str, output_name: str) -> None:
+    inputs = [i.name for i in proto.graph.input]
+    outputs = [o.name for o in proto.graph.output]
+    if inputs != [input_name] or outputs != [output_name]:
+        raise EdgeclsError(f"exported ONNX has inputs {inputs} and outputs {outputs}; expected [{input_name!r}] and "
+                           f"[{output_name!r}]")
+    dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    if dim0.HasField("dim_value"):
+        raise EdgeclsError(f"exported ONNX input has a static batch of {dim0.dim_value}; expected a dynamic batch")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the classifier head
+
+
+def head_nodes(proto: Any, *, prefix: str = "head.") -> list[str]:
+    """Names of the classifier head's nodes: they stay float in every quantized artifact.
+
+    The head is :class:`~edgecls.train.backbones.MultiLabelNet`'s ``head`` module: the nodes after the global pooling
+    that use its parameters (initializers named ``head.*``, as both torch exporters name them) and everything between
+    them and the output. Without such initializers (a graph from elsewhere), every node after the pooling is taken:
+    the walk back from the output through nodes whose outputs are at most 2-D (batch, features).
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    rank: dict[str, int] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
+        if vi.type.tensor_type.HasField("shape"):
+            rank[vi.name] = len(vi.type.tensor_type.shape.dim)
+    producer = {out: node for node in inferred.graph.node for out in node.output}
+    initializers = {i.name for i in inferred.graph.initializer}
+    pooled: dict[str, Any] = {}
+    stack = [o.name for o in inferred.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in pooled:
+            continue
+        if not all(rank.get(o, 99) <= 2 for o in node.output if o):
+            continue
+        pooled[node.name] = node
+        stack.extend(i for i in node.input if i and i not in initializers)
+    seeds = [n for n in pooled.values() if any(i.startswith(prefix) and i in initializers for i in n.input)]
+    if not seeds:
+        return sorted(pooled)
+    consumers: dict[str, list[Any]] = {}
+    for node in inferred.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    head = {n.name for n in seeds}
+    frontier = list(seeds)
+    while frontier:
+        for out in frontier.pop().output:
+            for nxt in consumers.get(out, []):
+                if nxt.name in pooled and nxt.name not in head:
+                    head.add(nxt.name)
+                    frontier.append(nxt)
+    return sorted(head)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# INT8 (Q/DQ)
+
+
+def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, *, input_name: str,
+                 symmetric_activations: bool, workdir: Path) -> dict[str, Any]:
+    """Static INT8 quantization of an FP32 ONNX into Q/DQ format, calibrated with MinMax on ``images``.
+
+    Weights: int8, per output channel, symmetric. Activations: uint8 asymmetric (ONNX Runtime's fast U8S8 path on
+    x86) or, with ``symmetric_activations``, int8 symmetric (zero point 0), which is what TensorRT's explicit
+    quantization accepts. The classifier head (:func:`head_nodes`) stays float, so the sigmoid input is an FP32
+    logit. Channels whose weights are all (near) zero get scale 1 and zero weights from onnxruntime, never scale 0.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.pos = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.pos >= len(images):
+                return None
+            batch = np.ascontiguousarray(images[self.pos : self.pos + _CALIB_BATCH], dtype=np.float32)
+            self.pos += _CALIB_BATCH
+            return {input_name: batch}
+
+        def rewind(self) -> None:
+            self.pos = 0
+
+    prepared = workdir / "float.preprocessed.onnx"
+    if not prepared.is_file():
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
+    exclude = head_nodes(onnx.load(str(prepared)))
+    activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    quantize_static(
+        str(prepared), str(out_path), Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=activation,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=exclude,
+        extra_options={"ActivationSymmetric": bool(symmetric_activations), "WeightSymmetric": True},
+    )
+    stats = check_qdq(out_path, exclude=exclude, symmetric_activations=symmetric_activations)
+    return {
+        "quantizer": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "weights": "int8 per-channel symmetric",
+        "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
+        "calibration_method": "minmax",
+        "float_nodes": exclude,
+        **stats,
+    }
+
+
+def check_qdq(path: Path, *, exclude: Sequence[str] = (), symmetric_activations: bool = False) -> dict[str, int]:
+    """Check a Q/DQ model: Q/DQ nodes present, per-channel weight scales, every scale finite and > 0, zero points
+    0 where activations are symmetric, and the ``exclude`` nodes fed by float weights. Returns counts."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i for i in proto.graph.initializer}
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    q = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"]
+    if not q or not dq:
+        raise EdgeclsError(f"{path.name}: no QuantizeLinear/DequantizeLinear nodes after quantization")
+    per_channel = 0
+    for node in q + dq:
+        scale = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
+        if scale is not None:
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                raise EdgeclsError(f"{path.name}: {node.name} has a zero or non-finite quantization scale")
+            data = inits.get(node.input[0])
+            if node.op_type == "DequantizeLinear" and data is not None and scale.size > 1 and data.data_type in (
+                onnx.TensorProto.INT8, onnx.TensorProto.UINT8
+            ):
+                per_channel += 1  # an int8 weight with one scale per output channel (biases are int32)
+        if symmetric_activations and len(node.input) > 2 and node.input[2] in inits:
+            zp = numpy_helper.to_array(inits[node.input[2]])
+            if np.any(zp != 0):
+                raise EdgeclsError(f"{path.name}: {node.name} has a non-zero zero point (TensorRT needs symmetric)")
+    if per_channel == 0:
+        raise EdgeclsError(f"{path.name}: no per-channel weight scales found")
+    onnx.checker.check_model(proto, full_check=True)
+    names = {n.name: n for n in proto.graph.node}
+    for name in exclude:
+        node = names.get(name)
+        if node is None:
+            continue
+        for inp in node.input:
+            src = producer.get(inp)
+            if src is not None and src.op_type == "DequantizeLinear" and src.input[0] in inits:
+                raise EdgeclsError(f"{path.name}: head node {name} was quantized; it must stay float")
+    return {"quantize_nodes": len(q), "dequantize_nodes": len(dq), "per_channel_weights": per_channel,
+            "nodes": len(proto.graph.node)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# metadata
+
+
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace the model's ``metadata_props`` with ``metadata`` (strings), leaving the graph untouched."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    proto.producer_name = "edgecls"
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# targets
+
+
+def ort_runner(artifact: Any, bundle: Path) -> tuple[Runner | None, str]:
+    """ONNX Runtime on the CPU: deterministic FP32 (or the file's INT8) kernels, comparable across machines."""
+    from edgecls.runtime.backends import probe
+
+    status = probe("onnxruntime")
+    if not status.installed:
+        return None, f"onnxruntime is not installed ({status.reason}); pip install \"edgecls[runtime]\""
+    return Runner("onnxruntime", "cpu", None, artifact.path), ""
+
+
+def _build_onnx(ctx: "ExportContext", folder: Path) -> Built:
+    src, details = ctx.float_onnx()
+    shutil.copyfile(src, folder / MODEL_FILE)
+    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="fp32", details=dict(details), finalize=write_metadata)
+
+
+def _build_onnx_int8(ctx: "ExportContext", folder: Path) -> Built:
+    src, float_details = ctx.float_onnx()
+    calib = ctx.calibration()
+    details = quantize_qdq(src, folder / MODEL_FILE, calib.images, input_name=ctx.input_name,
+                           symmetric_activations=False, workdir=ctx.workdir)
+    details["note"] = ("uint8 activations: ONNX Runtime's fast CPU path; TensorRT needs symmetric int8 "
+                       "activations, see the tensorrt-int8 artifact")
+    details["opset"] = float_details["opset"]
+    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="int8", parent="onnx",
+                 calibration=calib.summary(method="minmax (onnxruntime quantize_static)"), details=details,
+                 finalize=write_metadata)
+
+
+_ONNX_REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim")
+
+ONNX = register(Target(
+    name="onnx",
+    format="onnx",
+    suffix=".onnx",
+    extra="train",
+    precision="fp32",
+    options=frozenset({"opset", "fp32_tolerance"}),
+    doc="FP32 ONNX with a dynamic batch and logits out (the sigmoid is applied outside the model), exported with "
+        "torch's dynamo exporter (opset >= 18; TorchScript exporter for 17), simplified with onnxslim and checked "
+        "with onnx.checker. Class names, thresholds and preprocessing are in metadata_props.",
+    requires=_ONNX_REQUIRES,
+    build=_build_onnx,
+    runner=ort_runner,
+))
+
+ONNX_INT8 = register(Target(
+    name="onnx-int8",
+    format="onnx",
+    suffix=".onnx",
+    extra="runtime",
+    precision="int8",
+    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop"}),
+    doc="Static INT8 ONNX in Q/DQ format for ONNX Runtime: int8 per-channel symmetric weights, uint8 activations "
+        "calibrated (MinMax) on real images through the shared preprocessing; the classifier head stays float. "
+        "For TensorRT (symmetric int8 activations) use tensorrt-int8.",
+    requires=(*_ONNX_REQUIRES, "onnxruntime"),
+    build=_build_onnx_int8,
+    runner=ort_runner,
+))

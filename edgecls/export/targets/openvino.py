@@ -1,0 +1,182 @@
+"""OpenVINO targets: ``openvino`` (IR with FP16-compressed weights) and ``openvino-int8`` (NNCF post-training
+quantization, accuracy-aware with ``max_map_drop``).
+
+Both are converted from the exported FP32 ONNX (``openvino.convert_model``), so every artifact of a bundle comes
+from one graph. The CPU plugin's inference precision is not the file's precision: on CPUs with AVX512_BF16/AMX it
+defaults to bf16 (and an f16 hint becomes bf16). The parity check therefore sets ``INFERENCE_PRECISION_HINT``
+explicitly (``openvino_precision``, f32 by default) and the manifest records the hint and what it resolved to, so
+the runtime can use the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+from edgecls.export.targets import Built, Runner, Target, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgecls.export._calibration import ExportContext
+
+log = logging.getLogger("edgecls.export")
+
+MODEL_FILE = "model.xml"
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+def _ov() -> Any:
+    from edgecls._deps import require
+
+    return require("openvino", extra="openvino")
+
+
+def head_ops(model: Any, onnx_head: Sequence[str]) -> list[str]:
+    """Friendly names of the OpenVINO ops made from the ONNX head nodes (``node`` or ``node/...``)."""
+    names = set(onnx_head)
+    found = []
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if name in names or name.split("/")[0] in names:
+            found.append(name)
+    return found
+
+
+def write_rt_info(path: Path, metadata: dict[str, str]) -> None:
+    """Store ``metadata`` under ``rt_info/edgecls`` of the IR, leaving the weights (``.bin``) byte for byte as is."""
+    from edgecls._io import sha256_file
+
+    ov = _ov()
+    bin_path = path.with_suffix(".bin")
+    before = sha256_file(bin_path)
+    model = ov.Core().read_model(str(path))
+    for key, value in metadata.items():
+        model.set_rt_info(str(value), ["edgecls", key.replace(".", "_")])
+    tmp = path.with_name(f".tmp.{path.name}")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    tmp_bin = tmp.with_suffix(".bin")
+    if sha256_file(tmp_bin) != before:
+        tmp.unlink()
+        tmp_bin.unlink()
+        raise EdgeclsError(f"{path.name}: re-saving the IR with its metadata changed the weights; not writing it")
+    tmp.replace(path)
+    tmp_bin.unlink()
+
+
+def _ov_runner(artifact: Any, bundle: Path) -> tuple[Runner | None, str]:
+    from edgecls.runtime.backends import probe
+
+    status = probe("openvino")
+    if not status.usable:
+        return None, f"openvino cannot run here ({status.reason or 'no device'})"
+    hint = (artifact.details or {}).get("inference_precision_hint", "f32")
+    return Runner("openvino", "CPU", hint, artifact.path), ""
+
+
+def _details(ctx: "ExportContext", ov: Any) -> dict[str, Any]:
+    return {
+        "converter": "openvino.convert_model from the exported FP32 ONNX",
+        "weights": "fp16 (ov.save_model compress_to_fp16=True)",
+        "inference_precision_hint": ctx.config.openvino_precision,
+        "openvino": ov.__version__,
+    }
+
+
+def _build_openvino(ctx: "ExportContext", folder: Path) -> Built:
+    ov = _ov()
+    src, _ = ctx.float_onnx()
+    model = ov.convert_model(str(src))
+    ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=True)
+    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="fp16", parent="onnx", details=_details(ctx, ov),
+                 finalize=write_rt_info)
+
+
+def _build_openvino_int8(ctx: "ExportContext", folder: Path) -> Built:
+    from edgecls._deps import require
+    from edgecls.metrics import mean_average_precision, sigmoid
+
+    ov = _ov()
+    nncf = require("nncf", extra="openvino")
+    nncf.set_log_level(logging.ERROR)
+    cfg = ctx.config
+    src, _ = ctx.float_onnx()
+    model = ov.Core().read_model(str(src))  # FP32: NNCF wants the uncompressed model
+    calib = ctx.calibration()
+    calibration = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))])
+    ignored = head_ops(model, ctx.head_nodes())
+    scope = nncf.IgnoredScope(names=ignored, validate=False)
+    details = _details(ctx, ov)
+    details.update({"quantizer": "nncf", "nncf": nncf.__version__, "preset": "performance (symmetric int8)",
+                    "float_ops": ignored})
+    if cfg.max_map_drop is None:
+        quantized = nncf.quantize(model, calibration, preset=nncf.QuantizationPreset.PERFORMANCE,
+                                  subset_size=len(calib), ignored_scope=scope)
+        details["method"] = "nncf.quantize (post-training)"
+    else:
+        val = ctx.validation()
+        items = [(val.images[i : i + 1], i) for i in range(len(val))]
+        validation = nncf.Dataset(items, lambda item: item[0])
+
+        def validation_fn(compiled: Any, data: Any) -> tuple[float, list[list[np.ndarray]]]:
+            outputs, index = [], []
+            for image, i in data:
+                outputs.append(np.asarray(compiled(image)[0], dtype=np.float32))
+                index.append(i)
+            logits = np.concatenate(outputs)
+            value = mean_average_precision(sigmoid(logits), val.targets[index], val.known[index])
+            return (0.0 if math.isnan(value) else float(value)), [[o] for o in outputs]
+
+        quantized = nncf.quantize_with_accuracy_control(
+            model, calibration, validation, validation_fn, max_drop=float(cfg.max_map_drop),
+            drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(calib), ignored_scope=scope,
+        )
+        details["method"] = "nncf.quantize_with_accuracy_control"
+        details["accuracy_control"] = {"metric": f"mAP on the {cfg.parity_split} split", "max_drop": cfg.max_map_drop,
+                                       "drop_type": "absolute"}
+    fq = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
+    if fq == 0:
+        raise EdgeclsError("NNCF left no quantized layer in the model (every layer reverted to float)")
+    details["fake_quantize_ops"] = int(fq)
+    ov.save_model(quantized, str(folder / MODEL_FILE), compress_to_fp16=True)
+    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="int8", parent="openvino",
+                 calibration=calib.summary(method="nncf min-max statistics + fast bias correction"),
+                 details=details, finalize=write_rt_info)
+
+
+_REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim", "openvino")
+
+OPENVINO = register(Target(
+    name="openvino",
+    format="openvino",
+    suffix=".xml",
+    extra="openvino",
+    precision="fp16",
+    options=frozenset({"opset", "fp16_tolerance", "openvino_precision"}),
+    doc="OpenVINO IR (model.xml + model.bin) converted from the FP32 ONNX, weights compressed to FP16. The parity "
+        "check runs it with an explicit INFERENCE_PRECISION_HINT (openvino_precision, f32 by default; bf16 is "
+        "faster on AVX512_BF16/AMX CPUs but moves probabilities by up to ~0.04) and records what it resolved to.",
+    requires=_REQUIRES,
+    build=_build_openvino,
+    runner=_ov_runner,
+))
+
+OPENVINO_INT8 = register(Target(
+    name="openvino-int8",
+    format="openvino",
+    suffix=".xml",
+    extra="openvino",
+    precision="int8",
+    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "openvino_precision"}),
+    doc="OpenVINO IR quantized to INT8 by NNCF post-training quantization (PERFORMANCE preset: symmetric int8, "
+        "min-max statistics on real calibration images through the shared preprocessing, classifier head kept "
+        "float). With max_map_drop set, NNCF's accuracy-aware quantization reverts the layers that cost the most "
+        "validation mAP until the drop is within it.",
+    requires=(*_REQUIRES, "nncf"),
+    build=_build_openvino_int8,
+    runner=_ov_runner,
+))

@@ -1,0 +1,416 @@
+"""The library side of `edgecls predict`, `edgecls run` and `edgecls doctor`: load, run, write outputs, summarise.
+
+No click here: the CLI parses flags, calls one of these and prints the summary. Outputs are written as results
+arrive and flushed; Ctrl-C (KeyboardInterrupt) stops the run, closes every output properly (a JSON array is still
+closed, the video file is finalised) and returns a summary with ``interrupted=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Sequence
+
+from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.runtime.classifier import Classifier, Prediction
+from edgecls.runtime.pipeline import (
+    DEFAULT_BACKOFF,
+    Display,
+    Progress,
+    Source,
+    StreamStats,
+    VideoSink,
+    collect_images,
+    draw_overlay,
+    open_capture,
+    parse_source,
+    predict_files,
+    stream_frames,
+)
+
+log = logging.getLogger("edgecls.runtime")
+
+OUTPUT_FORMATS = ("table", "json", "jsonl", "csv")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# writers
+
+
+class RowWriter:
+    """Writes :class:`Prediction` rows to a text stream as table, json (one array), jsonl or csv, as they come."""
+
+    def __init__(self, stream: IO[str], fmt: str, class_names: Sequence[str], *, source_width: int = 40) -> None:
+        if fmt not in OUTPUT_FORMATS:
+            raise ConfigError(f"unknown output format {fmt!r}; valid: {', '.join(OUTPUT_FORMATS)}")
+        self.stream, self.fmt, self.names = stream, fmt, list(class_names)
+        self.count = 0
+        self._width = max(6, min(source_width, 60))
+        self._per_class = len(self.names) <= 6
+        self._csv = csv.writer(stream) if fmt == "csv" else None
+        if fmt == "json":
+            stream.write("[")
+        elif fmt == "csv":
+            self._csv.writerow(["source", "error", "labels", *self.names])
+        elif fmt == "table":
+            cols = "  ".join(f"{n[:8]:>8s}" for n in self.names) if self._per_class else "top probabilities"
+            stream.write(f"{'source':<{self._width}s}  {'labels':<24s}  {cols}\n")
+
+    def write(self, pred: Prediction) -> None:
+        fmt = self.fmt
+        if fmt == "jsonl":
+            self.stream.write(json.dumps(pred.to_dict()) + "\n")
+        elif fmt == "json":
+            self.stream.write(("\n" if self.count == 0 else ",\n") + "  " + json.dumps(pred.to_dict()))
+        elif fmt == "csv":
+            probs = [f"{p:.6f}" for p in pred.probs] if pred.probs is not None else [""] * len(self.names)
+            self._csv.writerow([pred.source, pred.error or "", ";".join(pred.labels), *probs])
+        else:
+            self.stream.write(self._table_row(pred) + "\n")
+        self.count += 1
+        self.stream.flush()
+
+    def _table_row(self, pred: Prediction) -> str:
+        src = pred.source if len(pred.source) <= self._width else "..." + pred.source[-(self._width - 3):]
+        if pred.error is not None:
+            return f"{src:<{self._width}s}  ERROR: {pred.error}"
+        labels = ",".join(pred.labels) or "-"
+        if self._per_class:
+            cols = "  ".join(f"{p:8.3f}" for p in pred.probs)
+        else:
+            top = sorted(pred.probabilities.items(), key=lambda kv: -kv[1])[:3]
+            cols = " ".join(f"{k}={v:.3f}" for k, v in top)
+        return f"{src:<{self._width}s}  {labels:<24s}  {cols}"
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write("\n]\n" if self.count else "]\n")
+        self.stream.flush()
+
+
+def _quietly(action: Callable[[], Any]) -> None:
+    """Close/flush an output; a reader that went away (``| head``) is not an error at this point."""
+    try:
+        action()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def _open_out(out: str | Path | None, default: IO[str] | None) -> tuple[IO[str], bool]:
+    if out is None:
+        return (default or sys.stdout), False
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w", encoding="utf-8", newline=""), True
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# predict
+
+
+@dataclass
+class PredictSummary:
+    images: int
+    errors: int
+    seconds: float
+    backend: dict[str, Any]
+    out: str | None = None
+    interrupted: bool = False
+    output_closed: bool = False  # stdout was closed by its reader (a pipe into `head`)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        b = self.backend.get("backend", {})
+        what = f"{self.images} images ({self.errors} unreadable) in {self.seconds:.2f} s, " \
+               f"{self.images_per_second:.1f} img/s on {b.get('name')}/{b.get('device')} ({b.get('precision')})"
+        return ("interrupted after " if self.interrupted else "") + what + (f"; wrote {self.out}" if self.out else "")
+
+
+def predict_paths(
+    bundle: str | Path,
+    paths: Sequence[str | Path],
+    *,
+    backend: str = "auto",
+    device: str | None = None,
+    artifact: str | None = None,
+    threads: int | None = None,
+    batch: int = 16,
+    workers: int | None = None,
+    fmt: str = "table",
+    out: str | Path | None = None,
+    progress: bool | None = None,
+    stdout: IO[str] | None = None,
+) -> PredictSummary:
+    """Classify images, folders (recursive) and globs with a bundle; write one row per image in input order.
+
+    An unreadable image is an error row (counted in ``errors``) and the run goes on.
+    """
+    import time
+
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"unknown output format {fmt!r}; valid: {', '.join(OUTPUT_FORMATS)}")
+    images = collect_images(paths)
+    if not images:
+        raise ConfigError(f"no images found in {', '.join(map(str, paths))} (extensions: jpg, jpeg, png, bmp, webp, "
+                          "tif, tiff)")
+    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    stream, owned = _open_out(out, stdout)
+    bar = Progress(len(images), enabled=progress)
+    writer = None
+    count = errors = 0
+    interrupted = output_closed = False
+    start = time.perf_counter()
+    try:
+        writer = RowWriter(stream, fmt, clf.class_names, source_width=max(len(p) for p in images))
+        for pred in predict_files(clf, images, batch=batch, workers=workers, on_batch=bar.update):
+            writer.write(pred)
+            count += 1
+            errors += not pred.ok
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:  # `edgecls predict ... | head`: the reader has all it wants
+        output_closed = True
+    finally:
+        seconds = time.perf_counter() - start
+        bar.close()
+        if writer is not None:
+            _quietly(writer.close)
+        if owned:
+            _quietly(stream.close)
+        info = clf.info()
+        clf.close()
+    return PredictSummary(count, errors, seconds, info, str(out) if out else None, interrupted, output_closed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# run (camera / video / stream)
+
+
+@dataclass
+class StreamSummary:
+    source: str
+    frames: int
+    dropped: int
+    reconnects: int
+    seconds: float
+    fps: float
+    mean_latency_ms: float
+    backend: dict[str, Any]
+    outputs: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    output_closed: bool = False
+
+    def format(self) -> str:
+        b = self.backend.get("backend", {})
+        text = (f"{self.source}: {self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, "
+                f"{self.mean_latency_ms:.1f} ms per frame on {b.get('name')}/{b.get('device')}, "
+                f"{self.dropped} stale frames dropped")
+        if self.reconnects:
+            text += f", reopened {self.reconnects}x"
+        if self.outputs:
+            text += f"; wrote {', '.join(self.outputs)}"
+        return ("interrupted: " if self.interrupted else "") + text
+
+
+def has_display() -> bool:
+    """A GUI display is plausible: not Linux, or DISPLAY / WAYLAND_DISPLAY is set."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_stream(
+    bundle: str | Path,
+    *,
+    camera: int | str | None = None,
+    source: str | None = None,
+    backend: str = "auto",
+    device: str | None = None,
+    artifact: str | None = None,
+    threads: int | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    jsonl: str | Path | None = None,
+    realtime: bool = False,
+    max_frames: int | None = None,
+    backoff: Sequence[float] = DEFAULT_BACKOFF,
+    stdout: IO[str] | None = None,
+    opener: Callable[[Source], Any] = open_capture,
+) -> StreamSummary:
+    """Classify a camera, video file, stream URL or GStreamer pipeline frame by frame.
+
+    ``show=None`` shows a window only when a display is available. Headless without ``jsonl`` prints one JSON line per
+    frame to stdout. ``save`` writes the overlaid frames to an mp4. A source that cannot open, or a live source that
+    drops and cannot be reopened after ``backoff``, raises :class:`edgecls.errors.DataError`.
+    """
+    src = parse_source(camera, source)
+    if show is None:
+        show = has_display()
+        log.debug("run: %s", "showing a window" if show else "headless (no display)")
+    display = Display(f"edgecls - {src.label}") if show else None
+    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    stats = StreamStats()
+    outputs: list[str] = []
+    lines, owned = (None, False)
+    sink = VideoSink(save, fps=0.0) if save else None
+    interrupted = output_closed = False
+    try:
+        if jsonl is not None:
+            lines, owned = _open_out(jsonl, None)
+            outputs.append(str(jsonl))
+        elif display is None:
+            lines = stdout or sys.stdout
+        if sink is not None:
+            outputs.append(str(save))
+        for result in stream_frames(clf, src, realtime=realtime, max_frames=max_frames, backoff=backoff,
+                                    stats=stats, opener=opener):
+            if lines is not None:
+                lines.write(json.dumps(result.to_dict()) + "\n")
+                lines.flush()
+            if sink is None and display is None:
+                continue
+            frame = draw_overlay(result.frame, result)
+            if sink is not None:
+                if sink.frames == 0:
+                    sink.fps = stats.source_fps if 0 < stats.source_fps <= 240 else 30.0
+                sink.write(frame)
+            if display is not None and not display.show(frame):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:
+        output_closed = True
+    finally:
+        if sink is not None:
+            sink.close()
+        if display is not None:
+            display.close()
+        if lines is not None:
+            _quietly(lines.close if owned else lines.flush)
+        info = clf.info()
+        clf.close()
+    return StreamSummary(src.label, stats.frames, stats.dropped, stats.reconnects, stats.seconds, stats.fps,
+                         stats.mean_latency_ms, info, outputs, interrupted, output_closed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# doctor
+
+
+@dataclass
+class DoctorReport:
+    """What this machine offers the runtime, and what ``auto`` would pick for a bundle."""
+
+    python: str
+    platform: str
+    cpu: str
+    cpu_int8: bool
+    cpu_int8_reason: str
+    backends: list[dict[str, Any]]
+    bundle: str | None = None
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    loaded: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        out = [f"python    {self.python}", f"platform  {self.platform}",
+               f"cpu       {self.cpu} (INT8 fast: {'yes' if self.cpu_int8 else 'no'}; {self.cpu_int8_reason})", "",
+               "backends"]
+        for b in self.backends:
+            state = (b["version"] or "installed").split("-")[0] if b["installed"] else "not installed"
+            devices = ", ".join(b["devices"]) or "-"
+            why = f"  ({b['reason']})" if b["reason"] else ""
+            extra = "" if b["installed"] else f'  pip install "edgecls[{b["extra"]}]"'
+            out.append(f"  {b['name']:<12s} {state:<22s} devices: {devices}{why}{extra}")
+        if self.bundle:
+            out += ["", f"bundle    {self.bundle}"]
+            if self.error:
+                out.append(f"  cannot run here: {self.error}")
+            for i, c in enumerate(self.choices):
+                head = "auto ->  " if i == 0 else "then     "
+                out.append(f"  {head}{c['artifact']} on {c['backend']} {c['device'] or ''} "
+                           f"(precision {c['precision'] or 'default'})")
+                if i == 0:
+                    out.append(f"           because: {c['reason']}")
+            if self.loaded:
+                b = self.loaded.get("backend", {})
+                out.append(f"  loaded:  {b.get('name')} on {b.get('device')}, precision {b.get('precision')}, "
+                           f"{b.get('load_seconds')} s")
+        return "\n".join(out) + "\n"
+
+
+def doctor_report(
+    bundle: str | Path | None = None,
+    *,
+    backend: str = "auto",
+    device: str | None = None,
+    artifact: str | None = None,
+    load: bool = False,
+) -> DoctorReport:
+    """Backends and devices of this machine; with a bundle, the choices ``auto`` makes (``load``: and load it)."""
+    from edgecls.manifest import Manifest
+    from edgecls.runtime.backends import available_backends, cpu_int8_support, cpu_name
+    from edgecls.runtime.classifier import plan
+
+    fast, why = cpu_int8_support()
+    statuses = [
+        {"name": s.name, "installed": s.installed, "devices": list(s.devices), "reason": s.reason,
+         "version": s.version, "extra": s.extra}
+        for s in available_backends()
+    ]
+    report = DoctorReport(
+        python=sys.version.split()[0], platform=f"{platform.system()} {platform.machine()} ({platform.platform()})",
+        cpu=cpu_name(), cpu_int8=fast, cpu_int8_reason=why, backends=statuses,
+        bundle=str(bundle) if bundle else None,
+    )
+    if bundle is None:
+        return report
+    try:
+        root = Path(bundle)
+        if root.is_dir():
+            manifest = Manifest.load(root)
+            choices = plan(manifest, root, backend=backend, device=device, artifact=artifact)
+            report.choices = [{"artifact": c.artifact.name, "backend": c.backend, "device": c.device,
+                               "precision": c.precision, "reason": c.reason, "path": str(c.path)} for c in choices]
+        if load or not root.is_dir():
+            with Classifier(root, backend, device, artifact=artifact) as clf:
+                report.loaded = clf.info()
+                if not report.choices:
+                    report.choices = [{"artifact": clf.artifact.name, "backend": clf.backend.name,
+                                       "device": clf.backend.device, "precision": clf.backend.precision,
+                                       "reason": clf.reason, "path": str(clf.choice.path)}]
+    except EdgeclsError as exc:
+        report.error = str(exc)
+    return report
+
+
+def doctor(
+    bundle: str | Path | None = None,
+    *,
+    backend: str = "auto",
+    device: str | None = None,
+    artifact: str | None = None,
+    load: bool = False,
+    as_json: bool = False,
+    stdout: IO[str] | None = None,
+) -> DoctorReport:
+    """Write the :func:`doctor_report` as text (or JSON) and return it."""
+    from edgecls._io import to_json
+
+    report = doctor_report(bundle, backend=backend, device=device, artifact=artifact, load=load)
+    stream = stdout or sys.stdout
+    stream.write(to_json(report.to_dict()) if as_json else report.format())
+    stream.flush()
+    return report

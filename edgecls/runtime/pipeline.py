@@ -1,0 +1,597 @@
+"""Pipelined inference: image files through a decode thread pool, and video/camera streams frame by frame.
+
+Files: decoding and preprocessing run in a ``ThreadPoolExecutor`` (OpenCV releases the GIL) a bounded number of
+images ahead of inference, which runs on the calling thread in batches; results come back in input order and an
+unreadable image becomes an error row without stopping the run.
+
+Streams: a capture thread reads the source. For a camera, a network stream or a GStreamer pipeline it keeps only the
+newest frame in a one-slot buffer (older unread frames are dropped and counted), so inference always sees the latest
+picture; cameras are opened with ``CAP_PROP_BUFFERSIZE=1``. A GStreamer pipeline string (anything containing ``!``)
+goes to ``cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)``; end it with ``appsink drop=true max-buffers=1`` so
+GStreamer itself drops stale frames, e.g. on a Jetson::
+
+    nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! video/x-raw,format=BGRx !
+    videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1
+
+A video file is not real time: every frame is processed in order (read and preprocessed ahead in worker threads)
+unless ``realtime=True``, which paces reading at the file's frame rate and drops like a camera. A live source that
+stops delivering is reopened with back-off (0.5, 1, 2 s by default); when that fails the loop raises
+:class:`edgecls.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from edgecls.errors import ConfigError, DataError, UnsupportedOption
+from edgecls.preprocess import preprocess
+
+if TYPE_CHECKING:
+    from edgecls.runtime.classifier import Classifier, Prediction
+
+log = logging.getLogger("edgecls.runtime")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_BACKOFF = (0.5, 1.0, 2.0)
+
+
+def _cv2():
+    from edgecls._deps import require
+
+    return require("cv2", extra="runtime", package="opencv-python-headless")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# files
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[str]:
+    """Expand files, folders (recursively, sorted) and glob patterns into image paths, in the order given.
+
+    A folder contributes only files with an image extension; a file named explicitly is kept whatever its
+    extension (it becomes an error row if it is not an image). A path that does not exist and is not a pattern is
+    kept too, so it is reported as an error row. A pattern that matches nothing is logged.
+    """
+    found: list[str] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(
+                (str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                key=lambda s: s.split(os.sep),
+            )
+            if not files:
+                log.warning("%s: no images (%s) in this folder", text, ", ".join(IMAGE_EXTENSIONS))
+            found.extend(files)
+        elif path.exists():
+            found.append(text)
+        elif glob.has_magic(text):
+            matches = sorted(m for m in glob.glob(text, recursive=True) if Path(m).is_file())
+            if not matches:
+                log.warning("%s: the pattern matches no file", text)
+            found.extend(matches)
+        else:
+            found.append(text)
+    return found
+
+
+def _load(path: str, spec: Any) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return preprocess(path, spec), None
+    except DataError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a decoder crash on one odd file must not end the run
+        return None, f"{path}: {type(exc).__name__}: {exc}"
+
+
+def predict_files(
+    classifier: "Classifier",
+    paths: Sequence[str],
+    *,
+    batch: int = 16,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator["Prediction"]:
+    """Yield one :class:`Prediction` per path, in order; unreadable images are error rows.
+
+    ``workers`` decode threads (default: up to 4) keep ``prefetch`` images (default ``2 * batch``, at least
+    ``batch + 2 * workers``) preprocessed ahead of inference; ``on_batch(n)`` is called after each batch of n rows
+    (progress).
+    """
+    if batch < 1:
+        raise ConfigError(f"batch must be at least 1, got {batch}")
+    workers = workers or min(4, os.cpu_count() or 1)
+    window = prefetch or max(2 * batch, batch + 2 * workers)
+    spec = classifier.spec
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-decode")
+    inflight: deque[tuple[str, Future]] = deque()
+    todo = iter(paths)
+
+    def fill() -> None:
+        while len(inflight) < window:
+            path = next(todo, None)
+            if path is None:
+                return
+            inflight.append((path, pool.submit(_load, path, spec)))
+
+    def flush(rows: list[tuple[str, np.ndarray | None, str | None]]) -> list["Prediction"]:
+        tensors = [t for _, t, _ in rows if t is not None]
+        preds = iter(classifier.predictions(classifier.probs(np.stack(tensors)),
+                                            [p for p, t, _ in rows if t is not None]) if tensors else [])
+        out = [next(preds) if t is not None else classifier.error_row(p, err or "unreadable") for p, t, err in rows]
+        if on_batch is not None:
+            on_batch(len(out))
+        return out
+
+    try:
+        fill()
+        pending: list[tuple[str, np.ndarray | None, str | None]] = []
+        ready = 0
+        while inflight:
+            path, fut = inflight.popleft()
+            fill()
+            tensor, err = fut.result()
+            pending.append((path, tensor, err))
+            ready += tensor is not None
+            if ready >= batch:
+                yield from flush(pending)
+                pending, ready = [], 0
+        if pending:
+            yield from flush(pending)
+    finally:
+        for _, fut in inflight:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Progress:
+    """tqdm when installed, else a plain counter on stderr; shown only when asked or stderr is a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool | None = None, desc: str = "images") -> None:
+        tty = sys.stderr.isatty()
+        self.enabled = (tty and total >= 32) if enabled is None else enabled
+        self.total, self.done, self._bar, self._last = total, 0, None, 0.0
+        self._tty = tty
+        if not self.enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True, leave=False)
+        except ImportError:
+            self._bar = None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self._last >= (0.2 if self._tty else 5.0) or self.done >= self.total:
+            self._last = now
+            end = "\r" if self._tty and self.done < self.total else "\n"
+            sys.stderr.write(f"{self.done}/{self.total} images{end}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# streams
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where frames come from: a camera index, a video file, a network stream URL or a GStreamer pipeline."""
+
+    kind: str  # camera | file | stream | gstreamer
+    target: int | str
+    label: str
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file"
+
+
+def parse_source(camera: int | str | None = None, source: str | None = None) -> Source:
+    """Build a :class:`Source` from ``--camera N`` or ``--source FILE_OR_URL`` (exactly one)."""
+    if (camera is None) == (source is None):
+        raise ConfigError("give exactly one of --camera INDEX and --source FILE_OR_URL")
+    if camera is not None:
+        text = str(camera).strip()
+        if not text.lstrip("-").isdigit():
+            raise ConfigError(f"--camera takes a device index (0, 1, ...), got {camera!r}; use --source for paths/URLs")
+        return Source("camera", int(text), f"camera {int(text)}")
+    text = str(source).strip()
+    if text.isdigit():
+        return Source("camera", int(text), f"camera {text}")
+    if "!" in text:
+        return Source("gstreamer", text, "GStreamer pipeline")
+    if "://" in text and not text.startswith("file://"):
+        return Source("stream", text, text.split("@")[-1] if "@" in text else text)
+    path = Path(text[len("file://"):] if text.startswith("file://") else text)
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    return Source("file", str(path), str(path))
+
+
+def open_capture(src: Source) -> Any:
+    """Open ``src`` with OpenCV; a :class:`DataError` saying what to check when it does not open."""
+    cv2 = _cv2()
+    if src.kind == "camera":
+        cap = cv2.VideoCapture(int(src.target))
+    elif src.kind == "gstreamer":
+        cap = cv2.VideoCapture(str(src.target), cv2.CAP_GSTREAMER)
+    else:
+        cap = cv2.VideoCapture(str(src.target))
+    if not cap.isOpened():
+        cap.release()
+        if src.kind == "camera":
+            hint = (f"check that /dev/video{src.target} exists and is not used by another program"
+                    if sys.platform.startswith("linux") else "check that the camera is connected and not in use")
+            raise DataError(f"cannot open camera {src.target}: {hint}")
+        if src.kind == "gstreamer":
+            gst = "YES" in _build_line(cv2, "GStreamer")
+            extra = "" if gst else " (this OpenCV build has no GStreamer support; use a build with it, e.g. JetPack's)"
+            raise DataError(f"cannot open the GStreamer pipeline{extra}: {src.target}")
+        raise DataError(f"cannot open {src.label}: not a readable video or stream")
+    if src.live:
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return cap
+
+
+def _build_line(cv2: Any, key: str) -> str:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith(key):
+            return line
+    return ""
+
+
+class LatestFrame:
+    """A capture thread that keeps only the newest frame (a one-slot buffer); stale frames are dropped and counted.
+
+    ``pace_fps`` reads no faster than that rate (a video file played in real time).
+    """
+
+    def __init__(self, cap: Any, *, pace_fps: float | None = None) -> None:
+        self.cap = cap
+        self.dropped = 0
+        self.read_count = 0
+        self.ended = False
+        self._slot: tuple[int, float, np.ndarray] | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._pace = pace_fps
+        self._thread = threading.Thread(target=self._run, name="edgecls-capture", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set():
+            ok, frame = self.cap.read()
+            if not ok or frame is None:
+                break
+            if self._pace:
+                delay = start + self.read_count / self._pace - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            with self._cond:
+                if self._slot is not None:
+                    self.dropped += 1
+                self._slot = (self.read_count, time.monotonic(), frame)
+                self.read_count += 1
+                self._cond.notify()
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> tuple[int, float, np.ndarray] | None:
+        """The newest unread frame; None when the source ended or nothing came within ``timeout`` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._slot is not None or self.ended, timeout=timeout):
+                return None
+            item, self._slot = self._slot, None
+            return item
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+class OrderedFrames:
+    """Reads a video file in a thread and preprocesses frames in a small pool ahead of inference; no frame dropped."""
+
+    def __init__(self, cap: Any, spec: Any, *, depth: int = 8, workers: int = 2) -> None:
+        self.cap = cap
+        self.dropped = 0
+        self.read_count = 0
+        self.ended = False
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-prep")
+        self._spec = spec
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgecls-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cv2 = _cv2()
+        try:
+            while not self._stop.is_set():
+                ok, frame = self.cap.read()
+                if not ok or frame is None:
+                    break
+                ts = float(self.cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+                fut = self._pool.submit(preprocess, frame, self._spec)
+                item = (self.read_count, ts, frame, fut)
+                self.read_count += 1
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        finally:
+            self.ended = True
+            self._q.put(None)
+
+    def get(self, timeout: float) -> tuple[int, float, np.ndarray, Future] | None:
+        item = self._q.get(timeout=timeout)
+        if item is None:
+            self._q.put(None)  # stay ended for later calls
+        return item
+
+    def stop(self) -> None:
+        self._stop.set()
+        while True:  # unblock the reader
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=1.0)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class FrameResult:
+    """One processed frame."""
+
+    index: int  # frame number in the source (frames read so far, counting dropped ones)
+    timestamp: float  # seconds: position in the file, or since the stream started
+    prediction: "Prediction"
+    latency_ms: float  # preprocess + inference of this frame
+    fps: float  # processed frames per second (moving average)
+    dropped: int  # stale frames dropped so far
+    frame: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        pred = self.prediction
+        return {
+            "frame": self.index,
+            "timestamp": round(self.timestamp, 4),
+            "probabilities": {k: round(v, 6) for k, v in pred.probabilities.items()},
+            "labels": list(pred.labels),
+            "latency_ms": round(self.latency_ms, 3),
+            "fps": round(self.fps, 2),
+            "dropped": self.dropped,
+        }
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+    latency_ms_total: float = 0.0
+    source_fps: float = 0.0  # frame rate the source reports (0 when unknown)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return self.latency_ms_total / self.frames if self.frames else 0.0
+
+
+def stream_frames(
+    classifier: "Classifier",
+    src: Source,
+    *,
+    realtime: bool = False,
+    max_frames: int | None = None,
+    backoff: Sequence[float] = DEFAULT_BACKOFF,
+    frame_timeout: float = 10.0,
+    stats: StreamStats | None = None,
+    opener: Callable[[Source], Any] = open_capture,
+) -> Iterator[FrameResult]:
+    """Yield a :class:`FrameResult` per processed frame until the source ends, ``max_frames`` or an error.
+
+    ``stats`` (updated in place) holds counts and timings even when the caller stops early. ``opener`` opens the
+    capture (the camera boundary; tests replace it with a fake camera).
+    """
+    stats = stats if stats is not None else StreamStats()
+    cv2 = _cv2()
+    cap = opener(src)
+    try:
+        stats.source_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    except Exception:
+        stats.source_fps = 0.0
+    ordered = src.kind == "file" and not realtime
+    pace = None
+    if src.kind == "file" and realtime:
+        pace = stats.source_fps or 30.0
+
+    def start_reader(c: Any) -> Any:
+        return OrderedFrames(c, classifier.spec) if ordered else LatestFrame(c, pace_fps=pace)
+
+    reader = start_reader(cap)
+    start = time.perf_counter()
+    start_mono = time.monotonic()
+    last = start
+    fps = 0.0
+    dropped_before = 0
+    index_offset = 0
+    try:
+        while max_frames is None or stats.frames < max_frames:
+            try:
+                item = reader.get(timeout=frame_timeout)
+            except queue.Empty:
+                item = None
+            if item is None:
+                if not src.live:
+                    if not reader.ended:
+                        raise DataError(f"{src.label}: no frame for {frame_timeout:.0f} s")
+                    break
+                dropped_before += reader.dropped
+                index_offset += reader.read_count
+                reader.stop()
+                cap.release()
+                cap = _reopen(src, backoff, opener, stats, reason="ended" if reader.ended else "stalled")
+                reader = start_reader(cap)
+                continue
+            t0 = time.perf_counter()
+            if ordered:
+                index, ts, frame, fut = item
+                tensor = fut.result()
+            else:
+                index, captured, frame = item
+                ts = captured - start_mono
+                tensor = preprocess(frame, classifier.spec)
+            index += index_offset
+            probs = classifier.probs(tensor[None])
+            pred = classifier.predictions(probs, [f"frame {index}"])[0]
+            now = time.perf_counter()
+            latency = (now - t0) * 1000.0
+            dt = now - last
+            last = now
+            inst = 1.0 / dt if dt > 0 else 0.0
+            fps = inst if stats.frames == 0 else 0.9 * fps + 0.1 * inst
+            stats.frames += 1
+            stats.latency_ms_total += latency
+            stats.dropped = dropped_before + reader.dropped
+            stats.seconds = now - start
+            yield FrameResult(index, ts, pred, latency, fps, stats.dropped, frame)
+    finally:
+        stats.seconds = time.perf_counter() - start
+        stats.dropped = dropped_before + reader.dropped
+        reader.stop()
+        cap.release()
+
+
+def _reopen(src: Source, backoff: Sequence[float], opener: Callable[[Source], Any], stats: StreamStats, *,
+            reason: str) -> Any:
+    errors = []
+    for attempt, delay in enumerate(backoff, 1):
+        log.warning("%s %s; reopening in %.1f s (try %d of %d)", src.label, reason, delay, attempt, len(backoff))
+        time.sleep(delay)
+        try:
+            cap = opener(src)
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        stats.reconnects += 1
+        log.info("%s reopened", src.label)
+        return cap
+    last = f" (last error: {errors[-1]})" if errors else ""
+    raise DataError(f"{src.label} stopped delivering frames and could not be reopened after {len(backoff)} tries "
+                    f"({', '.join(f'{d:g}' for d in backoff)} s apart){last}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# overlay, display, video writer
+
+
+def draw_overlay(frame: np.ndarray, result: FrameResult, *, top: int = 5) -> np.ndarray:
+    """Draw FPS, latency and the top classes with probabilities (labels that are on in green) onto ``frame``."""
+    cv2 = _cv2()
+    h = frame.shape[0]
+    scale = max(0.4, h / 720.0 * 0.7)
+    thick = max(1, int(round(scale * 2)))
+    line = int(28 * scale) + 4
+    pred = result.prediction
+    items = sorted(pred.probabilities.items(), key=lambda kv: -kv[1])[:top]
+    lines = [(f"{result.fps:5.1f} FPS  {result.latency_ms:5.1f} ms", (255, 255, 255))]
+    lines += [(f"{name} {p:.2f}", (80, 220, 80) if name in pred.labels else (170, 170, 170)) for name, p in items]
+    width = int(max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for t, _ in lines)) + 16
+    box_h = line * len(lines) + 8
+    roi = frame[:box_h, :width]
+    roi[:] = (roi * 0.45).astype(frame.dtype)
+    for i, (text, color) in enumerate(lines):
+        cv2.putText(frame, text, (8, line * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+    return frame
+
+
+class Display:
+    """``cv2.imshow`` window; raises UnsupportedOption when this OpenCV has no GUI (opencv-python-headless)."""
+
+    def __init__(self, title: str) -> None:
+        cv2 = _cv2()
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as exc:
+            raise UnsupportedOption(
+                "--show needs OpenCV with a GUI (pip install opencv-python instead of opencv-python-headless) and a "
+                f"display; use --no-show ({str(exc).strip().splitlines()[-1]})"
+            ) from None
+
+    def show(self, frame: np.ndarray) -> bool:
+        """Show a frame; False when the user pressed q or Esc."""
+        cv2 = _cv2()
+        cv2.imshow(self.title, frame)
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        cv2 = _cv2()
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass
+
+
+class VideoSink:
+    """An mp4 writer (codec mp4v) opened on the first frame, when the frame size is known."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = fps if fps and fps > 0 else 30.0
+        self._writer = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        cv2 = _cv2()
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = frame.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                self._writer = None
+                raise DataError(f"{self.path}: cannot write video (mp4v codec unavailable in this OpenCV?)")
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None

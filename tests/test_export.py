@@ -1,0 +1,590 @@
+"""Export end to end on a tiny real model: the real exporters, then the real runtime backends on the artifacts.
+
+One bundle with every target is made once per session (about 20 s on two cores) and inspected by most tests;
+the error paths each run a short export of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecls.errors import CheckpointError, ConfigError, DataError, ParityError, UnsupportedOption
+from edgecls.export import Budgets, ExportConfig, ParityReport, check_bundle, check_parity, export, list_targets
+from edgecls.export.parity import budget_precision
+from edgecls.manifest import Manifest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "timm:test_efficientnet"
+SPLITS = {"seed": 0, "val_fraction": 0.3, "test_fraction": 0.1}
+
+
+def _train_tiny(data: Path, *, steps: int = 60):
+    """A tiny real network trained for a few seconds (so its outputs carry signal), with one all-zero and one
+    near-zero output channel like Lite0's checkpoint, and thresholds tuned on its validation split."""
+    import torch
+
+    from edgecls.data import load_dataset
+    from edgecls.metrics import sigmoid, tune_thresholds
+    from edgecls.preprocess import preprocess_batch
+    from edgecls.synth import SYNTH_CLASSES
+    from edgecls.train.backbones import ModelSpec, build_model, default_preprocess
+    from edgecls.train.checkpoint import Checkpoint, library_versions
+
+    torch.manual_seed(0)
+    spec = ModelSpec(backbone=TINY, class_names=SYNTH_CLASSES)
+    model = build_model(spec, pretrained=False)
+    pre = default_preprocess(TINY, 64)
+    ds = load_dataset(data, **SPLITS)
+    train, valid = ds.split("train"), ds.split("valid")
+    x = torch.from_numpy(preprocess_batch(train.paths(), pre))
+    y, known = torch.from_numpy(train.targets()), torch.from_numpy(train.known())
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (16,))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx], reduction="none")
+        opt.zero_grad()
+        (loss * known[idx]).mean().backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        convs[1].weight[0].zero_()
+        convs[2].weight[1].mul_(1e-9)
+        probs = sigmoid(model(torch.from_numpy(preprocess_batch(valid.paths(), pre))).numpy())
+    thresholds = tune_thresholds(probs, valid.targets(), valid.known())
+    return Checkpoint(model_spec=spec, preprocess=pre, state_dict=model.state_dict(), thresholds=thresholds,
+                      config={**SPLITS, "img_size": 64}, versions=library_versions())
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """(checkpoint path, dataset folder) of the tiny trained model on 40 synthetic 64-px images."""
+    from edgecls.synth import generate_synthetic
+    from edgecls.train.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("export")
+    data = root / "data"
+    generate_synthetic(data, n=40, img_size=64, seed=0)
+    ckpt = root / "tiny.pt"
+    save_checkpoint(_train_tiny(data), ckpt)
+    return ckpt, data
+
+
+@pytest.fixture(scope="session")
+def bundle(tiny, tmp_path_factory):
+    """Every target this machine can produce, exported once. INT8 on 12 validation images of a seconds-trained
+    model is a coin toss against a 0.01 mAP budget, so failures are allowed here (the budgets are tested apart)."""
+    ckpt, data = tiny
+    out = tmp_path_factory.mktemp("bundles") / "all"
+    result = export(ExportConfig(checkpoint=str(ckpt), targets=("all",), data=str(data), out=str(out),
+                                 allow_parity_failure=True))
+    return result
+
+
+def _cfg(tiny, out: Path, **kw) -> ExportConfig:
+    ckpt, data = tiny
+    return ExportConfig(checkpoint=str(ckpt), data=str(data), out=str(out), **{"targets": ("onnx",), **kw})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# registry and config
+
+
+def test_every_target_declares_suffix_extra_doc_and_known_options():
+    fields = set(ExportConfig.__dataclass_fields__)
+    names = [t.name for t in list_targets()]
+    assert names == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
+                     "tensorrt-int8"]
+    for t in list_targets():
+        assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt"), t
+        assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt")
+        assert t.precision in ("fp32", "fp16", "int8", "int8-weights")
+        assert t.options <= fields, t.options - fields
+        ok, reason = t.available()
+        assert isinstance(ok, bool) and isinstance(reason, str)
+
+
+def test_listing_targets_imports_nothing_heavy():
+    code = ("import sys, edgecls.export as e; e.list_targets(); "
+            "print([m for m in ('torch', 'onnx', 'openvino', 'coremltools', 'tensorrt', 'nncf') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_library_names_the_extra(tiny, tmp_path):
+    """openvino made unimportable in a subprocess: the target reports it and an explicit request fails clearly."""
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "openvino":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Block())
+from edgecls.export import ExportConfig, export, list_targets
+print({{t.name: t.available()[0] for t in list_targets()}}["openvino"])
+try:
+    export(ExportConfig(checkpoint={str(tiny[0])!r}, targets=("openvino",), data={str(tiny[1])!r},
+                        out={str(tmp_path / "b")!r}))
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[0] == "False"
+    assert 'MissingDependency target openvino: openvino not installed; install with: pip install "edgecls[openvino]"' \
+        in out.stdout
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_target_names_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match="unknown export target 'onnx-int9' \\(did you mean 'onnx-int8'\\?\\)"):
+        ExportConfig(checkpoint="x.pt", targets=("onnx-int9",), data="d", out=str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="did you mean 'openvino'"):
+        ExportConfig(checkpoint="x.pt", targets=("openvno",), data="d", out=str(tmp_path / "b"))
+
+
+def test_bad_values_are_rejected(tmp_path):
+    base = dict(checkpoint="x.pt", targets=("onnx",), data="d", out=str(tmp_path / "b"))
+    for bad, match in ((dict(max_map_drop=-1.0), "max_map_drop must be a finite number >= 0"),
+                       (dict(opset=16), "opset must be an integer >= 17"),
+                       (dict(calib_size=0), "calib_size must be an integer >= 1"),
+                       (dict(openvino_precision="fp8"), "openvino_precision must be one of")):
+        with pytest.raises(ConfigError, match=match):
+            ExportConfig(**{**base, **bad})
+
+
+def test_options_a_target_does_not_use_are_errors(tiny, tmp_path):
+    with pytest.raises(UnsupportedOption, match="--calib-size does not apply to target\\(s\\) onnx; it is used by: "
+                                                "onnx-int8"):
+        export(_cfg(tiny, tmp_path / "b", calib_size=10))
+    with pytest.raises(UnsupportedOption, match="--openvino-precision does not apply"):
+        export(_cfg(tiny, tmp_path / "b", openvino_precision="bf16"))
+    assert not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the bundle
+
+
+def test_bundle_layout_and_manifest(bundle):
+    root = bundle.bundle
+    for name in ("manifest.json", "parity.json", "reference.npz", "README.md", "export.json"):
+        assert (root / name).is_file(), name
+    manifest = Manifest.load(root)
+    assert Manifest.from_dict(json.loads(manifest.to_json())) == manifest
+    assert manifest.input_shape == ("batch", 3, 64, 64) and manifest.output_shape == ("batch", 6)
+    assert manifest.backbone == TINY and len(manifest.source_checkpoint_sha256) == 64
+    assert {"torch", "onnx", "onnxruntime", "edgecls"} <= set(manifest.versions)
+    names = {a.name for a in manifest.artifacts}
+    assert {"onnx", "onnx-int8", "tensorrt", "tensorrt-int8"} <= names
+    from edgecls.export.bundle import sha256_path
+
+    for art in manifest.artifacts:
+        assert (root / art.path).exists() and sha256_path(root / art.path) == art.sha256, art.name
+        assert len(art.thresholds) == 6 and art.parity
+        assert all(Path(f).parts[0] == art.name for f in art.details["files"])
+    assert manifest.artifact("onnx-int8").parent == "onnx"
+    assert manifest.artifact("onnx-int8").calibration["images"] > 0
+    assert not list(root.parent.glob(".*.partial"))
+    readme = (root / "README.md").read_text()
+    assert "circle" in readme and "onnx-int8" in readme and "edgecls parity" in readme
+
+
+def test_onnx_fp32_parity_metadata_checker_and_dynamic_batch(bundle, tiny):
+    import onnx
+    import torch
+
+    from edgecls.runtime.backends import open_backend
+    from edgecls.train.checkpoint import load_checkpoint
+
+    root = bundle.bundle
+    report = bundle.reports["onnx"]
+    assert report.passed and report.precision == "fp32" and report.max_abs_diff <= 1e-4
+    assert report.map_drop == pytest.approx(0.0, abs=1e-6) and report.agreement_at_reference == 1.0
+    path = root / "onnx" / "model.onnx"
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == 18
+    meta = {p.key: p.value for p in proto.metadata_props}
+    manifest = Manifest.load(root)
+    art = manifest.artifact("onnx")
+    assert json.loads(meta["edgecls.class_names"]) == list(manifest.class_names)
+    assert json.loads(meta["edgecls.thresholds"]) == list(art.thresholds)
+    assert json.loads(meta["edgecls.preprocess"])["img_size"] == 64
+    assert meta["edgecls.output_activation"] == "sigmoid" and meta["edgecls.precision"] == "fp32"
+    embedded = Manifest.from_dict(json.loads(meta["edgecls.manifest"]))
+    assert embedded.artifacts[0].path == "model.onnx" and embedded.class_names == manifest.class_names
+
+    model = load_checkpoint(tiny[0]).build_model()
+    backend = open_backend(path, backend="onnxruntime", device="cpu")
+    x = np.random.default_rng(0).normal(size=(5, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    for n in (1, 5):
+        out = backend.infer(x[:n])
+        assert out.shape == (n, 6)
+        np.testing.assert_allclose(out, expected[:n], atol=1e-4)
+
+
+def test_runtime_runs_the_bundle_and_a_bare_onnx_alike(bundle, tmp_path):
+    import shutil
+
+    from edgecls.runtime import Classifier
+
+    root = bundle.bundle
+    bare = tmp_path / "elsewhere.onnx"
+    shutil.copyfile(root / "onnx" / "model.onnx", bare)  # no manifest.json around it
+    image = np.random.default_rng(1).integers(0, 255, (80, 90, 3), dtype=np.uint8)
+    from_bundle = Classifier(root, backend="onnxruntime", artifact="onnx").predict(image)
+    from_file = Classifier(bare, backend="onnxruntime").predict(image)
+    assert from_file.probabilities == pytest.approx(from_bundle.probabilities, abs=1e-6)
+    assert from_file.labels == from_bundle.labels
+
+
+def _qdq(path: Path):
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    return proto, inits, producer
+
+
+def test_onnx_int8_is_qdq_per_channel_with_a_float_head(bundle):
+    from edgecls.runtime.backends import open_backend
+
+    root = bundle.bundle
+    for name, zero_dtype in (("onnx-int8", np.uint8), ("tensorrt-int8", np.int8)):
+        proto, inits, producer = _qdq(root / name / "model.onnx")
+        ops = [n.op_type for n in proto.graph.node]
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+        per_channel = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                       and inits[n.input[1]].size > 1 and inits[n.input[0]].dtype == np.int8]
+        assert per_channel and all(inits[n.input[1]].shape == (inits[n.input[0]].shape[0],) for n in per_channel)
+        for n in proto.graph.node:
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits:
+                assert np.all(inits[n.input[1]] > 0) and np.all(np.isfinite(inits[n.input[1]]))
+        activation_zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+        assert activation_zps and all(z.dtype == zero_dtype for z in activation_zps)
+        if zero_dtype == np.int8:  # TensorRT explicit quantization: symmetric, zero point 0
+            assert all(np.all(z == 0) for z in activation_zps)
+        head = [n for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")]
+        assert head and all(producer.get(n.input[1]) is None for n in head)  # float initializer, no DequantizeLinear
+        assert inits[head[0].input[1]].dtype == np.float32
+        details = Manifest.load(root).artifact(name).details
+        assert details["float_nodes"] and details["per_channel_weights"] == len(per_channel)
+
+        backend = open_backend(root / name / "model.onnx", backend="onnxruntime", device="cpu")
+        assert backend.precision == "int8" and backend.infer(np.zeros((3, 3, 64, 64), np.float32)).shape == (3, 6)
+        report = bundle.reports[name]
+        assert report.precision == "int8" and report.budget == "mAP drop <= 0.01"
+        assert math.isfinite(report.map_drop) and 0.5 <= report.agreement <= 1.0
+
+
+def test_openvino_fp16_and_int8(bundle):
+    ov = pytest.importorskip("openvino")
+    root = bundle.bundle
+    manifest = Manifest.load(root)
+    fp16 = ov.Core().read_model(str(root / "openvino" / "model.xml"))
+    weights = [op for op in fp16.get_ops() if op.get_type_name() == "Constant" and len(op.get_output_shape(0)) == 4]
+    assert weights and all(str(op.get_element_type()) in ("<Type: 'float16'>", "f16") or
+                           op.get_element_type().get_type_name() == "f16" for op in weights)
+    assert json.loads(fp16.get_rt_info(["edgecls", "edgecls_class_names"]).astype(str)) == list(manifest.class_names)
+    int8 = ov.Core().read_model(str(root / "openvino-int8" / "model.xml"))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in int8.get_ops()) > 0
+    for name in ("openvino", "openvino-int8"):
+        art = manifest.artifact(name)
+        assert art.details["inference_precision_hint"] == "f32" and art.details["inference_precision"] == "f32"
+        report = bundle.reports[name]
+        assert report.backend == "openvino" and report.device == "CPU"
+    assert bundle.reports["openvino"].precision == "fp16" and bundle.reports["openvino"].passed
+    assert bundle.reports["openvino"].max_abs_diff <= 1e-2
+    assert manifest.artifact("openvino-int8").details["method"] == "nncf.quantize (post-training)"
+
+
+def test_coreml_packages_validate(bundle):
+    pytest.importorskip("coremltools")
+    from edgecls.export.targets.coreml import validate_spec
+
+    root = bundle.bundle
+    manifest = Manifest.load(root)
+    for name, int8 in (("coreml", False), ("coreml-int8", True)):
+        keys = ("edgecls.class_names", "edgecls.thresholds", "edgecls.preprocess", "edgecls.manifest")
+        stats = validate_spec(root / name / "model.mlpackage", input_name="images", output_name="logits",
+                              img_size=64, max_batch=32, metadata_keys=keys, int8=int8)
+        art = manifest.artifact(name)
+        assert art.details["spec_validated"] and stats["weight_dtypes"] == art.details["weight_dtypes"]
+        if sys.platform != "darwin":
+            assert "macOS" in art.parity["not_run"] and name in bundle.not_run
+    details = manifest.artifact("coreml-int8").details
+    assert details["weight_dtypes"].get("INT8", 0) > 0 and "FLOAT32" not in details["weight_dtypes"]
+    assert details["zero_scale_channels_fixed"] >= 1  # the checkpoint's all-zero/near-zero channels
+    if sys.platform != "darwin":
+        assert details["quantization"].startswith("w8 ") and "macOS" in details["activations"]
+        assert manifest.artifact("coreml-int8").precision == "int8-weights"
+
+
+def _no_engine() -> bool:
+    from edgecls.export.targets.tensorrt import engine_support
+
+    return not engine_support()[0]
+
+
+@pytest.mark.skipif("not _no_engine()", reason="this machine builds TensorRT engines; the portable path is for others")
+def test_tensorrt_without_gpu_bundles_the_portable_onnx(bundle):
+    root = bundle.bundle
+    for name, precision in (("tensorrt", "fp16"), ("tensorrt-int8", "int8")):
+        settings = json.loads((root / name / "engine.json").read_text())
+        assert settings["precision"] == precision and settings["built"] is False and settings["gpu"] is None
+        assert (settings["min_batch"], settings["max_batch"]) == (1, 32)
+        assert settings["shapes"]["max"] == [32, 3, 64, 64]
+        assert "trtexec --onnx=" in settings["trtexec"] and not (root / name / "model.engine").exists()
+        assert "trtexec" in (root / name / "BUILD.md").read_text()
+        art = Manifest.load(root).artifact(name)
+        assert art.path == f"{name}/model.onnx" and art.details["engine_built"] is False
+        assert any(name in n and "trtexec" in n for n in bundle.notes)
+        assert "portable ONNX measured with onnxruntime" in bundle.reports[name].note
+
+
+@pytest.mark.skipif("not _no_engine()", reason="this machine builds TensorRT engines")
+def test_require_engine_without_gpu_fails_before_writing(tiny, tmp_path):
+    with pytest.raises(UnsupportedOption, match="--require-engine: cannot build a TensorRT engine on this machine"):
+        export(_cfg(tiny, tmp_path / "b", targets=("tensorrt-int8",), require_engine=True))
+    assert not (tmp_path / "b").exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif("_no_engine()", reason="needs TensorRT and an NVIDIA GPU to build engines")
+def test_tensorrt_engines_build_and_pass_parity_on_a_gpu(tiny, tmp_path):
+    result = export(_cfg(tiny, tmp_path / "b", targets=("tensorrt", "tensorrt-int8"), require_engine=True,
+                         allow_parity_failure=True))
+    for name in ("tensorrt", "tensorrt-int8"):
+        settings = json.loads((result.bundle / name / "engine.json").read_text())
+        assert settings["built"] and settings["gpu"] and settings["tensorrt"] and settings["compute_capability"]
+        assert (result.bundle / name / "model.engine").stat().st_size > 0
+        assert result.reports[name].backend == "tensorrt"
+    assert result.reports["tensorrt"].passed  # fp16 budget
+
+
+@pytest.mark.coreml
+@pytest.mark.skipif("sys.platform != 'darwin'", reason="CoreML predictions need macOS")
+def test_coreml_parity_on_macos(bundle):
+    for name in ("coreml", "coreml-int8"):
+        report = bundle.reports[name]
+        assert report.backend == "coreml" and math.isfinite(report.max_abs_diff)
+    assert bundle.reports["coreml"].passed
+
+
+def test_parity_rerun_reproduces_parity_json(bundle, tiny):
+    root = bundle.bundle
+    stored = json.loads((root / "parity.json").read_text())
+    result = check_bundle(root, tiny[1], write=False)
+    assert set(result.reports) == set(bundle.reports)
+    for name, report in result.reports.items():
+        old = ParityReport.from_dict(stored["artifacts"][name])
+        for key in ("max_abs_diff", "mean_abs_diff", "agreement", "map_artifact", "map_drop"):
+            assert getattr(report, key) == pytest.approx(getattr(old, key), abs=1e-6), (name, key)
+        assert report.thresholds == pytest.approx(old.thresholds, abs=1e-6) and report.passed == old.passed
+    assert set(result.not_run) == set(bundle.not_run)
+
+
+def test_parity_rerun_needs_no_torch(bundle, tiny):
+    code = ("import sys; from edgecls.export import check_bundle; "
+            f"r = check_bundle({str(bundle.bundle)!r}, {str(tiny[1])!r}, write=False); "
+            "print(sorted(r.reports), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    names, torch_loaded = out.stdout.strip().rsplit(" ", 1)
+    assert "'onnx'" in names and torch_loaded == "False"
+
+
+def test_openvino_int8_accuracy_aware(tiny, tmp_path):
+    """max_map_drop switches NNCF to quantize_with_accuracy_control with validation mAP as the metric."""
+    pytest.importorskip("nncf")
+    result = export(_cfg(tiny, tmp_path / "b", targets=("openvino-int8",), max_map_drop=0.0,
+                         allow_parity_failure=True))
+    details = result.manifest.artifact("openvino-int8").details
+    assert details["method"] == "nncf.quantize_with_accuracy_control"
+    assert details["accuracy_control"] == {"metric": "mAP on the valid split", "max_drop": 0.0, "drop_type": "absolute"}
+    assert details["fake_quantize_ops"] > 0 and result.reports["openvino-int8"].budget == "mAP drop <= 0"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# refusing bad input, nothing half-written
+
+
+def test_existing_bundle_is_refused_without_force(tiny, tmp_path):
+    out = tmp_path / "b"
+    first = export(_cfg(tiny, out))
+    assert first.passed and (out / "manifest.json").is_file()
+    with pytest.raises(ConfigError, match="already exists; pass --force"):
+        export(_cfg(tiny, out))
+    export(_cfg(tiny, out, force=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    other = tmp_path / "not-a-bundle"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not an edgecls bundle"):
+        export(_cfg(tiny, other, force=True))
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_opset_17_uses_the_torchscript_exporter_and_onnxslim(tiny, tmp_path):
+    import onnx
+
+    result = export(_cfg(tiny, tmp_path / "b", opset=17))
+    details = result.manifest.artifact("onnx").details
+    assert details["opset"] == 17 and details["exporter"] == "torch.onnx.export(dynamo=False)"
+    assert details["simplifier"] == "onnxslim" and details["nodes"] <= details["nodes_exported"]
+    assert onnx.load(str(tmp_path / "b" / "onnx" / "model.onnx")).opset_import[0].version == 17
+    assert result.reports["onnx"].passed
+
+
+def test_unwritable_output_is_one_clear_error(tiny, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot write there"):
+        export(_cfg(tiny, blocker / "bundle"))
+
+
+def test_failure_mid_export_leaves_nothing(tiny, tmp_path):
+    """OpenVINO cannot run f16 on a CPU without native f16 (it would silently become bf16): the export fails after
+    the ONNX artifact was written, and neither the bundle nor its temporary folder remains."""
+    ov = pytest.importorskip("openvino")
+    if "FP16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU runs f16 natively, so the f16 hint does not fail here")
+    with pytest.raises(UnsupportedOption, match="cannot run f16"):
+        export(_cfg(tiny, tmp_path / "b", targets=("onnx", "openvino"), openvino_precision="f16"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_budget_fails_and_keeps_the_report(tiny, tmp_path):
+    out = tmp_path / "b"
+    with pytest.raises(ParityError, match="broke their parity budget") as err:
+        export(_cfg(tiny, out, fp32_tolerance=1e-12))
+    assert "max |dp| <= 1e-12" in str(err.value) and "FAILED" in str(err.value)
+    assert not out.exists()
+    kept = tmp_path / "b.parity-failed"
+    assert json.loads((kept / "parity.json").read_text())["passed"] is False
+    result = export(_cfg(tiny, out, fp32_tolerance=1e-12, allow_parity_failure=True))
+    assert not result.passed and out.is_dir() and not result.reports["onnx"].passed
+
+
+def test_bad_checkpoints_are_one_line_errors(tiny, tmp_path):
+    import torch
+
+    from edgecls.train.backbones import ModelSpec
+    from edgecls.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny[0])
+    missing = dict(ckpt.state_dict)
+    missing.pop(next(k for k in missing if k.startswith("encoder.")))
+    ckpt.state_dict = missing
+    save_checkpoint(ckpt, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="weights do not fit backbone"):
+        export(ExportConfig(checkpoint=str(tmp_path / "missing.pt"), targets=("onnx",), data=str(tiny[1]),
+                            out=str(tmp_path / "b")))
+    ckpt = load_checkpoint(tiny[0])
+    ckpt.model_spec = ModelSpec(backbone="resnet5", class_names=ckpt.class_names)
+    save_checkpoint(ckpt, tmp_path / "unknown.pt")
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet5' \\(did you mean 'resnet50'\\?\\)"):
+        export(ExportConfig(checkpoint=str(tmp_path / "unknown.pt"), targets=("onnx",), data=str(tiny[1]),
+                            out=str(tmp_path / "b")))
+    torch.save({"not": "a checkpoint"}, tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="not an edgecls checkpoint"):
+        export(ExportConfig(checkpoint=str(tmp_path / "junk.pt"), targets=("onnx",), data=str(tiny[1]),
+                            out=str(tmp_path / "b")))
+    assert not (tmp_path / "b").exists()
+
+
+def test_calibration_split_without_readable_images(tiny, tmp_path):
+    """Per-split label files: every train image is corrupt, the valid ones are fine."""
+    import shutil
+
+    from edgecls.data import load_dataset
+
+    src = load_dataset(tiny[1], **SPLITS)
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    header = "filename," + ",".join(src.class_names)
+    for split in ("train", "valid"):
+        rows = [header]
+        for sample in src.split(split).samples:
+            dest = data / "images" / sample.path.name
+            if split == "train":
+                dest.write_bytes(b"not an image")
+            else:
+                shutil.copyfile(sample.path, dest)
+            rows.append(f"images/{dest.name}," + ",".join(str(int(v)) for v in sample.target))
+        (data / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="'train' split has no readable images, and calibration"):
+        export(ExportConfig(checkpoint=str(tiny[0]), targets=("onnx-int8",), data=str(data), out=str(tmp_path / "b")))
+    assert not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# check_parity itself
+
+
+def test_check_parity_budgets_and_round_trip():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(50, 3)).astype(np.float32)
+    targets = (rng.random((50, 3)) < 0.4).astype(np.float32)
+    budgets = Budgets()
+    same = check_parity(ref, ref.copy(), targets, None, precision="fp32", budgets=budgets, artifact="a")
+    assert same.passed and same.max_abs_diff == 0 and same.agreement == 1.0 and same.map_drop == 0
+    noisy = ref + rng.normal(scale=0.05, size=ref.shape).astype(np.float32)
+    assert not check_parity(ref, noisy, targets, None, precision="fp32", budgets=budgets).passed
+    assert check_parity(ref, noisy, targets, None, precision="fp16", budgets=Budgets(fp16_tolerance=0.05)).passed
+    int8 = check_parity(ref, noisy, targets, None, precision="int8", budgets=budgets)
+    assert int8.budget == "mAP drop <= 0.01" and int8.passed == (int8.map_drop <= 0.01)
+    assert not check_parity(ref, noisy, targets, None, precision="int8", budgets=Budgets(max_map_drop=0.0)).passed \
+        or int8.map_drop <= 0
+    broken = ref.copy()
+    broken[3, 1] = np.nan
+    bad = check_parity(ref, broken, targets, None, precision="int8", budgets=budgets)
+    assert not bad.passed and bad.max_abs_diff == math.inf and "non-finite" in bad.note
+    assert ParityReport.from_dict(json.loads(json.dumps(int8.to_dict()))) == int8
+    with pytest.raises(ConfigError, match="unknown field"):
+        ParityReport.from_dict({**int8.to_dict(), "extra": 1})
+    with pytest.raises(ConfigError, match="same \\(N, K\\) shape"):
+        check_parity(ref, ref[:3], targets, None, precision="fp32", budgets=budgets)
+    assert budget_precision("fp16", "f32") == "fp16" and budget_precision("fp32", "bf16") == "bf16"
+    assert budget_precision("int8", "f32") == "int8" and budget_precision("fp32", None) == "fp32"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the real thing (slow): Lite0 on aquarium
+
+
+@pytest.mark.slow
+@pytest.mark.aquarium
+def test_lite0_aquarium_all_targets_within_budget(aquarium, tmp_path):
+    import os
+
+    ckpt = Path(os.environ.get("EDGECLS_AQUARIUM_CKPT", REPO / "runs" / "bench-training" / "freeze"))
+    if not (ckpt / "best.pt").is_file() and not ckpt.is_file():
+        pytest.skip(f"no aquarium checkpoint at {ckpt} (run benchmarks/training.py or set EDGECLS_AQUARIUM_CKPT)")
+    result = export(ExportConfig(checkpoint=str(ckpt), targets=("all",), data=str(aquarium),
+                                 out=str(tmp_path / "bundle")))
+    assert result.passed
+    for name in ("onnx", "onnx-int8", "openvino", "openvino-int8"):
+        assert result.reports[name].passed
+    for name in ("onnx-int8", "openvino-int8"):
+        assert result.reports[name].map_drop <= 0.01
+    check = check_bundle(result.bundle, aquarium, write=False)
+    for name, report in check.reports.items():
+        assert report.max_abs_diff == pytest.approx(result.reports[name].max_abs_diff, abs=1e-6)

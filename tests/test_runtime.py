@@ -1,0 +1,741 @@
+"""The lean runtime on tiny real models: ONNX Runtime and OpenVINO backends, Classifier, pipelines, streams.
+
+torch only builds the tiny models here (pytest.importorskip); the runtime itself must never import it, which a
+subprocess test proves.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecls.errors import ConfigError, DataError, MissingDependency, UnsupportedOption
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("cat", "dog", "fish")
+IMG = 32
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tiny bundles and data (shared with test_runtime_cli.py)
+
+
+def _tiny_net(static_batch: bool = False):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )
+            self.head = nn.Linear(16, len(CLASSES))
+
+        def forward(self, x):
+            return self.head(self.features(x)) * 4.0  # spread the logits so labels differ between images
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def export_onnx(path: Path, *, static_batch: bool = False) -> np.ndarray:
+    """Export the tiny net to ``path``; return torch's logits for :func:`reference_input` (the parity reference)."""
+    torch = pytest.importorskip("torch")
+    model = _tiny_net()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = None if static_batch else {"images": {0: "batch"}, "logits": {0: "batch"}}
+    torch.onnx.export(model, torch.zeros(1, 3, IMG, IMG), str(path), input_names=["images"], output_names=["logits"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False)
+    with torch.no_grad():
+        return model(torch.from_numpy(reference_input())).numpy()
+
+
+def reference_input(n: int = 5) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((n, 3, IMG, IMG)).astype(np.float32)
+
+
+def add_metadata(path: Path, manifest, thresholds) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(path))
+    props = {
+        "edgecls.class_names": json.dumps(list(manifest.class_names)),
+        "edgecls.thresholds": json.dumps(list(thresholds)),
+        "edgecls.preprocess": json.dumps(manifest.preprocess.to_dict()),
+        "edgecls.manifest": manifest.to_json(),
+    }
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    pytest.importorskip("onnx")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter({"images": x[None]} for x in reference_input(8))
+
+        def get_next(self):
+            return next(self.it, None)
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static warns about pre-processing on the root logger
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8)
+
+
+def build_bundle(root: Path, *, openvino: bool) -> dict:
+    """A bundle like the exporter's: onnx (fp32), onnx-int8 (Q/DQ) and, with ``openvino``, OpenVINO IRs (fp16, int8)."""
+    from edgecls._io import sha256_file
+    from edgecls.manifest import Artifact, Manifest
+    from edgecls.preprocess import PreprocessSpec
+
+    ref = export_onnx(root / "onnx" / "model.onnx")
+    _quantize(root / "onnx" / "model.onnx", root / "onnx-int8" / "model.onnx")
+    thresholds = {"onnx": (0.5, 0.4, 0.6), "onnx-int8": (0.5, 0.45, 0.6), "openvino": (0.5, 0.4, 0.6),
+                  "openvino-int8": (0.5, 0.45, 0.55)}
+    arts = [
+        Artifact("onnx", "onnx/model.onnx", "onnx", "fp32", sha256_file(root / "onnx/model.onnx"), thresholds["onnx"]),
+        Artifact("onnx-int8", "onnx-int8/model.onnx", "onnx", "int8", sha256_file(root / "onnx-int8/model.onnx"),
+                 thresholds["onnx-int8"], parent="onnx"),
+    ]
+    if openvino:
+        ov = pytest.importorskip("openvino")
+        ov.save_model(ov.convert_model(str(root / "onnx/model.onnx")), str(root / "openvino/model.xml"))
+        ov.save_model(ov.convert_model(str(root / "onnx-int8/model.onnx")), str(root / "openvino-int8/model.xml"),
+                      compress_to_fp16=False)
+        arts += [
+            Artifact("openvino", "openvino/model.xml", "openvino", "fp16", sha256_file(root / "openvino/model.xml"),
+                     thresholds["openvino"]),
+            Artifact("openvino-int8", "openvino-int8/model.xml", "openvino", "int8",
+                     sha256_file(root / "openvino-int8/model.xml"), thresholds["openvino-int8"], parent="openvino"),
+        ]
+    manifest = Manifest(class_names=CLASSES, preprocess=PreprocessSpec(img_size=IMG), backbone="tiny",
+                        thresholds=(0.5, 0.5, 0.5), input_shape=("batch", 3, IMG, IMG), output_shape=("batch", 3),
+                        artifacts=tuple(arts))
+    manifest.save(root)
+    add_metadata(root / "onnx" / "model.onnx", manifest, thresholds["onnx"])
+    return {"root": root, "reference": ref, "manifest": manifest}
+
+
+def make_images(folder: Path, n: int = 9, *, corrupt_at: int | None = 4) -> list[Path]:
+    """``n`` real image files (jpg/png, varied sizes, one in a subfolder) and a truncated jpg at ``corrupt_at``."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        sub = folder / "sub" if i == n - 1 else folder
+        sub.mkdir(parents=True, exist_ok=True)
+        path = sub / f"img{i:02d}.{'png' if i % 3 == 0 else 'jpg'}"
+        h, w = 40 + 7 * i, 60 - 3 * i
+        img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+        cv2.rectangle(img, (2, 2), (w // 2, h // 2), (255 * (i % 2), 128, 255 * (i % 3 == 0)), -1)
+        if i == corrupt_at:
+            ok, buf = cv2.imencode(".jpg", img)
+            path.write_bytes(buf.tobytes()[:150])
+        else:
+            cv2.imwrite(str(path), img)
+        paths.append(path)
+    return paths
+
+
+def make_video(path: Path, frames: int = 20, size: tuple[int, int] = (96, 64), fps: float = 20.0) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for i in range(frames):
+        img = np.full((size[1], size[0], 3), (i * 12) % 255, np.uint8)
+        cv2.circle(img, (4 * i % size[0], size[1] // 2), 10, (0, 0, 255), -1)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory) -> dict:
+    return build_bundle(tmp_path_factory.mktemp("rt") / "bundle", openvino=False)
+
+
+@pytest.fixture(scope="module")
+def full_bundle(tmp_path_factory) -> dict:
+    pytest.importorskip("openvino")
+    return build_bundle(tmp_path_factory.mktemp("rt") / "bundle", openvino=True)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("imgs") / "images"
+    make_images(folder)
+    return folder
+
+
+def _copy(bundle: dict, dst: Path) -> Path:
+    shutil.copytree(bundle["root"], dst)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# backends
+
+
+def test_onnxruntime_backend_matches_torch_for_any_batch(onnx_bundle):
+    from edgecls.runtime import open_backend
+
+    x = reference_input()
+    with open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="onnxruntime", precision_hint="fp32") as b:
+        assert (b.name, b.device, b.precision) == ("onnxruntime", "CPUExecutionProvider", "f32")
+        assert (b.input_name, b.output_name) == ("images", "logits")
+        np.testing.assert_allclose(b.infer(x), onnx_bundle["reference"], atol=1e-4)
+        np.testing.assert_allclose(b.infer(x[:1]), onnx_bundle["reference"][:1], atol=1e-4)
+        assert b.infer(x[:0]).shape == (0, len(CLASSES))
+        info = b.info()
+        assert info["providers"] == ["CPUExecutionProvider"] and info["load_seconds"] >= 0
+    with open_backend(onnx_bundle["root"] / "onnx-int8/model.onnx", backend="onnxruntime") as q:
+        assert q.precision == "int8"
+        assert np.abs(q.infer(x) - onnx_bundle["reference"]).max() < 0.5
+
+
+def test_onnxruntime_threads_and_bad_device(onnx_bundle):
+    from edgecls.runtime import open_backend
+
+    path = onnx_bundle["root"] / "onnx/model.onnx"
+    b = open_backend(path, backend="onnxruntime", threads=1)
+    assert b.info()["threads"] == 1
+    with pytest.raises(UnsupportedOption, match="no cuda execution provider.*available: cpu"):
+        open_backend(path, backend="onnxruntime", device="cuda")
+    with pytest.raises(UnsupportedOption, match="f16 only with the tensorrt provider"):
+        open_backend(path, backend="onnxruntime", precision_hint="fp16")
+    with pytest.raises(UnsupportedOption, match="no quantized"):
+        open_backend(path, backend="onnxruntime", precision_hint="int8")
+
+
+def test_openvino_backend_f32_parity_and_resolved_precision(full_bundle):
+    from edgecls.runtime import open_backend
+    from edgecls.runtime.backends import cpu_flags
+
+    x = reference_input()
+    onnx_path = full_bundle["root"] / "onnx/model.onnx"
+    with open_backend(onnx_path, backend="openvino", device="CPU", precision_hint="fp32") as b:
+        assert (b.name, b.device, b.precision) == ("openvino", "CPU", "f32")
+        np.testing.assert_allclose(b.infer(x), full_bundle["reference"], atol=1e-4)
+        np.testing.assert_allclose(b.infer(x[:2]), full_bundle["reference"][:2], atol=1e-4)
+    ir = open_backend(full_bundle["root"] / "openvino/model.xml", backend="openvino", precision_hint="f32")
+    np.testing.assert_allclose(ir.infer(x), full_bundle["reference"], atol=1e-3)  # fp16-compressed weights
+    default = open_backend(onnx_path, backend="openvino")  # the CPU's own default: bf16 where AVX512_BF16/AMX exist
+    expected = "bf16" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "f32"
+    assert default.precision == default.info()["inference_precision"] == expected
+    quant = open_backend(full_bundle["root"] / "openvino-int8/model.xml", backend="openvino")
+    assert quant.precision == "int8"
+
+
+def test_openvino_rejects_a_precision_the_cpu_changes(full_bundle):
+    from edgecls.runtime import open_backend
+    from edgecls.runtime.backends.openvino import _caps
+
+    if "FP16" in _caps("CPU"):
+        pytest.skip("this CPU runs f16 natively")
+    with pytest.raises(UnsupportedOption, match="cannot run f16 here.*valid: f32"):
+        open_backend(full_bundle["root"] / "onnx/model.onnx", backend="openvino", precision_hint="fp16")
+
+
+def test_openvino_static_batch_model_is_made_dynamic(tmp_path):
+    pytest.importorskip("openvino")
+    from edgecls.runtime import open_backend
+
+    ref = export_onnx(tmp_path / "static.onnx", static_batch=True)
+    b = open_backend(tmp_path / "static.onnx", backend="openvino", precision_hint="f32")
+    np.testing.assert_allclose(b.infer(reference_input()), ref, atol=1e-4)
+
+
+def test_unknown_backend_lists_the_valid_names(onnx_bundle):
+    from edgecls.runtime import Classifier, open_backend
+
+    with pytest.raises(ConfigError, match=r"unknown backend 'onnxrt'; valid: auto, tensorrt, onnxrun.*did you mean"):
+        open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="onnxrt")
+    with pytest.raises(ConfigError, match="valid: auto, tensorrt, onnxruntime, openvino, coreml"):
+        Classifier(onnx_bundle["root"], backend="tflite")
+
+
+def test_tensorrt_not_installed_names_the_extra(onnx_bundle):
+    from edgecls._deps import has
+    from edgecls.runtime import open_backend
+
+    if has("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    with pytest.raises(MissingDependency, match=r'pip install "edgecls\[tensorrt\]"'):
+        open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="tensorrt")
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_matches_onnx(onnx_bundle, tmp_path, monkeypatch):
+    from edgecls.runtime import open_backend
+    from edgecls.runtime.backends import probe
+
+    if not probe("tensorrt").usable:
+        pytest.skip(f"TensorRT needs an NVIDIA GPU with tensorrt and cuda-python: {probe('tensorrt').reason}")
+    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path))
+    b = open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="tensorrt", precision_hint="f32")
+    np.testing.assert_allclose(b.infer(reference_input()), onnx_bundle["reference"], atol=1e-3)
+    assert list(tmp_path.glob("tensorrt/*.engine"))
+    again = open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="tensorrt", precision_hint="f32")
+    assert again.info()["engine_cache"] == b.info()["engine_cache"]
+
+
+def test_coreml_needs_macos(tmp_path):
+    from edgecls._deps import has
+    from edgecls.runtime import open_backend
+
+    if sys.platform == "darwin":
+        pytest.skip("CoreML runs here; covered by the coreml CI job")
+    (tmp_path / "model.mlpackage").mkdir()
+    expected = UnsupportedOption if has("coremltools") else MissingDependency
+    with pytest.raises(expected, match="macOS" if has("coremltools") else "edgecls\\[coreml\\]"):
+        open_backend(tmp_path / "model.mlpackage", backend="coreml")
+
+
+def test_available_backends_reports_every_backend():
+    from edgecls.runtime import available_backends
+
+    statuses = {s.name: s for s in available_backends()}
+    assert set(statuses) == {"tensorrt", "onnxruntime", "openvino", "coreml"}
+    assert statuses["onnxruntime"].installed and "cpu" in statuses["onnxruntime"].devices
+    for s in statuses.values():
+        assert s.usable or s.reason  # every backend that cannot run says why
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Classifier
+
+
+def test_auto_picks_openvino_on_x86_and_logs_why(full_bundle, caplog):
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.backends import cpu_int8_support, is_x86
+
+    if not is_x86():
+        pytest.skip("OpenVINO is the preferred CPU engine on x86 only")
+    with caplog.at_level(logging.INFO, logger="edgecls"):
+        clf = Classifier(full_bundle["root"])
+    fast, _ = cpu_int8_support()
+    assert clf.backend.name == "openvino" and clf.backend.device == "CPU"
+    assert clf.artifact.name == ("openvino-int8" if fast else "openvino")
+    assert "OpenVINO is installed and is the fastest CPU engine on x86" in clf.info()["reason"]
+    assert "openvino" in caplog.text and "x86" in caplog.text
+    assert clf.info()["thresholds"] == list(clf.artifact.thresholds)
+
+
+def test_classifier_equals_direct_backend_run(full_bundle, image_dir):
+    """What Classifier returns is the artifact's backend output (the parity run), sigmoid, artifact thresholds."""
+    from edgecls.metrics import sigmoid
+    from edgecls.preprocess import preprocess_batch
+    from edgecls.runtime import Classifier, open_backend
+
+    paths = [p for p in sorted(image_dir.glob("*")) if p.is_file() and p.name != "img04.jpg"]
+    for backend, artifact in [("onnxruntime", "onnx"), ("onnxruntime", "onnx-int8"), ("openvino", "openvino"),
+                              ("openvino", "openvino-int8"), ("openvino", "onnx")]:
+        clf = Classifier(full_bundle["root"], backend=backend, artifact=artifact)
+        preds = clf.predict_batch(paths)
+        direct = open_backend(clf.choice.path, backend=backend, precision_hint=clf.choice.precision)
+        probs = sigmoid(direct.infer(preprocess_batch(paths, clf.spec)))
+        np.testing.assert_array_equal(np.stack([p.probs for p in preds]), probs)
+        thr = np.asarray(full_bundle["manifest"].artifact(artifact).thresholds)
+        for pred, row in zip(preds, probs):
+            assert pred.labels == tuple(c for c, on in zip(CLASSES, row >= thr) if on)
+        assert clf.backend.precision == ("int8" if "int8" in artifact else "f32")
+    assert len({p.labels for p in preds}) > 1  # the tiny model does tell images apart
+
+
+def test_predict_accepts_path_array_and_bytes(onnx_bundle, image_dir):
+    import cv2
+
+    from edgecls.runtime import Classifier
+
+    clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
+    path = image_dir / "img01.jpg"
+    by_path = clf.predict(path)
+    by_array = clf.predict(cv2.imread(str(path)))
+    by_bytes = clf.predict(path.read_bytes())
+    np.testing.assert_array_equal(by_path.probs, by_array.probs)
+    np.testing.assert_array_equal(by_path.probs, by_bytes.probs)
+    assert by_path.source == str(path) and by_bytes.source == "<bytes 0>"
+    assert set(by_path.probabilities) == set(CLASSES)
+    with pytest.raises(DataError, match="img04.jpg: not a readable image"):
+        clf.predict(image_dir / "img04.jpg")
+
+
+def test_bare_onnx_with_metadata(onnx_bundle, tmp_path, image_dir):
+    from edgecls.runtime import Classifier
+
+    bare = tmp_path / "elsewhere" / "model.onnx"
+    bare.parent.mkdir()
+    shutil.copy(onnx_bundle["root"] / "onnx/model.onnx", bare)
+    clf = Classifier(bare, backend="onnxruntime")
+    assert clf.class_names == CLASSES
+    assert tuple(clf.thresholds.tolist()) == pytest.approx((0.5, 0.4, 0.6))
+    assert clf.spec.img_size == IMG
+    ref = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
+    img = image_dir / "img00.png"
+    np.testing.assert_array_equal(clf.predict(img).probs, ref.predict(img).probs)
+
+
+def test_bare_openvino_ir_with_rt_info(full_bundle, tmp_path):
+    """The exporter stores the metadata in the IR's rt_info/edgecls (keys with dots as underscores)."""
+    ov = pytest.importorskip("openvino")
+    from edgecls.runtime import Classifier
+
+    model = ov.Core().read_model(str(full_bundle["root"] / "openvino/model.xml"))
+    manifest = full_bundle["manifest"]
+    meta = {"edgecls.manifest": manifest.to_json(), "edgecls.thresholds": json.dumps([0.3, 0.3, 0.3])}
+    for key, value in meta.items():
+        model.set_rt_info(value, ["edgecls", key.replace(".", "_")])
+    ov.save_model(model, str(tmp_path / "model.xml"), compress_to_fp16=False)
+    clf = Classifier(tmp_path / "model.xml")
+    assert clf.backend.name == "openvino" and clf.class_names == CLASSES
+    assert tuple(clf.thresholds.tolist()) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_onnx_without_metadata_is_a_clear_error(tmp_path):
+    from edgecls.runtime import Classifier
+
+    export_onnx(tmp_path / "plain.onnx")
+    with pytest.raises(ConfigError, match="no edgecls metadata.*pass the bundle folder"):
+        Classifier(tmp_path / "plain.onnx")
+
+
+def test_model_file_inside_a_bundle_uses_its_artifact(full_bundle):
+    from edgecls.runtime import Classifier
+
+    clf = Classifier(full_bundle["root"] / "openvino" / "model.xml")
+    assert clf.artifact.name == "openvino" and clf.backend.name == "openvino"
+    assert tuple(clf.thresholds.tolist()) == pytest.approx((0.5, 0.4, 0.6))
+
+
+def test_forced_artifact_and_wrong_backend(full_bundle):
+    from edgecls.runtime import Classifier
+
+    clf = Classifier(full_bundle["root"], artifact="onnx-int8")
+    assert clf.artifact.name == "onnx-int8" and clf.backend.precision == "int8"
+    with pytest.raises(ConfigError, match="'openvino' is openvino; backends for it: openvino"):
+        Classifier(full_bundle["root"], backend="onnxruntime", artifact="openvino")
+    with pytest.raises(ConfigError, match="no 'tflite' artifact.*it has: onnx, onnx-int8"):
+        Classifier(full_bundle["root"], artifact="tflite")
+
+
+def test_missing_artifact_file_is_named(full_bundle, tmp_path):
+    from edgecls.runtime import Classifier
+
+    bundle = _copy(full_bundle, tmp_path / "b")
+    (bundle / "onnx-int8" / "model.onnx").unlink()
+    with pytest.raises(ConfigError, match=r"artifact 'onnx-int8' needs .*onnx-int8/model.onnx, which is missing"):
+        Classifier(bundle, backend="onnxruntime", artifact="onnx-int8")
+    (bundle / "openvino-int8" / "model.bin").unlink()
+    (bundle / "openvino" / "model.bin").unlink()
+    with pytest.raises(ConfigError, match=r"openvino.*/model.bin, which is missing"):
+        Classifier(bundle, backend="openvino")
+
+
+def test_newer_manifest_schema_and_missing_manifest(onnx_bundle, tmp_path):
+    from edgecls.runtime import Classifier
+
+    bundle = _copy(onnx_bundle, tmp_path / "b")
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="schema version 99 is newer than this edgecls reads.*upgrade"):
+        Classifier(bundle)
+    (bundle / "manifest.json").unlink()
+    with pytest.raises(ConfigError, match="no manifest here"):
+        Classifier(bundle)
+
+
+def test_doctor_report_shows_the_auto_choice(full_bundle):
+    from edgecls.runtime import doctor_report
+
+    report = doctor_report(full_bundle["root"], load=True)
+    assert report.error is None
+    names = [b["name"] for b in report.backends]
+    assert names == ["tensorrt", "onnxruntime", "openvino", "coreml"]
+    assert report.choices[0]["backend"] == report.loaded["backend"]["name"]
+    assert report.choices[0]["artifact"] == report.loaded["artifact"]["name"]
+    text = report.format()
+    assert "auto ->" in text and "because:" in text and "onnxruntime" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# files pipeline
+
+
+def test_collect_images_expands_folders_globs_and_keeps_order(image_dir):
+    from edgecls.runtime.pipeline import collect_images
+
+    found = collect_images([image_dir / "img03.png", image_dir, str(image_dir / "img0[12].*"), "missing.jpg"])
+    names = [Path(p).name for p in found]
+    assert names[0] == "img03.png" and names[-3:] == ["img01.jpg", "img02.jpg", "missing.jpg"]
+    folder = names[1:-3]
+    assert folder == sorted(folder[:-1]) + ["img08.jpg"]  # recursive, sorted, subfolder after the files
+    assert len(folder) == 9
+
+
+def test_predict_files_error_row_in_order(full_bundle, image_dir):
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.pipeline import collect_images, predict_files
+
+    clf = Classifier(full_bundle["root"], backend="openvino", artifact="openvino")
+    paths = collect_images([image_dir])
+    rows = list(predict_files(clf, paths, batch=3, workers=2))
+    assert [r.source for r in rows] == paths
+    errors = [r for r in rows if not r.ok]
+    assert len(errors) == 1 and errors[0].source.endswith("img04.jpg") and "not a readable image" in errors[0].error
+    good = [p for p in paths if not p.endswith("img04.jpg")]
+    direct = clf.predict_batch(good)
+    for row, ref in zip([r for r in rows if r.ok], direct):
+        np.testing.assert_allclose(row.probs, ref.probs, atol=1e-6)
+        assert row.labels == ref.labels
+
+
+def test_predict_paths_formats(onnx_bundle, image_dir, tmp_path):
+    import csv
+
+    from edgecls.runtime._commands import predict_paths
+
+    out = io.StringIO()
+    summary = predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="json", stdout=out, batch=4)
+    rows = json.loads(out.getvalue())
+    assert (summary.images, summary.errors, len(rows)) == (9, 1, 9)
+    assert rows[4]["error"] and rows[4]["source"].endswith("img04.jpg")
+    assert rows[0]["probabilities"].keys() == set(CLASSES)
+    summary = predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="jsonl",
+                            out=tmp_path / "r.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in lines] == [r["source"] for r in rows] and summary.out == str(tmp_path / "r.jsonl")
+    predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="csv", out=tmp_path / "r.csv")
+    table = list(csv.reader((tmp_path / "r.csv").open()))
+    assert table[0] == ["source", "error", "labels", *CLASSES] and len(table) == 10 and table[5][1]
+    out = io.StringIO()
+    predict_paths(onnx_bundle["root"], [image_dir / "img00.png"], backend="onnxruntime", stdout=out)
+    assert out.getvalue().splitlines()[0].startswith("source") and "img00.png" in out.getvalue()
+    with pytest.raises(ConfigError, match="no images found"):
+        predict_paths(onnx_bundle["root"], [str(tmp_path / "*.nothing")])
+
+
+class _InterruptingStream(io.StringIO):
+    """stdout that receives Ctrl-C while the 3rd row is written (the user presses it mid-run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows = 0
+
+    def write(self, text: str) -> int:
+        if text.startswith(",\n"):
+            self.rows += 1
+            if self.rows == 2:
+                raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_ctrl_c_closes_the_json_array(onnx_bundle, image_dir):
+    from edgecls.runtime._commands import predict_paths
+
+    out = _InterruptingStream()
+    summary = predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="json", stdout=out, batch=2)
+    assert summary.interrupted and summary.images == 2
+    assert len(json.loads(out.getvalue())) == 2  # still valid JSON
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# streams
+
+
+def test_run_stream_on_a_video_file(onnx_bundle, tmp_path):
+    import cv2
+
+    from edgecls.runtime._commands import run_stream
+
+    video = make_video(tmp_path / "in.mp4", frames=20)
+    summary = run_stream(onnx_bundle["root"], source=str(video), backend="onnxruntime", show=False,
+                         jsonl=tmp_path / "out.jsonl", save=tmp_path / "out.mp4")
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert summary.frames == 20 and summary.dropped == 0 and not summary.interrupted
+    assert [r["frame"] for r in lines] == list(range(20))
+    assert set(lines[0]) >= {"frame", "timestamp", "probabilities", "labels", "latency_ms"}
+    assert lines[-1]["timestamp"] == pytest.approx(19 / 20.0, abs=0.01)
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(20.0)
+    ok, frame = cap.read()
+    assert ok and frame.shape == (64, 96, 3)
+    cap.release()
+    out = io.StringIO()
+    summary = run_stream(onnx_bundle["root"], source=str(video), backend="onnxruntime", show=False, stdout=out,
+                         max_frames=5)
+    assert summary.frames == 5 and len(out.getvalue().splitlines()) == 5  # headless: JSON lines on stdout
+
+
+def test_video_results_equal_classifier_on_frames(onnx_bundle, tmp_path):
+    import cv2
+
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.pipeline import parse_source, stream_frames
+
+    video = make_video(tmp_path / "in.mp4", frames=6)
+    clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
+    results = list(stream_frames(clf, parse_source(source=str(video))))
+    cap = cv2.VideoCapture(str(video))
+    frames = [cap.read()[1] for _ in range(6)]
+    direct = clf.predict_batch(frames)
+    for res, ref in zip(results, direct):
+        np.testing.assert_allclose(res.prediction.probs, ref.probs, atol=1e-6)
+
+
+def test_camera_that_cannot_open(onnx_bundle):
+    from edgecls.runtime._commands import run_stream
+
+    with pytest.raises(DataError, match="cannot open camera 99"):
+        run_stream(onnx_bundle["root"], camera=99, backend="onnxruntime", show=False, stdout=io.StringIO())
+    with pytest.raises(DataError, match="video file not found"):
+        run_stream(onnx_bundle["root"], source="nope.mp4", show=False)
+    with pytest.raises(ConfigError, match="exactly one of --camera"):
+        run_stream(onnx_bundle["root"], show=False)
+
+
+class FakeCamera:
+    """A camera (the external boundary): ``frames`` frames, then read() fails as an unplugged camera does."""
+
+    def __init__(self, frames: int, delay: float = 0.0) -> None:
+        self.left, self.delay, self.released = frames, delay, False
+        self.props: dict[int, float] = {}
+
+    def read(self):
+        import time
+
+        if self.delay:
+            time.sleep(self.delay)
+        if self.left <= 0 or self.released:
+            return False, None
+        self.left -= 1
+        return True, np.full((48, 64, 3), self.left % 255, np.uint8)
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return 30.0
+
+    def isOpened(self):
+        return not self.released
+
+    def release(self):
+        self.released = True
+
+
+def test_camera_drop_is_reopened_then_gives_up(onnx_bundle):
+    from edgecls.runtime._commands import run_stream
+
+    opened = []
+
+    def opener(src):
+        if len(opened) >= 2:
+            raise DataError(f"cannot open camera {src.target}")
+        opened.append(FakeCamera(frames=5))
+        return opened[-1]
+
+    out = io.StringIO()
+    with pytest.raises(DataError, match=r"camera 0 stopped delivering frames and could not be reopened after 3 tries"):
+        run_stream(onnx_bundle["root"], camera=0, backend="onnxruntime", show=False, stdout=out, opener=opener,
+                   backoff=(0.0, 0.0, 0.0))
+    assert len(opened) == 2 and all(cam.released for cam in opened)
+    assert 2 <= len(out.getvalue().splitlines()) <= 10  # frames from both sessions were written before the error
+
+
+def test_latest_frame_keeps_only_the_newest():
+    import time
+
+    from edgecls.runtime.pipeline import LatestFrame
+
+    cam = FakeCamera(frames=200, delay=0.001)
+    reader = LatestFrame(cam)
+    seen = []
+    while True:
+        item = reader.get(timeout=2.0)
+        if item is None:
+            break
+        seen.append(item[0])
+        time.sleep(0.02)  # slow inference
+    reader.stop()
+    assert seen == sorted(seen) and len(seen) < 200
+    assert reader.dropped == 200 - len(seen)
+
+
+def test_ctrl_c_finalises_the_saved_video(onnx_bundle, tmp_path):
+    import cv2
+
+    from edgecls.runtime._commands import run_stream
+
+    class Interrupt(io.StringIO):
+        def write(self, text: str) -> int:
+            if self.getvalue().count("\n") >= 4:
+                raise KeyboardInterrupt
+            return super().write(text)
+
+    video = make_video(tmp_path / "in.mp4", frames=20)
+    summary = run_stream(onnx_bundle["root"], source=str(video), backend="onnxruntime", show=False, stdout=Interrupt(),
+                         save=tmp_path / "out.mp4")
+    assert summary.interrupted and summary.frames == 5
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+
+
+def test_show_without_gui_is_a_clear_error(onnx_bundle, tmp_path):
+    import cv2
+
+    from edgecls.runtime._commands import run_stream
+
+    if "GTK" in cv2.getBuildInformation() or "QT" in cv2.getBuildInformation().upper().split("GUI")[-1][:200]:
+        pytest.skip("this OpenCV has a GUI")
+    video = make_video(tmp_path / "in.mp4", frames=2)
+    with pytest.raises(UnsupportedOption, match="--show needs OpenCV with a GUI"):
+        run_stream(onnx_bundle["root"], source=str(video), show=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# no torch
+
+
+def test_runtime_never_imports_torch(onnx_bundle, image_dir, tmp_path):
+    """A predict run (and a video run) in a fresh interpreter leaves torch out of sys.modules.
+
+    OpenVINO is hidden so the run also shows auto falling back to ONNX Runtime when OpenVINO is not installed.
+    """
+    video = make_video(tmp_path / "in.mp4", frames=3)
+    code = textwrap.dedent(f"""
+        import io, json, sys
+        sys.modules["openvino"] = None  # as if not installed
+        from edgecls.runtime._commands import predict_paths, run_stream
+        s = predict_paths({str(onnx_bundle["root"])!r}, [{str(image_dir)!r}], fmt="jsonl", stdout=io.StringIO())
+        v = run_stream({str(onnx_bundle["root"])!r}, source={str(video)!r}, show=False, stdout=io.StringIO())
+        print(json.dumps({{"torch": "torch" in sys.modules, "backend": s.backend["backend"]["name"],
+                           "artifact": s.backend["artifact"]["name"], "images": s.images, "frames": v.frames}}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    from edgecls.runtime.backends import cpu_int8_support
+
+    assert result == {"torch": False, "backend": "onnxruntime",
+                      "artifact": "onnx-int8" if cpu_int8_support()[0] else "onnx", "images": 9, "frames": 3}
