@@ -24,8 +24,13 @@ demo: $(STAMP)
 	$(BIN)/edgecls evaluate $(DEMO_RUN) $(DEMO_DATA) --split test
 	@echo "checkpoint: $(DEMO_RUN)/best.pt   report: $(DEMO_RUN)/report.md   plots: $(DEMO_RUN)/*.png"
 
+# The exporter tests run in their own process: torch's ONNX export segfaulted there after the training/runtime
+# tests had loaded OpenVINO and DDP state in the same interpreter (open bug, see the issue notes).
+EXPORT_TESTS := tests/test_export.py tests/test_export_cli.py
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(addprefix --ignore=,$(EXPORT_TESTS))
+	$(BIN)/python -m pytest -q $(EXPORT_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecls tests benchmarks
