@@ -7,27 +7,15 @@ output is flushed and closed. Heavy modules are imported inside the commands so 
 
 from __future__ import annotations
 
-import functools
 import sys
 from typing import Any, Callable
 
 import click
 
-from edgecls.errors import EdgeclsError
+from edgecls._cli_errors import user_errors
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "coreml")
 FORMATS = ("table", "json", "jsonl", "csv")
-
-
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except EdgeclsError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def _engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,7 +57,7 @@ def register(cli_group: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
     @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="write results here, not stdout")
     @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
-    @_user_errors
+    @user_errors
     def predict(bundle: str, paths: tuple[str, ...], backend: str, device: str | None, artifact: str | None,
                 threads: int | None, batch: int, workers: int | None, fmt: str, out: str | None,
                 progress: bool | None) -> None:
@@ -93,7 +81,7 @@ def register(cli_group: click.Group) -> None:
     @click.option("--jsonl", type=click.Path(dir_okay=False), default=None, help="one JSON line per frame here")
     @click.option("--realtime", is_flag=True, help="play a video file at its frame rate, dropping like a camera")
     @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="stop after this many frames")
-    @_user_errors
+    @user_errors
     def run(bundle: str, camera: str | None, source: str | None, backend: str, device: str | None,
             artifact: str | None, threads: int | None, show: bool | None, save: str | None, jsonl: str | None,
             realtime: bool, max_frames: int | None) -> None:
@@ -113,7 +101,7 @@ def register(cli_group: click.Group) -> None:
     @_engine_options
     @click.option("--load", is_flag=True, help="also load the chosen artifact to prove it works")
     @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-    @_user_errors
+    @user_errors
     def doctor(bundle: str | None, backend: str, device: str | None, artifact: str | None, load: bool,
                as_json: bool) -> None:
         """Show the backends and devices of this machine and what auto would choose for BUNDLE."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import logging
 import sys
 import typing
@@ -17,8 +16,8 @@ from typing import Any, Callable
 import click
 
 from edgecls import __version__
+from edgecls._cli_errors import user_errors
 from edgecls.config import _unwrap_optional
-from edgecls.errors import EdgeclsError
 
 log = logging.getLogger("edgecls")
 
@@ -31,19 +30,6 @@ def _setup_logging(verbose: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-
-
-def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into a one-line `Error: ...` and exit code 1 (2 for usage errors, as click does)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except EdgeclsError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def options_from(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
