@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edgecls.errors import EdgeclsError
+from edgecls._cli_errors import user_errors
 
 _TARGET_HELP = ("onnx, onnx-int8, openvino, openvino-int8, coreml, coreml-int8, tensorrt, tensorrt-int8, or all "
                 "(every target this machine can produce); repeat for several")
@@ -50,15 +50,13 @@ def register(cli: click.Group) -> None:
     @cli.command("export")
     @click.argument("checkpoint")
     @_options
+    @user_errors
     def export_cmd(checkpoint: str, **flags: Any) -> None:
         """Export CHECKPOINT (file or run folder) to deployable artifacts with proven parity, as one bundle."""
         from edgecls.export import ExportConfig, export
 
         given = {k: v for k, v in flags.items() if v is not None}
-        try:
-            result = export(ExportConfig(checkpoint=checkpoint, **given))
-        except EdgeclsError as exc:
-            raise click.ClickException(str(exc)) from None
+        result = export(ExportConfig(checkpoint=checkpoint, **given))
         click.echo(result.table)
         for note in result.notes:
             click.echo(f"note: {note}")
@@ -70,14 +68,12 @@ def register(cli: click.Group) -> None:
     @click.argument("data")
     @click.option("--artifact", "-a", "artifacts", multiple=True, help="check only these artifacts (repeatable)")
     @click.option("--no-write", is_flag=True, help="print the report without updating parity.json")
+    @user_errors
     def parity_cmd(bundle: str, data: str, artifacts: tuple[str, ...], no_write: bool) -> None:
         """Re-run the parity check of BUNDLE on this machine with the images of DATA; updates parity.json."""
         from edgecls.export import check_bundle
 
-        try:
-            result = check_bundle(bundle, data, artifacts=artifacts or None, write=not no_write)
-        except EdgeclsError as exc:
-            raise click.ClickException(str(exc)) from None
+        result = check_bundle(bundle, data, artifacts=artifacts or None, write=not no_write)
         click.echo(result.table)
         if not result.passed:
             raise click.ClickException("some artifacts broke their parity budget (see the table above)")
