@@ -147,6 +147,21 @@ except Exception as exc:
     assert not (tmp_path / "b").exists()
 
 
+def test_each_module_is_in_the_extra_its_error_names():
+    """The extra a missing module's message names really installs it, and the runtime's [openvino] pulls no nncf."""
+    import re
+
+    from edgecls.export.targets import EXTRA_OF
+
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    listed = {name: {re.split(r"[<>=!~; \[]", req, maxsplit=1)[0].lower() for req in reqs}
+              for name, reqs in extras.items()}
+    for module, extra in EXTRA_OF.items():
+        assert module in listed[extra], (module, extra)
+    assert listed["openvino"] == {"openvino"} and "nncf" in listed["train"]
+
+
 def test_unknown_target_names_the_closest(tmp_path):
     with pytest.raises(ConfigError, match="unknown export target 'onnx-int9' \\(did you mean 'onnx-int8'\\?\\)"):
         ExportConfig(checkpoint="x.pt", targets=("onnx-int9",), data="d", out=str(tmp_path / "b"))

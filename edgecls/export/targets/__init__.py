@@ -44,7 +44,7 @@ _REGISTRY: dict[str, "Target"] = {}
 
 # The pip extra that installs each module a target may need (a target's own ``extra`` is the one it is about).
 EXTRA_OF = {"torch": "train", "onnx": "train", "onnxscript": "train", "onnxslim": "train", "onnxruntime": "runtime",
-            "openvino": "openvino", "nncf": "openvino", "coremltools": "coreml", "tensorrt": "tensorrt"}
+            "openvino": "openvino", "nncf": "train", "coremltools": "coreml", "tensorrt": "tensorrt"}
 
 # ExportConfig fields every target takes; a target lists the others it uses in ``Target.options``.
 COMMON_OPTIONS = frozenset(

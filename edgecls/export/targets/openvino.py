@@ -100,7 +100,7 @@ def _build_openvino_int8(ctx: "ExportContext", folder: Path) -> Built:
     from edgecls.metrics import mean_average_precision, sigmoid
 
     ov = _ov()
-    nncf = require("nncf", extra="openvino")
+    nncf = require("nncf", extra="train")
     nncf.set_log_level(logging.ERROR)
     cfg = ctx.config
     src, _ = ctx.float_onnx()
