@@ -200,11 +200,13 @@ def data_synth(out: str, n: int, seed: int, img_size: int, force: bool) -> None:
 
 
 def _register_commands() -> None:
-    """Commands of the runtime (predict, run, doctor) and the exporter (export, parity) live beside their packages."""
-    from edgecls import _cli_export, _cli_runtime
+    """Commands of the runtime (predict, run, doctor), the exporter (export, parity) and the benchmark (bench) live
+    beside their packages."""
+    from edgecls import _cli_bench, _cli_export, _cli_runtime
 
     _cli_runtime.register(cli)
     _cli_export.register(cli)
+    _cli_bench.register(cli)
 
 
 _register_commands()

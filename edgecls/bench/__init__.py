@@ -1,0 +1,488 @@
+"""Benchmark a bundle: every artifact on every backend that runs here, speed and accuracy side by side.
+
+``run(BenchConfig(bundle=...))`` measures, for each artifact x backend x device (x inference precision, for OpenVINO
+float IRs) this machine can run, plus PyTorch rows built from the bundle's source checkpoint when torch is installed:
+load time, batch-1 latency percentiles, throughput at each batch size, peak RSS, file size, mAP and F1 at the
+artifact's thresholds on a data split, speed-up against PyTorch eager FP32, and achieved GOP/s against this CPU's
+estimated peak. Each row runs in a fresh interpreter with a fixed thread count (``isolate``), all rows in one run so
+their ratios hold on a noisy machine.
+
+    from edgecls.bench import BenchConfig, run
+    result = run(BenchConfig(bundle="bundles/lite0", data="data.yaml"))
+    print(result.table())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgecls.bench._machine import Machine, Peak, machine_info, measure_gemm_gflops, peak_estimate, usable_cores
+from edgecls.bench._report import Check, check_targets, format_markdown, format_table, plot_rows
+from edgecls.bench._worker import TORCH_VARIANTS, RowSpec, child_env, measure
+from edgecls.errors import ConfigError, DataError
+
+__all__ = ["BenchConfig", "BenchResult", "BenchRow", "Check", "Machine", "Peak", "run"]
+
+log = logging.getLogger("edgecls.bench")
+
+PYTORCH = "pytorch"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``edgecls bench`` measures; its flags map one to one to these fields.
+
+    Attributes:
+        bundle: An ``edgecls export`` bundle folder.
+        data: Dataset for the accuracy columns (the bundle's dataset); None times on random inputs only.
+        split: Split of ``data`` the accuracy columns (and the timing inputs) come from.
+        backends: Keep only these backends (onnxruntime, openvino, tensorrt, coreml, pytorch); empty keeps all.
+        artifacts: Keep only these artifacts of the bundle; empty keeps all.
+        batch: Batch sizes whose throughput is measured (batch-1 latency is always measured).
+        warmup: Untimed calls before timing.
+        iters: Timed batch-1 calls (a quarter of that, at least 5, for larger batches).
+        max_seconds: Time budget of one timed loop; it stops early once 5 calls are in.
+        threads: CPU threads of every engine (and of PyTorch); None means every core this process may use.
+        torch_variants: PyTorch rows to add: eager (NCHW), channels_last, compile (torch.compile).
+        checkpoint: The PyTorch rows' checkpoint; default: the one the bundle was exported from (export.json).
+        isolate: Run each row in a fresh interpreter (its own peak RSS, no state shared between engines).
+        row_timeout: Seconds one isolated row may take.
+    """
+
+    bundle: str
+    data: str | None = None
+    split: str = "valid"
+    backends: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
+    batch: tuple[int, ...] = (1, 8, 32)
+    warmup: int = 10
+    iters: int = 50
+    max_seconds: float = 10.0
+    threads: int | None = None
+    torch_variants: tuple[str, ...] = TORCH_VARIANTS
+    checkpoint: str | None = None
+    isolate: bool = True
+    row_timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        from edgecls.runtime.backends import BACKEND_NAMES
+
+        for name in ("backends", "artifacts", "batch", "torch_variants"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, (str, int)) else tuple(value))
+        valid = (*BACKEND_NAMES, PYTORCH)
+        for name in self.backends:
+            if name not in valid:
+                raise ConfigError(f"--backends: unknown backend {name!r}; valid: {', '.join(valid)}")
+        for name in self.torch_variants:
+            if name not in TORCH_VARIANTS:
+                raise ConfigError(f"--torch-variants: unknown variant {name!r}; valid: {', '.join(TORCH_VARIANTS)}")
+        if not self.batch or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch):
+            raise ConfigError(f"--batch takes positive batch sizes such as 1,8,32, got {self.batch!r}")
+        for name, low in (("warmup", 0), ("iters", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"--{name} must be an integer >= {low}, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"--threads must be a positive integer, got {self.threads!r}")
+        if not self.max_seconds > 0 or not self.row_timeout > 0:
+            raise ConfigError("--max-seconds and row_timeout must be positive")
+        object.__setattr__(self, "batch", tuple(sorted(set(self.batch))))
+
+    @property
+    def thread_count(self) -> int:
+        return self.threads or usable_cores()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One measured (or failed) row: an artifact on a backend, device and precision."""
+
+    label: str
+    artifact: str
+    backend: str
+    device: str
+    precision: str  # what the engine computed in: f32, bf16, f16, int8
+    variant: str = ""
+    load_seconds: float | None = None
+    first_call_seconds: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # p50 p90 p99 mean runs
+    throughput: dict[int, float] = field(default_factory=dict)  # batch -> images/s
+    peak_rss_mb: float | None = None
+    size_mb: float | None = None
+    map: float | None = None
+    f1_micro: float | None = None
+    f1_macro: float | None = None
+    parity_passed: bool | None = None  # from the bundle's parity report (None for PyTorch rows)
+    speedup: float | None = None  # PyTorch eager batch-1 p50 / this row's
+    gops: float | None = None  # achieved giga-operations/s at the best batch
+    peak_fraction: float | None = None  # gops / the CPU's peak for this precision
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def p50(self) -> float | None:
+        return self.latency_ms.get("p50")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["throughput"] = {str(k): v for k, v in self.throughput.items()}
+        return data
+
+
+@dataclass
+class BenchResult:
+    """Every row of one run, the machine it ran on and the targets they meet."""
+
+    bundle: Path
+    config: BenchConfig
+    machine: Machine
+    peak: Peak
+    gemm_gflops: float
+    macs: int | None
+    rows: list[BenchRow]
+    not_run: list[tuple[str, str]]
+    versions: dict[str, str]
+    data: dict[str, Any]
+    created: str
+    checks: list[Check] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle), "created": self.created, "config": self.config.to_dict(),
+            "machine": self.machine.to_dict(), "peak": self.peak.to_dict(), "gemm_fp32_gflops": self.gemm_gflops,
+            "macs_per_image": self.macs, "data": self.data, "versions": self.versions,
+            "rows": [r.to_dict() for r in self.rows], "not_run": [{"row": r, "reason": why} for r, why in self.not_run],
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def table(self) -> str:
+        return format_table(self)
+
+    def markdown(self) -> str:
+        return format_markdown(self)
+
+    def plot(self, path: str | Path) -> Path:
+        return plot_rows(self, Path(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# what to run
+
+
+@dataclass(frozen=True)
+class _Planned:
+    spec: RowSpec
+    size_mb: float | None
+    thresholds: np.ndarray
+    parity_passed: bool | None
+    int8: bool
+
+
+def _model_size_mb(path: Path) -> float:
+    from edgecls.export.bundle import size_mb
+
+    total = size_mb(path)
+    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
+        total += size_mb(path.with_suffix(".bin"))
+    if path.suffix.lower() == ".onnx":
+        total += sum(size_mb(p) for p in path.parent.glob(path.name + ".data"))
+    return round(total, 3)
+
+
+def _openvino_precisions(device: str, asked: str | None, artifact_precision: str) -> list[str | None]:
+    """The inference precisions a float IR is timed at on ``device``: the one its parity ran with, then the other
+    float precisions the device computes in (bf16 on AVX512-BF16/AMX CPUs, f16 on GPUs)."""
+    if artifact_precision == "int8":
+        return [asked]
+    from edgecls.runtime.backends.openvino import _PRECISION_CAPS, _caps
+
+    caps = _caps(device.split(":")[0].split(".")[0])
+    found = [p for p, cap in _PRECISION_CAPS.items() if cap in caps]
+    return [asked] + [p for p in found if p != asked]
+
+
+def _parity_passed(art: Any) -> bool | None:
+    parity = art.parity or {}
+    return parity.get("passed") if "not_run" not in parity else None
+
+
+def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any],
+                    not_run: list[tuple[str, str]]) -> list[_Planned]:
+    from edgecls.runtime.backends import BACKEND_NAMES, backend_module, probe
+    from edgecls.runtime.classifier import _model_path, _precision_for
+
+    planned = []
+    arts = [manifest.artifact(n) for n in cfg.artifacts] if cfg.artifacts else list(manifest.artifacts)
+    for art in arts:
+        for backend in BACKEND_NAMES:
+            if cfg.backends and backend not in cfg.backends:
+                continue
+            module = backend_module(backend)
+            portable = art.format == "tensorrt" and backend == "onnxruntime"
+            if art.format not in module.FORMATS and not portable:
+                continue
+            status = probe(backend)
+            if not status.usable:
+                not_run.append((f"{art.name} on {backend}", status.reason or "no usable device here"))
+                continue
+            if portable:  # the Q/DQ ONNX an engine is built from, on ONNX Runtime's CPU/CUDA providers
+                path = (root / art.details["onnx"]).resolve() if art.details.get("onnx") else root / art.path
+                if path.suffix.lower() != ".onnx":
+                    continue
+                asked = None
+            else:
+                path = _model_path(root, art, backend)
+                asked = _precision_for(art, backend)
+            thresholds = np.asarray(art.thresholds or manifest.thresholds, dtype=np.float64)
+            for cand in module.candidates(status):
+                if portable and cand.device == "tensorrt":
+                    continue
+                precisions = _openvino_precisions(cand.device, asked, art.precision) if backend == "openvino" \
+                    else [asked]
+                for precision in precisions:
+                    shown = "int8" if art.precision == "int8" else precision or "default"
+                    label = f"{art.name} · {backend} {cand.device.lower()} {shown}"
+                    spec = RowSpec(label=label, kind="backend", model=str(path), backend=backend, device=cand.device,
+                                   precision=precision, artifact=art.name, **base)
+                    planned.append(_Planned(spec, _model_size_mb(path), thresholds, _parity_passed(art),
+                                            art.precision == "int8"))
+    return planned
+
+
+def _find_checkpoint(root: Path, manifest: Any, given: str | None) -> tuple[Path | None, str]:
+    """The checkpoint of the PyTorch rows and, when there is none, why."""
+    from edgecls._io import sha256_file
+    from edgecls.export.bundle import CONFIG_NAME
+
+    if given:
+        path = Path(given)
+        candidates = [path]
+    else:
+        try:
+            recorded = json.loads((root / CONFIG_NAME).read_text(encoding="utf-8")).get("checkpoint")
+        except (OSError, ValueError):
+            recorded = None
+        if not recorded:
+            return None, f"no source checkpoint recorded in {root / CONFIG_NAME}; pass --checkpoint"
+        path = Path(recorded)
+        candidates = [path] if path.is_absolute() else [Path.cwd() / path, root.parent / path]
+    for cand in candidates:
+        file = cand / "best.pt" if cand.is_dir() else cand
+        if not file.is_file():
+            continue
+        if manifest.source_checkpoint_sha256 and sha256_file(file) != manifest.source_checkpoint_sha256:
+            if given:
+                raise ConfigError(f"--checkpoint {given}: not the checkpoint this bundle was exported from (sha256 "
+                                  "differs); pass the bundle's own checkpoint or drop --checkpoint")
+            return None, f"{file} has changed since the export (sha256 differs); pass --checkpoint"
+        return file, ""
+    if given:
+        raise ConfigError(f"--checkpoint {given}: no such checkpoint file or run folder")
+    return None, f"the source checkpoint {path} is not here; pass --checkpoint"
+
+
+def _plan_torch(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any],
+                not_run: list[tuple[str, str]]) -> list[_Planned]:
+    from edgecls._deps import has
+
+    if (cfg.backends and PYTORCH not in cfg.backends) or not cfg.torch_variants:
+        return []
+    if not has("torch"):
+        not_run.append((PYTORCH, 'torch is not installed (pip install "edgecls[train]")'))
+        return []
+    ckpt, why = _find_checkpoint(root, manifest, cfg.checkpoint)
+    if ckpt is None:
+        not_run.append((PYTORCH, why))
+        return []
+    thresholds = np.asarray(manifest.thresholds, dtype=np.float64)
+    planned = []
+    for variant in cfg.torch_variants:
+        spec = RowSpec(label=f"pytorch {variant.replace('_', '-')} fp32", kind="pytorch", model=str(ckpt),
+                       backend=PYTORCH, device="cpu", precision="f32", artifact=PYTORCH, variant=variant, **base)
+        planned.append(_Planned(spec, round(ckpt.stat().st_size / 1e6, 3), thresholds, None, False))
+    return planned
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# data
+
+
+def _eval_data(root: Path, manifest: Any, data: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Preprocessed images, targets and known-masks of ``split``, loaded the way the bundle's export loaded its data."""
+    from edgecls.data import load_dataset
+    from edgecls.export._calibration import preprocess_paths
+    from edgecls.export.bundle import read_parity
+
+    try:
+        settings = read_parity(root).get("data", {})
+    except ConfigError:
+        settings = {}
+    classes = settings.get("classes")
+    dataset = load_dataset(data, classes=tuple(classes) if classes else None, seed=int(settings.get("seed", 0)),
+                           val_fraction=float(settings.get("val_fraction", 0.2)),
+                           test_fraction=float(settings.get("test_fraction", 0.1)))
+    if tuple(dataset.class_names) != tuple(manifest.class_names):
+        raise DataError(f"{data}: classes {list(dataset.class_names)} differ from the bundle's "
+                        f"{list(manifest.class_names)}; pass the dataset the bundle was trained on")
+    part = dataset.split(split)
+    if not part.samples:
+        raise DataError(f"{data}: the {split!r} split has no readable images; pick another with --split")
+    images = preprocess_paths([s.path for s in part.samples], manifest.preprocess, what="the benchmark")
+    targets = np.stack([s.target for s in part.samples]).astype(np.float32)
+    known = np.stack([s.known for s in part.samples]).astype(bool)
+    return images, targets, known, len(dataset.skipped)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# measuring
+
+
+def _measure_isolated(spec: RowSpec, work: Path, index: int, timeout: float) -> dict[str, Any]:
+    spec_file, result_file = work / f"row{index}.json", work / f"row{index}.result.json"
+    spec_file.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgecls.bench._worker", str(spec_file), str(result_file)],
+                              env=child_env(spec.threads), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if result_file.is_file():
+        return json.loads(result_file.read_text(encoding="utf-8"))
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+    return {"error": f"the row's process died ({proc.returncode}): {tail[0][:300]}"}
+
+
+def _row(plan: _Planned, raw: dict[str, Any], logits: np.ndarray | None, targets: np.ndarray | None,
+         known: np.ndarray | None, class_names: Sequence[str]) -> BenchRow:
+    spec = plan.spec
+    if "error" in raw:
+        return BenchRow(spec.label, spec.artifact, spec.backend, spec.device or "", spec.precision or "",
+                        spec.variant, size_mb=plan.size_mb, parity_passed=plan.parity_passed, error=raw["error"])
+    info = raw.get("info", {})
+    precision = "int8" if plan.int8 else str(info.get("inference_precision") or info.get("precision") or "f32")
+    scores: dict[str, float] = {}
+    if logits is not None and targets is not None:
+        from edgecls.metrics import compute_metrics, sigmoid
+
+        report = compute_metrics(sigmoid(logits), targets, known, class_names, plan.thresholds)
+        scores = {"map": report.map, "f1_micro": report.f1_micro, "f1_macro": report.f1_macro}
+    return BenchRow(
+        label=spec.label, artifact=spec.artifact, backend=spec.backend, device=str(info.get("device", spec.device)),
+        precision=precision, variant=spec.variant, load_seconds=raw["load_seconds"],
+        first_call_seconds=raw["first_call_seconds"], latency_ms=raw["latency_ms"],
+        throughput={int(k): v for k, v in raw["throughput"].items()}, peak_rss_mb=raw.get("peak_rss_mb"),
+        size_mb=plan.size_mb, parity_passed=plan.parity_passed, info=info,
+        **{k: (None if v is None or math.isnan(v) else round(float(v), 4)) for k, v in scores.items()},
+    )
+
+
+def _macs(manifest: Any, root: Path) -> int | None:
+    """Multiply-accumulates per image, counted on the bundle's float ONNX (None without one or without onnx)."""
+    from edgecls._deps import has
+
+    float_onnx = [a for a in manifest.artifacts if a.format == "onnx" and a.precision == "fp32"]
+    if not float_onnx or not has("onnx"):
+        return None
+    from edgecls.bench._flops import count_macs
+
+    try:
+        return count_macs(root / float_onnx[0].path)
+    except Exception as exc:  # an odd graph must not cost the whole benchmark
+        log.warning("bench: could not count the model's multiply-adds (%s); GOP/s columns stay empty", exc)
+        return None
+
+
+def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak) -> list[BenchRow]:
+    eager = next((r for r in rows if r.ok and r.backend == PYTORCH and r.variant == "eager"), None)
+    out = []
+    for r in rows:
+        if not r.ok:
+            out.append(r)
+            continue
+        speedup = round(eager.p50 / r.p50, 2) if eager and r.p50 else None
+        gops = fraction = None
+        if macs and r.throughput:
+            gops = round(2.0 * macs * max(r.throughput.values()) / 1e9, 2)
+            bound = peak.for_precision(r.precision)
+            fraction = round(gops / bound, 4) if bound else None
+        out.append(replace(r, speedup=speedup, gops=gops, peak_fraction=fraction))
+    return out
+
+
+def run(config: BenchConfig) -> BenchResult:
+    """Measure every row of ``config.bundle`` that runs here; see the module docstring.
+
+    Raises:
+        ConfigError: Not a bundle, an unknown artifact, or a --checkpoint that is not the bundle's.
+        DataError: ``data`` has other classes than the bundle, or the split has no readable image.
+    """
+    from edgecls.export import library_versions
+    from edgecls.manifest import Manifest
+
+    root = Path(config.bundle)
+    manifest = Manifest.load(root)
+    threads = config.thread_count
+    machine = machine_info()
+    peak = peak_estimate(machine, cores=min(threads, machine.cores))
+    with tempfile.TemporaryDirectory(prefix="edgecls-bench-") as tmp:
+        work = Path(tmp)
+        images = targets = known = None
+        data_info: dict[str, Any] = {}
+        if config.data:
+            images, targets, known, skipped = _eval_data(root, manifest, config.data, config.split)
+            np.save(work / "images.npy", images)
+            data_info = {"data": str(config.data), "split": config.split, "images": int(len(images)),
+                         "skipped": skipped}
+        base = dict(threads=threads, batches=config.batch, warmup=config.warmup, iters=config.iters,
+                    max_seconds=config.max_seconds, images=str(work / "images.npy") if images is not None else None,
+                    input_shape=tuple(int(d) for d in manifest.input_shape[1:]))
+        not_run: list[tuple[str, str]] = []
+        planned = _plan_torch(manifest, root, config, base, not_run) + _plan_artifacts(manifest, root, config, base,
+                                                                                      not_run)
+        if not planned:
+            reasons = "; ".join(f"{r}: {why}" for r, why in not_run) or "the filters left nothing"
+            raise ConfigError(f"bundle {root}: nothing to benchmark here ({reasons})")
+        gemm = measure_gemm_gflops()
+        rows = []
+        for i, plan in enumerate(planned, 1):
+            spec = replace(plan.spec, logits_out=str(work / f"row{i}.logits.npy") if images is not None else None)
+            log.info("bench: [%d/%d] %s", i, len(planned), spec.label)
+            if config.isolate:
+                raw = _measure_isolated(spec, work, i, config.row_timeout)
+            else:
+                try:
+                    raw = measure(spec)
+                except Exception as exc:
+                    raw = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            logits = np.load(spec.logits_out) if spec.logits_out and Path(spec.logits_out).is_file() else None
+            row = _row(plan, raw, logits, targets, known, manifest.class_names)
+            if row.error:
+                log.warning("bench: %s failed: %s", spec.label, row.error)
+            rows.append(row)
+    macs = _macs(manifest, root)
+    rows = _with_derived(rows, macs, peak)
+    result = BenchResult(
+        bundle=root, config=config, machine=machine, peak=peak, gemm_gflops=gemm, macs=macs, rows=rows,
+        not_run=not_run, versions=library_versions(), data=data_info,
+        created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+    )
+    result.checks = check_targets(result)
+    return result

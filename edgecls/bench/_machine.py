@@ -1,0 +1,180 @@
+"""What machine a benchmark ran on, and an estimate of how fast its CPU could possibly go.
+
+The peak estimate is ``cores x clock x operations per cycle per core``, with operations per cycle taken from the
+widest instructions this CPU's flags show (FMA units x vector lanes x 2 for a multiply-add). It is an upper bound
+that no real network reaches; it tells how far a row is from the physical limit, not what to expect.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.runtime.backends import cpu_flags, cpu_name, is_x86
+
+# ISA flags worth reporting (x86 /proc/cpuinfo names, then Arm's)
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
+              "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
+
+
+@dataclass(frozen=True)
+class Peak:
+    """Estimated peak throughput of the CPU cores a benchmark used, in giga-operations per second."""
+
+    fp32_gflops: float
+    bf16_gflops: float | None
+    int8_gops: float
+    cores: int
+    ghz: float
+    assumption: str
+
+    def for_precision(self, precision: str) -> float | None:
+        """The peak that bounds a row computing in ``precision`` (int8 / bf16 / anything else as fp32)."""
+        if precision == "int8":
+            return self.int8_gops
+        if precision == "bf16":
+            return self.bf16_gflops
+        return self.fp32_gflops
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The CPU, its ISA flags, core count and clock, the OS and Python of one benchmark run."""
+
+    cpu: str
+    vendor: str
+    arch: str
+    family: str
+    cores: int  # CPUs this process may run on
+    ghz: float
+    ghz_source: str
+    isa: tuple[str, ...]
+    os: str
+    python: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["isa"] = list(self.isa)
+        return data
+
+    def summary(self) -> str:
+        return (f"{self.cpu} ({self.arch}, {self.cores} cores usable, {self.ghz:.2f} GHz {self.ghz_source}), "
+                f"ISA: {' '.join(self.isa) or 'none of note'}; {self.os}, Python {self.python}")
+
+
+def _cpuinfo_field(name: str) -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name:
+                return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _clock_ghz() -> tuple[float, str]:
+    """The highest clock this machine admits to, and where the figure came from."""
+    try:
+        khz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text().strip())
+        return khz / 1e6, "(cpufreq maximum)"
+    except (OSError, ValueError):
+        pass
+    mhz = _cpuinfo_field("cpu mhz")
+    if mhz:
+        try:
+            return float(mhz) / 1000.0, "(/proc/cpuinfo 'cpu MHz'; boost clocks may be higher)"
+        except ValueError:
+            pass
+    if platform.system() == "Darwin":
+        return 3.2, "(assumed for Apple silicon performance cores)"
+    return 3.0, "(assumed: the clock could not be read)"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def machine_info() -> Machine:
+    flags = cpu_flags()
+    ghz, source = _clock_ghz()
+    isa = tuple(f for f in _ISA_FLAGS if f in flags)
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        isa = ("asimd", "asimddp")
+    return Machine(
+        cpu=cpu_name(), vendor=_cpuinfo_field("vendor_id") or platform.machine(), arch=platform.machine(),
+        family=_cpuinfo_field("cpu family"), cores=usable_cores(), ghz=round(ghz, 3), ghz_source=source, isa=isa,
+        os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
+    )
+
+
+def _ops_per_cycle(machine: Machine) -> tuple[float, float | None, float, str]:
+    """(fp32, bf16 or None, int8) operations per cycle per core, and the assumption behind them."""
+    isa = set(machine.isa)
+    amd = "amd" in machine.vendor.lower()
+    if is_x86() or machine.arch.lower() in ("x86_64", "amd64"):
+        if "avx512f" in isa:
+            # Zen 4 runs 512-bit FMAs on two 256-bit pipes; Zen 5 and Intel server cores have two full 512-bit FMAs
+            width = 256 if amd and machine.family == "25" else 512
+            fp32 = 2 * (width // 32) * 2
+            bf16 = 2 * fp32 if "avx512_bf16" in isa else None
+            int8 = 4 * fp32 if "avx512_vnni" in isa else 2 * fp32
+            how = (f"2 FMA pipes of {width} bits: {fp32} FP32 FLOP/cycle; "
+                   f"{'VNNI' if 'avx512_vnni' in isa else 'no VNNI'}: {int8} INT8 OP/cycle")
+            if "amx_int8" in isa:
+                int8, how = 2048, how + "; AMX tiles: 2048 INT8 OP/cycle"
+            if "amx_bf16" in isa:
+                bf16 = 1024
+            return fp32, bf16, int8, how
+        if "avx2" in isa and "fma" in isa:
+            fp32 = 32  # two 256-bit FMA pipes
+            int8 = 128 if "avx_vnni" in isa else 64  # without VNNI: vpmaddubsw + vpmaddwd, half the VNNI rate
+            return fp32, None, int8, (f"2 FMA pipes of 256 bits: 32 FP32 FLOP/cycle; "
+                                      f"{'AVX-VNNI' if int8 == 128 else 'AVX2 without VNNI'}: {int8} INT8 OP/cycle")
+        return 16, None, 32, "SSE/AVX without FMA: 16 FP32 FLOP/cycle, 32 INT8 OP/cycle"
+    # Arm: NEON is 128 bits; assume 2 FMA pipes on little cores, 4 on Apple/Neoverse V-class big cores
+    pipes = 4 if platform.system() == "Darwin" else 2
+    fp32 = pipes * 4 * 2
+    int8 = fp32 * (8 if "i8mm" in isa else 4 if "asimddp" in isa else 2)
+    bf16 = 2 * fp32 if "bf16" in isa else None
+    return fp32, bf16, int8, f"{pipes} NEON FMA pipes of 128 bits: {fp32} FP32 FLOP/cycle, {int8} INT8 OP/cycle"
+
+
+def peak_estimate(machine: Machine, cores: int | None = None) -> Peak:
+    """Peak FP32 / BF16 / INT8 throughput of ``cores`` cores (all usable ones by default) at the machine's clock."""
+    n = cores or machine.cores
+    fp32, bf16, int8, how = _ops_per_cycle(machine)
+    scale = n * machine.ghz
+    return Peak(
+        fp32_gflops=round(fp32 * scale, 1), bf16_gflops=round(bf16 * scale, 1) if bf16 else None,
+        int8_gops=round(int8 * scale, 1), cores=n, ghz=machine.ghz,
+        assumption=f"{n} cores x {machine.ghz:.2f} GHz {machine.ghz_source} x per-core rate ({how})",
+    )
+
+
+def measure_gemm_gflops(size: int = 1024, seconds: float = 0.5) -> float:
+    """Achieved FP32 GFLOP/s of numpy's BLAS on a square matrix product (a sanity check of the peak estimate)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    a @ b  # warm-up
+    runs, start = 0, time.perf_counter()
+    while True:
+        a @ b
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and runs >= 3:
+            break
+    return round(2.0 * size**3 * runs / elapsed / 1e9, 1)

@@ -1,0 +1,243 @@
+"""The benchmark's table (terminal and Markdown), its bar chart, and the speed targets it checks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgecls.bench import BenchResult, BenchRow
+
+PYTORCH = "pytorch"
+_KEY_LIBS = ("edgecls", "python", "numpy", "onnxruntime", "openvino", "torch", "tensorrt", "coremltools")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One speed target: what was measured against what it should reach (``passed`` None: cannot be judged here)."""
+
+    name: str
+    target: str
+    value: float | None
+    passed: bool | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        verdict = {True: "PASS", False: "MISS", None: "n/a "}[self.passed]
+        shown = "-" if self.value is None else f"{self.value:.2f}"
+        return f"[{verdict}] {self.name}: {shown} (target {self.target}); {self.detail}"
+
+
+def _fastest(rows: list[BenchRow]) -> BenchRow | None:
+    timed = [r for r in rows if r.ok and r.p50]
+    return min(timed, key=lambda r: r.p50) if timed else None
+
+
+def _ratio_check(name: str, target: float, fast: BenchRow | None, slow: BenchRow | None, missing: str) -> Check:
+    if fast is None or slow is None:
+        return Check(name, f">= {target:g}x", None, None, missing)
+    value = slow.p50 / fast.p50
+    detail = f"{fast.label} {fast.p50:.2f} ms vs {slow.label} {slow.p50:.2f} ms (batch-1 p50)"
+    if value < 1:
+        detail += "; slower than the float model on this machine"
+    return Check(name, f">= {target:g}x", round(value, 2), value >= target, detail)
+
+
+def check_targets(result: BenchResult) -> list[Check]:
+    """Issue 5's speed targets (set for EfficientNet-Lite0 at 224 on a 2-core AVX-512 VNNI CPU), judged on this run."""
+    rows = [r for r in result.rows if r.ok]
+    torch_rows = [r for r in rows if r.backend == PYTORCH]
+    engines = [r for r in rows if r.backend != PYTORCH]
+    eager = next((r for r in torch_rows if r.variant == "eager"), None)
+    best_torch = _fastest(torch_rows)
+    passing = _fastest([r for r in engines if r.parity_passed])
+    no_torch = "no PyTorch row (torch not installed or no checkpoint)"
+    checks = [
+        _ratio_check("fastest artifact within its parity budget vs PyTorch eager FP32", 10, passing, eager,
+                     no_torch if passing else "no artifact that passed parity ran"),
+        _ratio_check("fastest artifact within its parity budget vs the best PyTorch setting", 5, passing, best_torch,
+                     no_torch if passing else "no artifact that passed parity ran"),
+    ]
+
+    def best(backend: str, int8: bool, precision: str | None = None) -> BenchRow | None:
+        return _fastest([r for r in engines if r.backend == backend and (r.precision == "int8") == int8
+                         and r.parity_passed is not False
+                         and (precision is None or r.precision == precision)
+                         and r.info.get("device", r.device).upper().startswith("CPU")])
+
+    checks.append(_ratio_check("OpenVINO INT8 vs OpenVINO f32 (CPU)", 1.8, best("openvino", True),
+                               best("openvino", False, "f32"), "needs an openvino and an openvino-int8 row"))
+    checks.append(_ratio_check("ONNX Runtime INT8 vs ONNX Runtime FP32 (CPU)", 1.5, best("onnxruntime", True),
+                               best("onnxruntime", False), "needs an onnx and an onnx-int8 row on ONNX Runtime"))
+
+    big = [b for b in result.config.batch if b >= 8]
+    int8_rows = [r for r in engines if r.precision == "int8" and r.gops and big]
+    if int8_rows and result.macs:
+        top = max(int8_rows, key=lambda r: max(r.throughput.get(b, 0.0) for b in big))
+        gops = 2.0 * result.macs * max(top.throughput.get(b, 0.0) for b in big) / 1e9
+        frac = gops / result.peak.int8_gops
+        checks.append(Check("INT8 at batch >= 8 vs the CPU's INT8 peak estimate", ">= 40%", round(100 * frac, 1),
+                            frac >= 0.40, f"{top.label}: {gops:.1f} GOP/s of {result.peak.int8_gops:.0f}"))
+    else:
+        checks.append(Check("INT8 at batch >= 8 vs the CPU's INT8 peak estimate", ">= 40%", None, None,
+                            "needs an int8 row, a batch >= 8 and the model's multiply-add count (onnx installed)"))
+
+    if big:
+        worse = [r for r in rows if 1 in r.throughput and max(r.throughput.get(b, 0.0) for b in big) <= r.throughput[1]]
+        judged = [r for r in rows if 1 in r.throughput and any(b in r.throughput for b in big)]
+        detail = ("every row" if not worse else "not on: " + ", ".join(
+            f"{r.label} ({max(r.throughput.get(b, 0.0) for b in big):.1f} vs {r.throughput[1]:.1f} img/s)"
+            for r in worse))
+        checks.append(Check("throughput at batch >= 8 beats batch 1 per image", "every row",
+                            float(len(judged) - len(worse)), not worse if judged else None,
+                            f"{len(judged) - len(worse)} of {len(judged)} rows; {detail}"))
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# text
+
+
+def _num(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _columns(result: BenchResult) -> list[tuple[str, Any]]:
+    batches = [b for b in result.config.batch]
+    cols: list[tuple[str, Any]] = [
+        ("row", lambda r: r.label),
+        ("prec", lambda r: r.precision),
+        ("p50 ms", lambda r: _num(r.latency_ms.get("p50"), ".2f")),
+        ("p90 ms", lambda r: _num(r.latency_ms.get("p90"), ".2f")),
+        ("p99 ms", lambda r: _num(r.latency_ms.get("p99"), ".2f")),
+    ]
+    for b in batches:
+        cols.append((f"img/s b{b}", lambda r, b=b: _num(r.throughput.get(b), ".1f")))
+    cols += [
+        ("load s", lambda r: _num(r.load_seconds, ".2f")),
+        ("RSS MB", lambda r: _num(r.peak_rss_mb, ".0f")),
+        ("size MB", lambda r: _num(r.size_mb, ".2f")),
+        ("mAP", lambda r: _num(r.map, ".4f")),
+        ("F1 mi", lambda r: _num(r.f1_micro, ".3f")),
+        ("F1 ma", lambda r: _num(r.f1_macro, ".3f")),
+        ("x eager", lambda r: _num(r.speedup, ".2f")),
+        ("GOP/s", lambda r: _num(r.gops, ".1f")),
+        ("% peak", lambda r: _num(None if r.peak_fraction is None else 100 * r.peak_fraction, ".1f")),
+    ]
+    return cols
+
+
+def _cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+    cols = _columns(result)
+    header = [name for name, _ in cols]
+    body = []
+    for r in result.rows:
+        if r.ok:
+            body.append([str(get(r)) for _, get in cols])
+        else:
+            body.append([r.label, r.precision or "-", f"FAILED: {r.error}"] + [""] * (len(cols) - 3))
+    return header, body
+
+
+def _preamble(result: BenchResult) -> list[str]:
+    m, p = result.machine, result.peak
+    where = "its own process" if result.config.isolate else "this process"
+    libs = ", ".join(f"{k} {result.versions[k]}" for k in _KEY_LIBS if k in result.versions)
+    lines = [
+        f"bundle: {result.bundle}   ({result.created})",
+        f"machine: {m.summary()}",
+        f"threads: {result.config.thread_count} per engine; warm-up {result.config.warmup}, {result.config.iters} "
+        f"timed batch-1 calls (monotonic clock), each row in {where}",
+        f"peak estimate: FP32 {p.fp32_gflops:.0f} GFLOP/s, BF16 {_num(p.bf16_gflops, '.0f')} GFLOP/s, INT8 "
+        f"{p.int8_gops:.0f} GOP/s = {p.assumption}; measured numpy FP32 GEMM: {result.gemm_gflops:.0f} GFLOP/s",
+        f"model: {_num(None if result.macs is None else result.macs / 1e6, '.1f')} M multiply-adds per image",
+        f"libraries: {libs}",
+    ]
+    if result.data:
+        d = result.data
+        lines.append(f"accuracy on: {d['data']} split {d['split']} ({d['images']} images, at each artifact's "
+                     f"thresholds)")
+    else:
+        lines.append("accuracy: not measured (no --data); timing on random inputs")
+    return lines
+
+
+def format_table(result: BenchResult) -> str:
+    header, body = _cells(result)
+    widths = [max(len(row[i]) for row in [header] + [b for b in body if len(b) > i]) for i in range(len(header))]
+    widths[2] = min(widths[2], 12)
+
+    def line(cells: list[str]) -> str:
+        if cells and cells[2].startswith("FAILED"):
+            return f"{cells[0]:<{widths[0]}}  {cells[1]:<{widths[1]}}  {cells[2]}"
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = _preamble(result) + ["", line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+    if result.not_run:
+        out += ["", "not run here:"] + [f"  {row}: {why}" for row, why in result.not_run]
+    out += ["", "targets:"] + [f"  {c.line()}" for c in result.checks]
+    return "\n".join(out)
+
+
+def format_markdown(result: BenchResult) -> str:
+    header, body = _cells(result)
+    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"
+    out = [f"- {line}" for line in _preamble(result)] + ["", "| " + " | ".join(header) + " |", rule]
+    out += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in body]
+    if result.not_run:
+        out += ["", "Not run here: " + "; ".join(f"{row}: {why}" for row, why in result.not_run)]
+    out += ["", "| target | measured | goal | verdict | detail |", "|---|---:|---|---|---|"]
+    verdicts = {True: "pass", False: "miss", None: "n/a"}
+    out += [f"| {c.name} | {_num(c.value, '.2f')} | {c.target} | {verdicts[c.passed]} | {c.detail} |"
+            for c in result.checks]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# chart
+
+
+def plot_rows(result: BenchResult, path: Path) -> Path:
+    """A horizontal bar chart of batch-1 p50 latency per row, each bar annotated with its mAP and speed-up."""
+    from edgecls._deps import require
+    from edgecls._io import atomic_save
+
+    matplotlib = require("matplotlib", extra="train")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result.rows if r.ok and r.p50]
+    colors = {"pytorch": "#d62728", "onnxruntime": "#1f77b4", "openvino": "#2ca02c", "tensorrt": "#9467bd",
+              "coreml": "#8c564b"}
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.6))
+    y = range(len(rows))
+    ax.barh(list(y), [r.p50 for r in rows], color=[colors.get(r.backend, "#7f7f7f") for r in rows])
+    ax.set_yticks(list(y), [r.label for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    top = max((r.p50 for r in rows), default=1.0)
+    low = min((r.p50 for r in rows), default=1.0)
+    log_scale = top / low > 20  # a PyTorch eager bar would otherwise flatten every engine's bar to nothing
+    for i, r in enumerate(rows):
+        note = f"{r.p50:.2f} ms"
+        if r.map is not None:
+            note += f"  mAP {r.map:.3f}"
+        if r.speedup is not None:
+            note += f"  {r.speedup:.1f}x"
+        ax.text(r.p50 * 1.08 if log_scale else r.p50 + top * 0.01, i, note, va="center", fontsize=8)
+    if log_scale:
+        ax.set_xscale("log")
+        ax.set_xlim(low * 0.5, top * 12)
+    else:
+        ax.set_xlim(0, top * 1.45)
+    ax.set_xlabel(f"batch-1 latency, p50 (ms{', log scale' if log_scale else ''}), "
+                  f"{result.config.thread_count} threads")
+    ax.set_title(f"{result.bundle.resolve().name}: {result.machine.cpu}", fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

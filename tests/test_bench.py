@@ -1,0 +1,317 @@
+"""`edgecls bench` on a real bundle of a tiny trained model: the real exporter, the real engines, real PyTorch rows.
+
+One bundle (onnx, onnx-int8 and, with openvino installed, the OpenVINO IRs) is exported once per module; most tests
+benchmark it in-process with few iterations so the module stays within a minute or two on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgecls.bench import BenchConfig, BenchResult, BenchRow, run
+from edgecls.bench._machine import Machine, measure_gemm_gflops, peak_estimate
+from edgecls.bench._report import check_targets
+from edgecls.errors import ConfigError, DataError
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(warmup=1, iters=5, max_seconds=0.5, batch=(1, 4), threads=1)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_config):
+    """(bundle, data, checkpoint) of a two-epoch tiny model exported to onnx, onnx-int8 (+ OpenVINO)."""
+    from edgecls._deps import has
+    from edgecls.export import ExportConfig, export
+    from edgecls.synth import generate_synthetic
+    from edgecls.train.loop import fit
+
+    root = tmp_path_factory.mktemp("bench")
+    data = root / "data"
+    generate_synthetic(data, n=48, img_size=64, seed=1)
+    result = fit(tiny_config(data, root / "run", epochs=2))
+    targets = ("onnx", "onnx-int8") + (("openvino", "openvino-int8") if has("openvino") else ())
+    out = root / "bundle"
+    export(ExportConfig(checkpoint=str(result.best_checkpoint), targets=targets, data=str(data), out=str(out),
+                        allow_parity_failure=True, calib_size=16))
+    return out, data, result.best_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    from edgecls.config import build_config
+    from edgecls.train.config import TrainConfig
+
+    def make(data: Path, out: Path, **extra):
+        base = dict(data=str(data), out=str(out), backbone="timm:test_efficientnet", pretrained=False, img_size=64,
+                    epochs=2, batch_size=16, workers=0, progress=False, lr=3e-3, amp=False)
+        return build_config(TrainConfig, overrides={**base, **extra})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def measured(exported) -> BenchResult:
+    bundle, data, _ = exported
+    return run(BenchConfig(bundle=str(bundle), data=str(data), torch_variants=("eager", "channels_last"),
+                           isolate=False, **FAST))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# rows, accuracy and the figures around them
+
+
+def test_every_artifact_and_backend_that_runs_here_gets_a_row(measured, exported):
+    from edgecls._deps import has
+    from edgecls.manifest import Manifest
+
+    manifest = Manifest.load(exported[0])
+    labels = [r.label for r in measured.rows]
+    assert labels[:2] == ["pytorch eager fp32", "pytorch channels-last fp32"]
+    assert "onnx · onnxruntime cpu f32" in labels and "onnx-int8 · onnxruntime cpu int8" in labels
+    if has("openvino"):
+        # OpenVINO runs its IRs and the ONNX files too
+        assert {"openvino · openvino cpu f32", "openvino-int8 · openvino cpu int8", "onnx · openvino cpu f32"} <= \
+            set(labels)
+    assert {r.artifact for r in measured.rows} == {"pytorch"} | {a.name for a in manifest.artifacts}
+    for r in measured.rows:
+        assert r.ok, r.error
+        assert r.latency_ms["p50"] <= r.latency_ms["p90"] <= r.latency_ms["p99"]
+        assert set(r.throughput) == {1, 4} and all(v > 0 for v in r.throughput.values())
+        assert r.load_seconds > 0 and r.size_mb > 0
+    assert any("tensorrt" in row for row, _ in measured.not_run)  # no TensorRT here: said, not silently dropped
+
+
+def test_accuracy_columns_equal_the_exports_own_parity_figures(measured, exported):
+    """The bench scores the same valid split through the same engines: its mAP must equal what export measured."""
+    from edgecls.manifest import Manifest
+
+    manifest = Manifest.load(exported[0])
+    by_label = {r.label: r for r in measured.rows}
+    assert by_label["pytorch eager fp32"].map == pytest.approx(manifest.metrics["map"], abs=1e-4)
+    assert by_label["pytorch channels-last fp32"].map == pytest.approx(manifest.metrics["map"], abs=1e-4)
+    onnx = manifest.artifact("onnx")
+    assert by_label["onnx · onnxruntime cpu f32"].map == pytest.approx(onnx.parity["map_artifact"], abs=1e-4)
+    int8 = manifest.artifact("onnx-int8")
+    assert by_label["onnx-int8 · onnxruntime cpu int8"].map == pytest.approx(int8.parity["map_artifact"], abs=1e-4)
+    assert measured.data["images"] == manifest.metrics["num_samples"]
+
+
+def test_speedup_gops_and_peak_fraction_are_derived_from_the_measurements(measured):
+    eager = measured.rows[0]
+    assert eager.speedup == 1.0
+    assert measured.macs and measured.macs > 1e5
+    for r in measured.rows:
+        assert r.speedup == pytest.approx(eager.p50 / r.p50, rel=0.01)
+        gops = 2 * measured.macs * max(r.throughput.values()) / 1e9
+        assert r.gops == pytest.approx(gops, rel=0.01)
+        bound = measured.peak.int8_gops if r.precision == "int8" else measured.peak.fp32_gflops
+        assert r.peak_fraction == pytest.approx(r.gops / bound, rel=0.01)
+
+
+def test_table_markdown_json_and_plot(measured, tmp_path):
+    text = measured.table()
+    assert "p50 ms" in text and "img/s b4" in text and "targets:" in text and "peak estimate" in text
+    assert measured.machine.cpu in text
+    md = measured.markdown()
+    assert md.count("\n| ") >= len(measured.rows) + 2
+    data = json.loads(json.dumps(measured.to_dict(), default=str))
+    assert len(data["rows"]) == len(measured.rows) and data["machine"]["cores"] >= 1
+    png = measured.plot(tmp_path / "bench.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_isolated_rows_report_their_own_peak_rss(exported):
+    bundle, data, _ = exported
+    result = run(BenchConfig(bundle=str(bundle), data=str(data), artifacts=("onnx",), backends=("onnxruntime",),
+                             torch_variants=(), **FAST))
+    (row,) = result.rows
+    assert row.ok and row.peak_rss_mb and row.peak_rss_mb > 20
+    assert row.info["threads"] == 1
+
+
+def test_benchmark_runs_without_torch_and_says_so(exported):
+    """In an interpreter where torch cannot be imported, the engine rows still run and the PyTorch row is explained."""
+    bundle, data, _ = exported
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("blocked")
+sys.meta_path.insert(0, Block())
+from edgecls.bench import BenchConfig, run
+r = run(BenchConfig(bundle={str(bundle)!r}, data={str(data)!r}, backends=("onnxruntime", "pytorch"),
+                    artifacts=("onnx",), isolate=False, warmup=1, iters=3, max_seconds=0.2, batch=(1,)))
+print([row.label for row in r.rows], r.not_run, "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "['onnx · onnxruntime cpu f32']" in out.stdout and "torch is not installed" in out.stdout
+    assert out.stdout.strip().endswith("False")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_options_name_the_valid_choices(exported):
+    bundle = str(exported[0])
+    with pytest.raises(ConfigError, match="valid: tensorrt, onnxruntime, openvino, coreml, pytorch"):
+        BenchConfig(bundle=bundle, backends=("onnxrt",))
+    with pytest.raises(ConfigError, match="--batch"):
+        BenchConfig(bundle=bundle, batch=(0,))
+    with pytest.raises(ConfigError, match="valid: eager, channels_last, compile"):
+        BenchConfig(bundle=bundle, torch_variants=("jit",))
+    with pytest.raises(ConfigError, match="no 'onnx-fp16' artifact"):
+        run(BenchConfig(bundle=bundle, artifacts=("onnx-fp16",), isolate=False, **FAST))
+    with pytest.raises(ConfigError, match="no manifest"):
+        run(BenchConfig(bundle=str(exported[1]), isolate=False, **FAST))
+
+
+def test_wrong_dataset_is_refused(exported, tmp_path):
+    from edgecls.synth import generate_synthetic
+
+    other = tmp_path / "other"
+    generate_synthetic(other, n=12, img_size=32, seed=0)
+    labels = other / "labels.csv"
+    lines = labels.read_text().splitlines()
+    header = lines[0].split(",")
+    labels.write_text("\n".join([",".join(header[:-1])] + [",".join(x.split(",")[:-1]) for x in lines[1:]]) + "\n")
+    with pytest.raises(DataError, match="differ from the bundle's"):
+        run(BenchConfig(bundle=str(exported[0]), data=str(other), isolate=False, **FAST))
+
+
+def test_checkpoint_lookup(exported, tmp_path):
+    bundle, _, ckpt = exported
+    moved = shutil.copytree(bundle, tmp_path / "moved")
+    export_json = json.loads((moved / "export.json").read_text())
+    export_json["checkpoint"] = str(tmp_path / "gone" / "best.pt")
+    (moved / "export.json").write_text(json.dumps(export_json))
+    result = run(BenchConfig(bundle=str(moved), artifacts=("onnx",), backends=("onnxruntime", "pytorch"),
+                             torch_variants=("eager",), isolate=False, **FAST))
+    assert [r.backend for r in result.rows] == ["onnxruntime"]
+    assert any(row == "pytorch" and "--checkpoint" in why for row, why in result.not_run)
+    # an explicit --checkpoint brings the row back; a different checkpoint is refused
+    result = run(BenchConfig(bundle=str(moved), artifacts=("onnx",), backends=("pytorch",), checkpoint=str(ckpt),
+                             torch_variants=("eager",), isolate=False, **FAST))
+    assert [r.label for r in result.rows] == ["pytorch eager fp32"]
+    other = tmp_path / "other.pt"
+    other.write_bytes(ckpt.read_bytes() + b"x")
+    with pytest.raises(ConfigError, match="not the checkpoint this bundle was exported from"):
+        run(BenchConfig(bundle=str(moved), checkpoint=str(other), isolate=False, **FAST))
+
+
+def test_cli_writes_json_markdown_and_plot(exported, tmp_path):
+    from edgecls.cli import cli
+
+    bundle, data, _ = exported
+    args = ["bench", str(bundle), "--data", str(data), "--backends", "onnxruntime", "--torch-variants", "none",
+            "--batch", "1,2", "--warmup", "1", "--iters", "3", "--max-seconds", "0.2", "--threads", "1", "--in-process",
+            "--json", str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "onnx · onnxruntime cpu f32" in res.output and "img/s b2" in res.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [r["label"] for r in doc["rows"]] == ["onnx · onnxruntime cpu f32", "onnx-int8 · onnxruntime cpu int8"]
+    assert (tmp_path / "b.md").read_text().startswith("- bundle:")
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    bad = CliRunner().invoke(cli, ["bench", str(bundle), "--batch", "1,x"])
+    assert bad.exit_code == 1 and "--batch takes comma-separated batch sizes" in bad.output
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# peak estimate, multiply-add count and the targets
+
+
+def _machine(**kw) -> Machine:
+    base = dict(cpu="test", vendor="AuthenticAMD", arch="x86_64", family="25", cores=2, ghz=3.5, ghz_source="",
+                isa=("avx2", "fma"), os="Linux", python="3.11")
+    return Machine(**{**base, **kw})
+
+
+def test_peak_estimate_follows_the_isa():
+    zen3 = peak_estimate(_machine())
+    assert (zen3.fp32_gflops, zen3.bf16_gflops, zen3.int8_gops) == (224.0, None, 448.0)
+    zen4 = peak_estimate(_machine(isa=("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16")))
+    assert (zen4.fp32_gflops, zen4.bf16_gflops, zen4.int8_gops) == (224.0, 448.0, 896.0)  # probe: 227/450/900
+    xeon = peak_estimate(_machine(vendor="GenuineIntel", family="6", isa=("avx2", "fma", "avx512f", "avx512_vnni")))
+    assert (xeon.fp32_gflops, xeon.int8_gops) == (448.0, 1792.0)
+    assert "2 cores x 3.50 GHz" in xeon.assumption and "VNNI" in xeon.assumption
+    assert peak_estimate(_machine(), cores=1).fp32_gflops == 112.0
+    assert measure_gemm_gflops(size=256, seconds=0.05) > 0.1
+
+
+def test_count_macs_on_a_known_network(tmp_path):
+    import torch
+
+    from edgecls.bench._flops import count_macs
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 5))
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net.eval(), torch.zeros(1, 3, 16, 16), str(path), input_names=["images"],
+                      dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
+    expected = 16 * 16 * 8 * 3 * 9 + 16 * 16 * 8 * 9 + 8 * 5
+    assert count_macs(path) == expected
+
+
+def _row(label: str, backend: str, precision: str, p50: float, thr: dict[int, float], *, parity=True, variant=""):
+    return BenchRow(label, label.split(" ")[0], backend, "CPU", precision, variant=variant, latency_ms={"p50": p50},
+                    throughput=thr, parity_passed=parity if backend != "pytorch" else None, gops=1.0)
+
+
+def test_targets_judge_ratios_and_flag_int8_slower_than_float(measured):
+    from dataclasses import replace
+
+    rows = [
+        _row("pytorch eager", "pytorch", "f32", 40.0, {1: 25, 8: 30}, variant="eager"),
+        _row("pytorch channels-last", "pytorch", "f32", 20.0, {1: 50, 8: 70}, variant="channels_last"),
+        _row("onnx ort", "onnxruntime", "f32", 6.0, {1: 160, 8: 200}),
+        _row("onnx-int8 ort", "onnxruntime", "int8", 8.0, {1: 120, 8: 110}),
+        _row("openvino ov", "openvino", "f32", 7.0, {1: 140, 8: 180}),
+        _row("openvino-int8 ov", "openvino", "int8", 3.0, {1: 330, 8: 500}),
+        _row("broken", "openvino", "int8", 1.0, {1: 900, 8: 990}, parity=False),
+    ]
+    fake = replace(measured, rows=rows, macs=int(0.4e9), config=BenchConfig(bundle=str(measured.bundle), batch=(1, 8)))
+    checks = {c.name: c for c in check_targets(fake)}
+    eager = checks["fastest artifact within its parity budget vs PyTorch eager FP32"]
+    assert eager.value == pytest.approx(40 / 3, rel=0.01) and eager.passed  # the 1 ms row broke parity: not counted
+    best = checks["fastest artifact within its parity budget vs the best PyTorch setting"]
+    assert best.value == pytest.approx(20 / 3, rel=0.01) and best.passed
+    assert checks["OpenVINO INT8 vs OpenVINO f32 (CPU)"].value == pytest.approx(7 / 3, rel=0.01)
+    ort = checks["ONNX Runtime INT8 vs ONNX Runtime FP32 (CPU)"]
+    assert ort.passed is False and "slower than the float model" in ort.detail
+    batch = checks["throughput at batch >= 8 beats batch 1 per image"]
+    assert batch.passed is False and "onnx-int8 ort" in batch.detail
+    int8 = checks["INT8 at batch >= 8 vs the CPU's INT8 peak estimate"]
+    assert int8.value == pytest.approx(100 * 2 * 0.4 * 990 / fake.peak.int8_gops, rel=0.01)
+
+
+def test_cli_help_lists_the_options():
+    from edgecls.cli import cli
+
+    res = CliRunner().invoke(cli, ["bench", "--help"])
+    assert res.exit_code == 0
+    for flag in ("--data", "--split", "--backends", "--batch", "--warmup", "--iters", "--threads", "--json", "--md",
+                 "--plot", "--torch-variants"):
+        assert flag in res.output
+
+
+def test_machine_info_reads_this_machine():
+    from edgecls.bench._machine import machine_info
+
+    m = machine_info()
+    assert m.cores >= 1 and m.ghz > 0 and m.cpu
+    assert np.isfinite(peak_estimate(m).fp32_gflops)
