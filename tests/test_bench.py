@@ -212,6 +212,15 @@ def test_checkpoint_lookup(exported, tmp_path):
         run(BenchConfig(bundle=str(moved), checkpoint=str(other), isolate=False, **FAST))
 
 
+def test_missing_artifact_file_is_reported_not_run(exported, tmp_path):
+    bundle = shutil.copytree(exported[0], tmp_path / "broken")
+    (bundle / "onnx-int8" / "model.onnx").unlink()
+    result = run(BenchConfig(bundle=str(bundle), backends=("onnxruntime",), torch_variants=(), isolate=False, **FAST))
+    assert [r.label for r in result.rows] == ["onnx · onnxruntime cpu f32"]
+    (why,) = [why for row, why in result.not_run if row == "onnx-int8 on onnxruntime"]
+    assert "model.onnx, which is missing" in why and "re-export" in why
+
+
 def test_cli_writes_json_markdown_and_plot(exported, tmp_path):
     from edgecls.cli import cli
 

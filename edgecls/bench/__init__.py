@@ -228,7 +228,7 @@ def _parity_passed(art: Any) -> bool | None:
 def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any],
                     not_run: list[tuple[str, str]]) -> list[_Planned]:
     from edgecls.runtime.backends import BACKEND_NAMES, backend_module, probe
-    from edgecls.runtime.classifier import _model_path, _precision_for
+    from edgecls.runtime.classifier import _model_path, _precision_for, check_artifact_files
 
     planned = []
     arts = [manifest.artifact(n) for n in cfg.artifacts] if cfg.artifacts else list(manifest.artifacts)
@@ -252,6 +252,11 @@ def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str,
             else:
                 path = _model_path(root, art, backend)
                 asked = _precision_for(art, backend)
+            try:
+                check_artifact_files(root, art, path)
+            except ConfigError as exc:
+                not_run.append((f"{art.name} on {backend}", str(exc)))
+                continue
             thresholds = np.asarray(art.thresholds or manifest.thresholds, dtype=np.float64)
             for cand in module.candidates(status):
                 if portable and cand.device == "tensorrt":
