@@ -371,6 +371,33 @@ def test_tensorrt_without_gpu_bundles_the_portable_onnx(bundle):
         assert art.path == f"{name}/model.onnx" and art.details["engine_built"] is False
         assert any(name in n and "trtexec" in n for n in bundle.notes)
         assert "portable ONNX measured with onnxruntime" in bundle.reports[name].note
+    assert Manifest.load(root).artifact("tensorrt-int8").details["parity_runner"]["emulate_qdq"] is True
+    assert "Q/DQ emulated" in bundle.reports["tensorrt-int8"].note
+
+
+def test_emulated_qdq_is_the_onnx_definition(bundle, tiny):
+    """The symmetric Q/DQ file that stands in for a TensorRT INT8 engine runs by its ONNX definition (no int8
+    kernel fusion: those saturate on x86 CPUs without VNNI), exactly as a session with every optimization off."""
+    import onnxruntime as ort
+
+    from edgecls.errors import UnsupportedOption
+    from edgecls.export.parity import run_backend
+    from edgecls.runtime.backends import onnxruntime as ort_backend
+
+    root = bundle.bundle
+    path = root / "tensorrt-int8" / "model.onnx"
+    x = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    logits, info = run_backend(path, x, backend="onnxruntime", device="cpu", precision_hint=None, emulate_qdq=True,
+                               timing_runs=0)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    np.testing.assert_allclose(logits, plain, rtol=0, atol=1e-5)
+    assert info["precision"] == "int8" and info["qdq"].startswith("emulated")
+    with pytest.raises(UnsupportedOption, match="no quantized"):
+        ort_backend.load(root / "onnx" / "model.onnx", device="cpu", threads=None, precision=None, emulate_qdq=True)
+    with pytest.raises(ConfigError, match="emulate_qdq needs the onnxruntime backend"):
+        run_backend(path, x, backend="openvino", device="CPU", precision_hint=None, emulate_qdq=True)
 
 
 @pytest.mark.skipif("not _no_engine()", reason="this machine builds TensorRT engines")

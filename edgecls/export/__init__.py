@@ -348,7 +348,8 @@ def _export_into(ctx: Any, targets: Sequence[Target], tmp: Path, skipped: list[s
         else:
             try:
                 logits, info = run_backend(tmp / (runner.path or built.path), val.images, backend=runner.backend,
-                                           device=runner.device, precision_hint=runner.precision_hint)
+                                           device=runner.device, precision_hint=runner.precision_hint,
+                                           emulate_qdq=runner.emulate_qdq)
             except EdgeclsError:
                 raise
             except Exception as exc:
@@ -423,8 +424,9 @@ def _report(name: str, details: dict[str, Any], precision: str, info: dict[str, 
                           budgets=budgets, reference_thresholds=ref_thresholds, artifact=name, split=split)
     note = report.note
     if runner.backend != "tensorrt" and details.get("engine_built") is False:
-        note = ("portable ONNX measured with onnxruntime (no TensorRT engine here); re-run `edgecls parity` on the "
-                "device for the engine") + (f"; {note}" if note else "")
+        how = " (Q/DQ emulated: the ONNX definition, not this CPU's int8 kernels)" if info.get("qdq") else ""
+        note = (f"portable ONNX measured with onnxruntime{how} (no TensorRT engine here); re-run `edgecls parity` on "
+                "the device for the engine") + (f"; {note}" if note else "")
     return replace(report, backend=str(info.get("name", runner.backend)), device=str(info.get("device", "")),
                    backend_precision=str(info.get("precision", "")), note=note)
 
@@ -537,7 +539,8 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
             continue
         log.info("parity: %s on %s", artifact.name, runner.backend)
         logits, info = run_backend(root / (runner.path or artifact.path), images, backend=runner.backend,
-                                   device=runner.device, precision_hint=runner.precision_hint)
+                                   device=runner.device, precision_hint=runner.precision_hint,
+                                   emulate_qdq=runner.emulate_qdq)
         report = _report(artifact.name, artifact.details, artifact.precision, info, ref["logits"], logits,
                          _Images(targets, known), budgets, ref_thresholds, split, runner)
         reports[artifact.name] = report

@@ -54,21 +54,27 @@ COMMON_OPTIONS = frozenset(
 
 @dataclass(frozen=True)
 class Runner:
-    """How the parity check runs an artifact: which runtime backend, on which device, with which precision hint."""
+    """How the parity check runs an artifact: which runtime backend, on which device, with which precision hint.
+
+    ``emulate_qdq`` (onnxruntime only) runs a Q/DQ file by its ONNX definition instead of this CPU's fused int8
+    kernels: for a file meant for another engine (TensorRT), whose int8 arithmetic the host CPU's kernels do not
+    reproduce (see :mod:`edgecls.runtime.backends.onnxruntime`).
+    """
 
     backend: str
     device: str | None = None
     precision_hint: str | None = None
     path: str = ""  # the file to load, relative to the bundle (defaults to the artifact's path)
+    emulate_qdq: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "device": self.device, "precision_hint": self.precision_hint,
-                "path": self.path}
+                "path": self.path, "emulate_qdq": self.emulate_qdq}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Runner":
         return cls(backend=data["backend"], device=data.get("device"), precision_hint=data.get("precision_hint"),
-                   path=data.get("path", ""))
+                   path=data.get("path", ""), emulate_qdq=bool(data.get("emulate_qdq", False)))
 
 
 @dataclass

@@ -216,7 +216,9 @@ def _runner(artifact: Any, bundle: Path) -> tuple[Runner | None, str]:
 
     if not probe("onnxruntime").installed:
         return None, f"{reason}; and onnxruntime is not installed to check the portable ONNX"
-    return Runner("onnxruntime", "cpu", None, onnx_rel), ""
+    # The Q/DQ ONNX stands in for an INT8 engine: run it by its definition, as TensorRT's int32 accumulation does,
+    # not through this CPU's fused int8 kernels (which saturate on x86 without VNNI).
+    return Runner("onnxruntime", "cpu", None, onnx_rel, emulate_qdq=artifact.precision == "int8"), ""
 
 
 _REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim")

@@ -3,6 +3,12 @@
 ``device`` picks the provider: ``cpu``, ``cuda`` / ``cuda:N``, ``tensorrt`` / ``tensorrt:N``, ``coreml`` or a full
 provider name such as ``CUDAExecutionProvider``; None uses every available accelerator with CPU last. After the
 session is made, the providers it really uses are compared with the ones asked for and a silent fallback is logged.
+
+``emulate_qdq`` runs a Q/DQ graph by its ONNX definition (DequantizeLinear -> float op -> QuantizeLinear, no fusion
+into int8 kernels). The exporter uses it to measure a Q/DQ file meant for another engine (TensorRT): ONNX Runtime's
+fused x86 int8 kernels sum u8 x s8 pairs in 16 bits (VPMADDUBSW) on CPUs without VNNI, and with symmetric int8
+activations (shifted by 128 to u8) those sums saturate, so the fused result says more about this CPU than about the
+model. Emulation gives the same answer on every machine, which is what TensorRT's int32 accumulation computes.
 """
 
 from __future__ import annotations
@@ -121,7 +127,8 @@ def _provider_options(provider: str, gpu: int, precision: str | None) -> dict[st
 class OrtBackend(Backend):
     name = NAME
 
-    def __init__(self, path: Path, *, device: str | None, threads: int | None, precision: str | None) -> None:
+    def __init__(self, path: Path, *, device: str | None, threads: int | None, precision: str | None,
+                 emulate_qdq: bool = False) -> None:
         ort = _ort()
         start = time.perf_counter()
         available = ort.get_available_providers()
@@ -134,8 +141,13 @@ class OrtBackend(Backend):
                 f"onnxruntime runs {path.name} in f32 on {_device_word(providers[0])}; valid precisions: f32"
                 + (", int8" if quantized else "") + " (f16 only with the tensorrt provider)"
             )
+        if emulate_qdq and not quantized:
+            raise UnsupportedOption(f"{path.name} has no quantized (Q/DQ) layers to emulate")
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # BASIC folds constants but fuses no Q/DQ pairs into int8 kernels (that happens from EXTENDED on)
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if emulate_qdq else
+                                         ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        self.emulate_qdq = bool(emulate_qdq)
         opts.log_severity_level = 3
         if threads is not None:
             opts.intra_op_num_threads = threads
@@ -166,16 +178,20 @@ class OrtBackend(Backend):
         return np.asarray(out, dtype=np.float32)
 
     def _extra_info(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "providers": list(self.providers),
             "requested_providers": list(self.requested_providers),
             "threads": self._threads,
             "version": self._version,
         }
+        if self.emulate_qdq:
+            data["qdq"] = "emulated: the ONNX definition on float kernels"
+        return data
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
 
 
-def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
-    return OrtBackend(Path(path), device=device, threads=threads, precision=precision)
+def load(path: Path, *, device: str | None, threads: int | None, precision: str | None,
+         emulate_qdq: bool = False) -> Backend:
+    return OrtBackend(Path(path), device=device, threads=threads, precision=precision, emulate_qdq=emulate_qdq)
