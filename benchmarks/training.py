@@ -1,13 +1,16 @@
 """Training benchmark on the real aquarium dataset (EfficientNet-Lite0 at 224, 2 CPU cores).
 
 Steps:
-  [1/5] linear probe: logistic regression on frozen Lite0 features (the baseline to beat)
-  [2/5] `--strategy freeze` without the feature cache (epoch time reference)
-  [3/5] `--strategy freeze --cache-features` (same frozen encoder, head trained on cached features)
-  [4/5] `--strategy finetune`
-  [5/5] report: val/test mAP, images/s, minutes, epoch-time ratio cached vs uncached
+  [1/7] linear probe: logistic regression on frozen Lite0 features (the baseline to beat)
+  [2/7] `--strategy freeze` without the feature cache (epoch time reference)
+  [3/7] `--strategy freeze --cache-features` (same frozen encoder, head trained on cached features)
+  [4/7] `--strategy finetune` (encoder at lr x 0.1)
+  [5/7] `--strategy full` (everything at one lr)
+  [6/7] `--strategy staged` (head for 2 epochs, then the last 2 stages)
+  [7/7] report: val/test mAP, training images/s, minutes in all and to the best epoch, cached vs uncached epochs
 
 Run:  .venv/bin/python benchmarks/training.py [--data ../shared/datasets/aquarium] [--out runs/bench-training]
+      [--only full,staged]  (runs those steps and merges them into the existing JSON)
 Requirements: the `train` and `dev` extras (scikit-learn for the linear probe).
 """
 
@@ -78,7 +81,9 @@ def run_training(data: Path, out: Path, **overrides) -> dict:
     minutes = (time.perf_counter() - started) / 60
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     test = evaluate(out, data, split="test")
+    to_best = sum(h["seconds"] for h in history[: result.best_epoch]) / 60
     return {
+        "minutes_to_best": round(to_best, 2),
         "settings": {k: v for k, v in overrides.items()},
         "val_map": result.best_map,
         "test_map": test.tuned.map,
@@ -90,56 +95,80 @@ def run_training(data: Path, out: Path, **overrides) -> dict:
     }
 
 
+STEPS = ("probe", "freeze", "freeze_cached", "finetune", "full", "staged")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-training")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--finetune-epochs", type=int, default=15)
+    parser.add_argument("--full-epochs", type=int, default=6)
+    parser.add_argument("--staged-epochs", type=int, default=6)
+    parser.add_argument("--only", default=",".join(STEPS), help=f"steps to run, of {', '.join(STEPS)}")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "training.json")
     args = parser.parse_args()
     if not (args.data / "data.yaml").is_file():
         sys.exit(f"{args.data}: aquarium dataset not found (see ../shared/datasets/README)")
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    if set(only) - set(STEPS):
+        sys.exit(f"--only: unknown step(s) {sorted(set(only) - set(STEPS))}; valid: {', '.join(STEPS)}")
 
-    results: dict = {"machine": {"python": platform.python_version(), "processor": platform.processor(),
-                                 "cores": __import__("os").cpu_count()},
-                     "date": time.strftime("%Y-%m-%d"), "img_size": args.img_size}
-    print("[1/5] linear probe on frozen features", flush=True)
-    results["linear_probe"] = linear_probe(args.data, args.img_size)
-    print(json.dumps(results["linear_probe"]), flush=True)
-
+    results: dict = json.loads(args.json.read_text()) if args.json.is_file() and set(only) != set(STEPS) else {}
+    results.update({"machine": {"python": platform.python_version(), "processor": platform.processor(),
+                                "cores": __import__("os").cpu_count()},
+                    "img_size": args.img_size})
+    results.setdefault("dates", {})
     common = {"backbone": "efficientnet_lite0", "img_size": args.img_size, "batch_size": 32}
-    print("[2/5] freeze, no feature cache", flush=True)
-    results["freeze"] = run_training(args.data, args.out / "freeze", strategy="freeze", epochs=3, lr=3e-3,
-                                     augment="none", **common)
-    print(json.dumps(results["freeze"]), flush=True)
-    print("[3/5] freeze with cached features", flush=True)
-    results["freeze_cached"] = run_training(args.data, args.out / "freeze-cached", strategy="freeze",
-                                            cache_features=True, epochs=60, lr=3e-3, augment="none",
-                                            weight_decay=1e-3, **common)
-    print(json.dumps(results["freeze_cached"]), flush=True)
-    print("[4/5] finetune", flush=True)
-    results["finetune"] = run_training(args.data, args.out / "finetune", strategy="finetune",
-                                       epochs=args.finetune_epochs, lr=3e-3, **common)
-    print(json.dumps(results["finetune"]), flush=True)
+    plans = {
+        "freeze": ("freeze, no feature cache", dict(strategy="freeze", epochs=3, lr=3e-3, augment="none")),
+        "freeze_cached": ("freeze with cached features", dict(strategy="freeze", cache_features=True, epochs=60,
+                                                              lr=3e-3, augment="none", weight_decay=1e-3)),
+        "finetune": ("finetune", dict(strategy="finetune", epochs=args.finetune_epochs, lr=3e-3)),
+        "full": ("full", dict(strategy="full", epochs=args.full_epochs, lr=1e-3)),
+        "staged": ("staged", dict(strategy="staged", epochs=args.staged_epochs, lr=3e-3, staged_head_epochs=2,
+                                  staged_unfreeze=2)),
+    }
+    for i, step in enumerate(STEPS, 1):
+        if step not in only:
+            continue
+        if step == "probe":
+            print(f"[{i}/7] linear probe on frozen features", flush=True)
+            results["linear_probe"] = linear_probe(args.data, args.img_size)
+            print(json.dumps(results["linear_probe"]), flush=True)
+        else:
+            title, settings = plans[step]
+            print(f"[{i}/7] {title}", flush=True)
+            results[step] = run_training(args.data, args.out / step.replace("_", "-"), **settings, **common)
+            print(json.dumps(results[step]), flush=True)
+        results["dates"][step] = time.strftime("%Y-%m-%d")
 
-    uncached = np.mean(results["freeze"]["epoch_seconds"][1:])
-    cached = np.mean(results["freeze_cached"]["epoch_seconds"][1:])
-    results["epoch_speedup_cached_vs_uncached"] = float(uncached / cached)
-    print("[5/5] report", flush=True)
-    lp = results["linear_probe"]
-    rows = [
-        ("linear probe (logistic regression)", lp["val_map"], lp["test_map"], "-", f"{lp['feature_seconds'] / 60:.1f}"),
-    ]
-    for key, label in (("freeze", "freeze"), ("freeze_cached", "freeze --cache-features"), ("finetune", "finetune")):
+    if "freeze" in results and "freeze_cached" in results:
+        uncached = np.mean(results["freeze"]["epoch_seconds"][1:])
+        cached = np.mean(results["freeze_cached"]["epoch_seconds"][1:])
+        results["epoch_speedup_cached_vs_uncached"] = float(uncached / cached)
+    print("[7/7] report", flush=True)
+    print("| run | val mAP | test mAP | train img/s (median) | s/epoch (after 1st) | minutes to best | minutes |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    if "linear_probe" in results:
+        lp = results["linear_probe"]
+        print(f"| linear probe (logistic regression) | {lp['val_map']:.4f} | {lp['test_map']:.4f} | - | - | - | "
+              f"{lp['feature_seconds'] / 60:.1f} |")
+    labels = {"freeze": "freeze", "freeze_cached": "freeze --cache-features", "finetune": "finetune", "full": "full",
+              "staged": "staged"}
+    for key, label in labels.items():
+        if key not in results:
+            continue
         r = results[key]
-        per_epoch = f"{np.mean(r['epoch_seconds'][1:]):.2f}"
-        rows.append((label, r["val_map"], r["test_map"], per_epoch, f"{r['minutes']:.1f}"))
-    print("| run | val mAP | test mAP | s/epoch (after 1st) | minutes |")
-    print("|---|---:|---:|---:|---:|")
-    for name, v, t, s, m in rows:
-        print(f"| {name} | {v:.4f} | {t:.4f} | {s} | {m} |")
-    print(f"cached epochs are {results['epoch_speedup_cached_vs_uncached']:.0f}x faster than uncached freeze epochs")
+        speed = np.median(r["train_images_per_s"][1:] or r["train_images_per_s"])
+        to_best = r.get("minutes_to_best")
+        print(f"| {label} ({len(r['epoch_seconds'])} epochs) | {r['val_map']:.4f} | {r['test_map']:.4f} | "
+              f"{speed:.1f} | {np.mean(r['epoch_seconds'][1:]):.2f} | {'-' if to_best is None else f'{to_best:.1f}'} |"
+              f" {r['minutes']:.1f} |")
+    if "epoch_speedup_cached_vs_uncached" in results:
+        print(f"cached epochs are {results['epoch_speedup_cached_vs_uncached']:.0f}x faster than uncached freeze "
+              "epochs")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -248,7 +248,7 @@ def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str,
                 path = (root / art.details["onnx"]).resolve() if art.details.get("onnx") else root / art.path
                 if path.suffix.lower() != ".onnx":
                     continue
-                asked = None
+                asked = "int8" if art.precision == "int8" else "f32"
             else:
                 path = _model_path(root, art, backend)
                 asked = _precision_for(art, backend)
