@@ -324,3 +324,23 @@ def test_machine_info_reads_this_machine():
     m = machine_info()
     assert m.cores >= 1 and m.ghz > 0 and m.cpu
     assert np.isfinite(peak_estimate(m).fp32_gflops)
+
+
+def test_a_row_whose_map_drop_breaks_the_budget_is_not_within_parity(measured):
+    from edgecls.bench import _with_derived
+
+    rows = [
+        replace_row(_row("pytorch eager", "pytorch", "f32", 40.0, {1: 25}, variant="eager"), map=0.90),
+        replace_row(_row("qdq ort", "onnxruntime", "int8", 8.0, {1: 120}), map=0.80),
+        replace_row(_row("int8 ov", "openvino", "int8", 5.0, {1: 200}), map=0.895),
+    ]
+    out = {r.label: r for r in _with_derived(rows, None, measured.peak, None, 0.01)}
+    assert out["qdq ort"].map_drop == pytest.approx(0.10) and out["qdq ort"].parity_passed is False
+    assert out["int8 ov"].map_drop == pytest.approx(0.005) and out["int8 ov"].parity_passed is True
+    assert out["pytorch eager"].parity_passed is None
+
+
+def replace_row(row: BenchRow, **kw) -> BenchRow:
+    from dataclasses import replace
+
+    return replace(row, **kw)

@@ -127,7 +127,8 @@ class BenchRow:
     map: float | None = None
     f1_micro: float | None = None
     f1_macro: float | None = None
-    parity_passed: bool | None = None  # from the bundle's parity report (None for PyTorch rows)
+    map_drop: float | None = None  # reference mAP (PyTorch, same images) minus this row's
+    parity_passed: bool | None = None  # the bundle's parity verdict, and this row's mAP drop within the INT8 budget
     speedup: float | None = None  # PyTorch eager batch-1 p50 / this row's
     gops: float | None = None  # achieved giga-operations/s at the best batch
     peak_fraction: float | None = None  # gops / the CPU's peak for this precision
@@ -415,21 +416,46 @@ def _macs(manifest: Any, root: Path) -> int | None:
         return None
 
 
-def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak) -> list[BenchRow]:
+def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak, reference_map: float | None,
+                  map_budget: float) -> list[BenchRow]:
+    """Speed-up over PyTorch eager, GOP/s and share of the peak, and the mAP drop against the reference: a row whose
+    drop on these images breaks the bundle's mAP budget does not count as within parity, whatever the export saw
+    (e.g. a Q/DQ file meant for TensorRT on an engine whose int8 kernels saturate on this CPU)."""
     eager = next((r for r in rows if r.ok and r.backend == PYTORCH and r.variant == "eager"), None)
+    torch_map = next((r.map for r in rows if r.ok and r.backend == PYTORCH and r.map is not None), None)
+    ref = torch_map if torch_map is not None else reference_map
     out = []
     for r in rows:
         if not r.ok:
             out.append(r)
             continue
+        drop = round(ref - r.map, 4) if ref is not None and r.map is not None else None
+        passed = r.parity_passed
+        if passed is not None and drop is not None and drop > map_budget:
+            passed = False
         speedup = round(eager.p50 / r.p50, 2) if eager and r.p50 else None
         gops = fraction = None
         if macs and r.throughput:
             gops = round(2.0 * macs * max(r.throughput.values()) / 1e9, 2)
             bound = peak.for_precision(r.precision)
             fraction = round(gops / bound, 4) if bound else None
-        out.append(replace(r, speedup=speedup, gops=gops, peak_fraction=fraction))
+        out.append(replace(r, speedup=speedup, gops=gops, peak_fraction=fraction, map_drop=drop, parity_passed=passed))
     return out
+
+
+def _reference(root: Path, manifest: Any, config: BenchConfig) -> tuple[float | None, float]:
+    """PyTorch's mAP on the parity split (when the bench scores that split) and the bundle's mAP budget."""
+    from edgecls.export.bundle import read_parity
+    from edgecls.export.parity import DEFAULT_MAX_MAP_DROP
+
+    try:
+        doc = read_parity(root)
+    except ConfigError:
+        doc = {}
+    budget = float(doc.get("budgets", {}).get("max_map_drop", DEFAULT_MAX_MAP_DROP))
+    same_split = config.data and manifest.metrics.get("split") == config.split
+    ref = manifest.metrics.get("map") if same_split else None
+    return (float(ref) if ref is not None else None), budget
 
 
 def run(config: BenchConfig) -> BenchResult:
@@ -483,7 +509,8 @@ def run(config: BenchConfig) -> BenchResult:
                 log.warning("bench: %s failed: %s", spec.label, row.error)
             rows.append(row)
     macs = _macs(manifest, root)
-    rows = _with_derived(rows, macs, peak)
+    reference_map, map_budget = _reference(root, manifest, config)
+    rows = _with_derived(rows, macs, peak, reference_map, map_budget)
     result = BenchResult(
         bundle=root, config=config, machine=machine, peak=peak, gemm_gflops=gemm, macs=macs, rows=rows,
         not_run=not_run, versions=library_versions(), data=data_info,

@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from edgecls.bench import BenchResult, BenchRow
 
 PYTORCH = "pytorch"
+LEGEND = ("p50/p90/p99: batch-1 latency; img/s bN: throughput at batch N; RSS: the row's peak resident memory; "
+          "dmAP: this row's mAP minus PyTorch's on the same images; parity: the export's verdict, and dmAP within the "
+          "bundle's mAP budget here; x eager: batch-1 speed-up over PyTorch eager FP32; GOP/s: 2 x multiply-adds x "
+          "best img/s; % peak: of the CPU's estimated peak at that precision")
 _KEY_LIBS = ("edgecls", "python", "numpy", "onnxruntime", "openvino", "torch", "tensorrt", "coremltools")
 
 
@@ -122,6 +126,8 @@ def _columns(result: BenchResult) -> list[tuple[str, Any]]:
         ("RSS MB", lambda r: _num(r.peak_rss_mb, ".0f")),
         ("size MB", lambda r: _num(r.size_mb, ".2f")),
         ("mAP", lambda r: _num(r.map, ".4f")),
+        ("dmAP", lambda r: _num(None if r.map_drop is None else -r.map_drop, "+.4f")),
+        ("parity", lambda r: {True: "ok", False: "FAIL", None: "-"}[r.parity_passed]),
         ("F1 mi", lambda r: _num(r.f1_micro, ".3f")),
         ("F1 ma", lambda r: _num(r.f1_macro, ".3f")),
         ("x eager", lambda r: _num(r.speedup, ".2f")),
@@ -177,6 +183,7 @@ def format_table(result: BenchResult) -> str:
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     out = _preamble(result) + ["", line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+    out += ["", LEGEND]
     if result.not_run:
         out += ["", "not run here:"] + [f"  {row}: {why}" for row, why in result.not_run]
     out += ["", "targets:"] + [f"  {c.line()}" for c in result.checks]
@@ -188,6 +195,7 @@ def format_markdown(result: BenchResult) -> str:
     rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"
     out = [f"- {line}" for line in _preamble(result)] + ["", "| " + " | ".join(header) + " |", rule]
     out += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in body]
+    out += ["", LEGEND]
     if result.not_run:
         out += ["", "Not run here: " + "; ".join(f"{row}: {why}" for row, why in result.not_run)]
     out += ["", "| target | measured | goal | verdict | detail |", "|---|---:|---|---|---|"]
