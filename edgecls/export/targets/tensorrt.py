@@ -139,7 +139,7 @@ def _build(ctx: "ExportContext", folder: Path, *, int8: bool) -> Built:
     if int8:
         calib = ctx.calibration()
         details.update(quantize_qdq(src, onnx_path, calib.images, input_name=ctx.input_name,
-                                    symmetric_activations=True, workdir=ctx.workdir))
+                                    symmetric_activations=True, reduce_range=False, workdir=ctx.workdir))
         calibration = calib.summary(method="minmax (onnxruntime quantize_static, symmetric activations)")
     else:
         shutil.copyfile(src, onnx_path)
