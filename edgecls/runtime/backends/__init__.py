@@ -213,13 +213,19 @@ _ARM_INT8 = ("i8mm", "asimddp")
 
 
 def cpu_int8_support() -> tuple[bool, str]:
-    """Whether this CPU runs INT8 convolutions fast (VNNI/AMX on x86, dot-product on Arm), and the evidence."""
+    """Whether this CPU runs INT8 convolutions faster than float, and the evidence.
+
+    x86: VNNI/AMX, or AVX2 without them (int8 through VPMADDUBSW: `edgecls bench` measured EfficientNet-Lite0 INT8
+    1.25x (ONNX Runtime) and 1.5x (OpenVINO) faster than FP32 on a 2-core Zen 3 without VNNI); Arm: dot-product.
+    """
     flags = cpu_flags()
     if is_x86():
         found = [f for f in _X86_INT8 if f in flags]
         if found:
             return True, f"CPU has {'/'.join(found)}"
-        return False, "CPU has no VNNI/AMX (INT8 would not be faster than float)"
+        if "avx2" in flags:
+            return True, "CPU has AVX2 without VNNI (int8 through VPMADDUBSW, still faster than float)"
+        return False, "CPU has neither VNNI/AMX nor AVX2 (INT8 would not be faster than float)"
     if platform.machine().lower() in ("aarch64", "arm64"):
         if platform.system() == "Darwin":
             return True, "Apple silicon (dot-product instructions)"
