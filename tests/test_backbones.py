@@ -166,6 +166,23 @@ def test_torchvision_bigger_backbones_build(name):
     _check_stages_cover(model)
 
 
+def test_batchnorm_statistics_follow_a_short_run():
+    """torchvision's MobileNetV3 BatchNorm momentum (0.01) becomes PyTorch's 0.1: after 20 training steps the running
+    mean has moved 1 - 0.9**20 = 88% of the way to the batch mean (0.01 would have moved it 18%)."""
+    model = build_model(ModelSpec("mobilenet_v3_small", LABELS), pretrained=False)
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert bns and all(m.momentum == 0.1 for m in bns)
+    model.train()
+    with torch.no_grad():
+        for _ in range(20):
+            model(torch.randn(4, 3, 32, 32) + 3.0)
+    first = bns[0]  # the stem BN sees conv(x): compare its running mean with the batch mean it is tracking
+    stem = model.encoder.features[0][0]
+    with torch.no_grad():
+        target = stem(torch.randn(64, 3, 32, 32) + 3.0).mean(dim=(0, 2, 3))
+    assert torch.allclose(first.running_mean, (1 - 0.9**20) * target, rtol=0.05, atol=0.05)
+
+
 def test_torchvision_download_failure_is_config_error(monkeypatch, tmp_path):
     # A fresh hub dir so a cached file cannot hide the download, and the network (the only fake) refuses.
     def offline(url, *args, **kwargs):
