@@ -122,7 +122,7 @@ def test_speedup_gops_and_peak_fraction_are_derived_from_the_measurements(measur
 def test_table_markdown_json_and_plot(measured, tmp_path):
     text = measured.table()
     assert "p50 ms" in text and "img/s b4" in text and "targets:" in text and "peak estimate" in text
-    assert measured.machine.cpu in text
+    assert measured.machine.cpu in text and "load average (1 min) before/after" in text
     md = measured.markdown()
     assert md.count("\n| ") >= len(measured.rows) + 2
     data = json.loads(json.dumps(measured.to_dict(), default=str))

@@ -165,10 +165,12 @@ class BenchResult:
     data: dict[str, Any]
     created: str
     checks: list[Check] = field(default_factory=list)
+    load_average: tuple[float, float] | None = None  # 1-minute load average before and after the rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "bundle": str(self.bundle), "created": self.created, "config": self.config.to_dict(),
+            "load_average": self.load_average,
             "machine": self.machine.to_dict(), "peak": self.peak.to_dict(), "gemm_fp32_gflops": self.gemm_gflops,
             "macs_per_image": self.macs, "data": self.data, "versions": self.versions,
             "rows": [r.to_dict() for r in self.rows], "not_run": [{"row": r, "reason": why} for r, why in self.not_run],
@@ -443,6 +445,15 @@ def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak, reference_
     return out
 
 
+def _load_average() -> float | None:
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
 def _reference(root: Path, manifest: Any, config: BenchConfig) -> tuple[float | None, float]:
     """PyTorch's mAP on the parity split (when the bench scores that split) and the bundle's mAP budget."""
     from edgecls.export.bundle import read_parity
@@ -491,6 +502,7 @@ def run(config: BenchConfig) -> BenchResult:
         if not planned:
             reasons = "; ".join(f"{r}: {why}" for r, why in not_run) or "the filters left nothing"
             raise ConfigError(f"bundle {root}: nothing to benchmark here ({reasons})")
+        load_before = _load_average()
         gemm = measure_gemm_gflops()
         rows = []
         for i, plan in enumerate(planned, 1):
@@ -515,6 +527,7 @@ def run(config: BenchConfig) -> BenchResult:
         bundle=root, config=config, machine=machine, peak=peak, gemm_gflops=gemm, macs=macs, rows=rows,
         not_run=not_run, versions=library_versions(), data=data_info,
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        load_average=(load_before, _load_average()) if load_before is not None else None,
     )
     result.checks = check_targets(result)
     return result

@@ -126,7 +126,7 @@ def _columns(result: BenchResult) -> list[tuple[str, Any]]:
         ("RSS MB", lambda r: _num(r.peak_rss_mb, ".0f")),
         ("size MB", lambda r: _num(r.size_mb, ".2f")),
         ("mAP", lambda r: _num(r.map, ".4f")),
-        ("dmAP", lambda r: _num(None if r.map_drop is None else -r.map_drop, "+.4f")),
+        ("dmAP", lambda r: _num(None if r.map_drop is None else 0.0 - r.map_drop + 0.0, "+.4f")),
         ("parity", lambda r: {True: "ok", False: "FAIL", None: "-"}[r.parity_passed]),
         ("F1 mi", lambda r: _num(r.f1_micro, ".3f")),
         ("F1 ma", lambda r: _num(r.f1_macro, ".3f")),
@@ -161,6 +161,9 @@ def _preamble(result: BenchResult) -> list[str]:
         f"peak estimate: FP32 {p.fp32_gflops:.0f} GFLOP/s, BF16 {_num(p.bf16_gflops, '.0f')} GFLOP/s, INT8 "
         f"{p.int8_gops:.0f} GOP/s = {p.assumption}; measured numpy FP32 GEMM: {result.gemm_gflops:.0f} GFLOP/s",
         f"model: {_num(None if result.macs is None else result.macs / 1e6, '.1f')} M multiply-adds per image",
+        *([f"load average (1 min) before/after: {result.load_average[0]:.2f} / {result.load_average[1]:.2f}"
+           + (" - other processes shared these cores: compare ratios within this run, not absolute times"
+              if max(result.load_average) > 0.5 * m.cores else "")] if result.load_average else []),
         f"libraries: {libs}",
     ]
     if result.data:
