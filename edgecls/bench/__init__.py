@@ -336,7 +336,7 @@ def _plan_torch(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any
 
 def _eval_data(root: Path, manifest: Any, data: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Preprocessed images, targets and known-masks of ``split``, loaded the way the bundle's export loaded its data."""
-    from edgecls.data import load_dataset
+    from edgecls.export import load_bundle_dataset
     from edgecls.export._calibration import preprocess_paths
     from edgecls.export.bundle import read_parity
 
@@ -344,13 +344,7 @@ def _eval_data(root: Path, manifest: Any, data: str, split: str) -> tuple[np.nda
         settings = read_parity(root).get("data", {})
     except ConfigError:
         settings = {}
-    classes = settings.get("classes")
-    dataset = load_dataset(data, classes=tuple(classes) if classes else None, seed=int(settings.get("seed", 0)),
-                           val_fraction=float(settings.get("val_fraction", 0.2)),
-                           test_fraction=float(settings.get("test_fraction", 0.1)))
-    if tuple(dataset.class_names) != tuple(manifest.class_names):
-        raise DataError(f"{data}: classes {list(dataset.class_names)} differ from the bundle's "
-                        f"{list(manifest.class_names)}; pass the dataset the bundle was trained on")
+    dataset = load_bundle_dataset(data, settings, manifest)
     part = dataset.split(split)
     if not part.samples:
         raise DataError(f"{data}: the {split!r} split has no readable images; pick another with --split")

@@ -462,10 +462,14 @@ class BundleCheck:
         return all(r.passed for r in self.reports.values())
 
 
-def _load_parity_images(bundle: Path, data: str | Path, settings: dict[str, Any], names: np.ndarray,
-                        manifest: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_bundle_dataset(data: str | Path, settings: dict[str, Any], manifest: Any) -> Any:
+    """``data`` loaded the way the bundle's export loaded it (``parity.json``'s data settings: classes, seed and split
+    fractions), checked to have the bundle's classes in its order.
+
+    Raises:
+        DataError: The dataset has other classes than the bundle.
+    """
     from edgecls.data import load_dataset
-    from edgecls.export._calibration import dataset_root, preprocess_paths, relative_names
 
     classes = settings.get("classes")
     dataset = load_dataset(data, classes=tuple(classes) if classes else None, seed=int(settings.get("seed", 0)),
@@ -473,7 +477,15 @@ def _load_parity_images(bundle: Path, data: str | Path, settings: dict[str, Any]
                            test_fraction=float(settings.get("test_fraction", 0.1)))
     if tuple(dataset.class_names) != tuple(manifest.class_names):
         raise DataError(f"{data}: classes {list(dataset.class_names)} differ from the bundle's "
-                        f"{list(manifest.class_names)}")
+                        f"{list(manifest.class_names)}; pass the dataset the bundle was exported with")
+    return dataset
+
+
+def _load_parity_images(bundle: Path, data: str | Path, settings: dict[str, Any], names: np.ndarray,
+                        manifest: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from edgecls.export._calibration import dataset_root, preprocess_paths, relative_names
+
+    dataset = load_bundle_dataset(data, settings, manifest)
     split = dataset.split(settings.get("split", "valid"))
     root = dataset_root(data)
     by_name = dict(zip(relative_names([s.path for s in split.samples], root), split.samples))
