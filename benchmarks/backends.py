@@ -6,11 +6,13 @@ Steps:
         random weights, since their ImageNet weights cannot be downloaded here, so their accuracy columns only show
         that every artifact agrees with its PyTorch model, not what a pretrained model would score)
   [2/4] `edgecls bench` of each bundle on the aquarium valid split: every artifact x backend here, PyTorch eager /
-        channels-last / torch.compile, batch 1, 8 and 32, each row in its own process, 2 threads
+        channels-last / torch.compile, batch 1, 8 and 32, each row in its own process, 2 threads, medians of 3
+        interleaved rounds
   [3/4] benchmarks/results/backends-<model>.{json,md,png}
   [4/4] report: the issue-5 targets per model, and the one-line summary of each row
 
 Run:  .venv/bin/python benchmarks/backends.py [--build] [--models lite0,mnv3l,r50] [--iters 50] [--threads 2]
+      [--rounds 3]
 Requirements: benchmarks/requirements.txt (the `all` extra pinned to the versions the results were measured with).
 """
 
@@ -67,6 +69,7 @@ def main() -> int:
     parser.add_argument("--build", action="store_true", help="train and export bundles that are missing")
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (medians)")
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--torch-variants", default="eager,channels_last,compile")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -102,7 +105,7 @@ def main() -> int:
     results = {}
     print("[2/4] edgecls bench")
     for name, bundle in bundles.items():
-        cfg = BenchConfig(bundle=str(bundle), data=str(AQUARIUM), split="valid", iters=args.iters,
+        cfg = BenchConfig(bundle=str(bundle), data=str(AQUARIUM), split="valid", iters=args.iters, rounds=args.rounds,
                           threads=args.threads, batch=tuple(int(b) for b in args.batch.split(",")),
                           torch_variants=tuple(v for v in args.torch_variants.split(",") if v and v != "none"))
         start = time.perf_counter()

@@ -40,6 +40,8 @@ def register(cli: click.Group) -> None:
     @click.option("--torch-variants", default="eager,channels_last,compile", show_default=True,
                   help="PyTorch reference rows (eager, channels_last, compile), or none")
     @click.option("--checkpoint", default=None, help="checkpoint of the PyTorch rows [default: the bundle's source]")
+    @click.option("--rounds", type=int, default=1, show_default=True,
+                  help="measure every row this many times, interleaved; report the medians")
     @click.option("--in-process", is_flag=True, help="run every row in this process (no per-row peak RSS)")
     @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="write every figure as JSON here")
     @click.option("--md", "md_out", type=click.Path(dir_okay=False), help="write the Markdown table here")
@@ -47,7 +49,7 @@ def register(cli: click.Group) -> None:
     @user_errors
     def bench(bundle: str, data: str | None, split: str, backends: str | None, artifacts: tuple[str, ...],
               batch: str, warmup: int, iters: int, max_seconds: float, threads: int | None, torch_variants: str,
-              checkpoint: str | None, in_process: bool, json_out: str | None, md_out: str | None,
+              checkpoint: str | None, rounds: int, in_process: bool, json_out: str | None, md_out: str | None,
               plot_out: str | None) -> None:
         """Time and score every artifact of BUNDLE on every backend here, beside PyTorch, in one table."""
         from edgecls._io import atomic_write_text, to_json
@@ -56,7 +58,8 @@ def register(cli: click.Group) -> None:
         variants = () if torch_variants.strip().lower() == "none" else _csv(torch_variants)
         cfg = BenchConfig(bundle=bundle, data=data, split=split, backends=_csv(backends), artifacts=artifacts,
                           batch=_batches(batch), warmup=warmup, iters=iters, max_seconds=max_seconds,
-                          threads=threads, torch_variants=variants, checkpoint=checkpoint, isolate=not in_process)
+                          threads=threads, torch_variants=variants, checkpoint=checkpoint, isolate=not in_process,
+                          rounds=rounds)
         result = run(cfg)
         click.echo(result.table())
         written: list[Any] = []

@@ -140,6 +140,18 @@ def test_isolated_rows_report_their_own_peak_rss(exported):
     assert row.info["threads"] == 1
 
 
+def test_rounds_are_interleaved_and_reported_as_medians(exported):
+    bundle, data, _ = exported
+    result = run(BenchConfig(bundle=str(bundle), data=str(data), backends=("onnxruntime",), torch_variants=(),
+                             isolate=False, rounds=3, **{**FAST, "iters": 5}))
+    assert [r.label for r in result.rows] == ["onnx · onnxruntime cpu f32", "onnx-int8 · onnxruntime cpu int8"]
+    for row in result.rows:
+        assert row.ok and row.latency_ms["runs"] == 15 and row.map is not None
+    assert "medians of 3 interleaved rounds" in result.table()
+    with pytest.raises(ConfigError, match="--rounds"):
+        BenchConfig(bundle=str(bundle), rounds=0)
+
+
 def test_benchmark_runs_without_torch_and_says_so(exported):
     """In an interpreter where torch cannot be imported, the engine rows still run and the PyTorch row is explained."""
     bundle, data, _ = exported

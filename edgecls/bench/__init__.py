@@ -58,6 +58,8 @@ class BenchConfig:
         checkpoint: The PyTorch rows' checkpoint; default: the one the bundle was exported from (export.json).
         isolate: Run each row in a fresh interpreter (its own peak RSS, no state shared between engines).
         row_timeout: Seconds one isolated row may take.
+        rounds: Measure every row this many times, the rounds interleaved (odd rounds in reverse order) so that a
+            machine that gets busier or quieter during the run shifts every row alike; figures are the medians.
     """
 
     bundle: str
@@ -74,6 +76,7 @@ class BenchConfig:
     checkpoint: str | None = None
     isolate: bool = True
     row_timeout: float = 900.0
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         from edgecls.runtime.backends import BACKEND_NAMES
@@ -90,7 +93,7 @@ class BenchConfig:
                 raise ConfigError(f"--torch-variants: unknown variant {name!r}; valid: {', '.join(TORCH_VARIANTS)}")
         if not self.batch or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch):
             raise ConfigError(f"--batch takes positive batch sizes such as 1,8,32, got {self.batch!r}")
-        for name, low in (("warmup", 0), ("iters", 1)):
+        for name, low in (("warmup", 0), ("iters", 1), ("rounds", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"--{name} must be an integer >= {low}, got {value!r}")
@@ -396,6 +399,29 @@ def _row(plan: _Planned, raw: dict[str, Any], logits: np.ndarray | None, targets
     )
 
 
+def _median_of(raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row's figures over its rounds: medians of the timings, the largest peak RSS; an error only when every
+    round failed."""
+    ok = [r for r in raws if "error" not in r]
+    if not ok:
+        return raws[0]
+    if len(ok) == 1:
+        return ok[0]
+
+    def med(values: list[float]) -> float:
+        return round(float(np.median(values)), 4)
+
+    out = dict(ok[0])
+    out["rounds"] = len(ok)
+    for key in ("load_seconds", "first_call_seconds"):
+        out[key] = med([r[key] for r in ok])
+    out["latency_ms"] = {k: med([r["latency_ms"][k] for r in ok]) for k in ok[0]["latency_ms"] if k != "runs"}
+    out["latency_ms"]["runs"] = sum(r["latency_ms"]["runs"] for r in ok)
+    out["throughput"] = {b: med([r["throughput"][b] for r in ok]) for b in ok[0]["throughput"]}
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    return out
+
+
 def _macs(manifest: Any, root: Path) -> int | None:
     """Multiply-accumulates per image, counted on the bundle's float ONNX (None without one or without onnx)."""
     from edgecls._deps import has
@@ -498,21 +524,29 @@ def run(config: BenchConfig) -> BenchResult:
             raise ConfigError(f"bundle {root}: nothing to benchmark here ({reasons})")
         load_before = _load_average()
         gemm = measure_gemm_gflops()
+        raws: list[list[dict[str, Any]]] = [[] for _ in planned]
+        for rnd in range(config.rounds):
+            order = list(range(len(planned)))
+            for i in order[::-1] if rnd % 2 else order:
+                first = rnd == 0
+                logits_out = str(work / f"row{i}.logits.npy") if images is not None and first else None
+                spec = replace(planned[i].spec, logits_out=logits_out)
+                log.info("bench: [%d/%d]%s %s", i + 1, len(planned),
+                         f" round {rnd + 1}/{config.rounds}" if config.rounds > 1 else "", spec.label)
+                if config.isolate:
+                    raws[i].append(_measure_isolated(spec, work, i, config.row_timeout))
+                else:
+                    try:
+                        raws[i].append(measure(spec))
+                    except Exception as exc:
+                        raws[i].append({"error": f"{type(exc).__name__}: {str(exc)[:500]}"})
         rows = []
-        for i, plan in enumerate(planned, 1):
-            spec = replace(plan.spec, logits_out=str(work / f"row{i}.logits.npy") if images is not None else None)
-            log.info("bench: [%d/%d] %s", i, len(planned), spec.label)
-            if config.isolate:
-                raw = _measure_isolated(spec, work, i, config.row_timeout)
-            else:
-                try:
-                    raw = measure(spec)
-                except Exception as exc:
-                    raw = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
-            logits = np.load(spec.logits_out) if spec.logits_out and Path(spec.logits_out).is_file() else None
-            row = _row(plan, raw, logits, targets, known, manifest.class_names)
+        for i, plan in enumerate(planned):
+            logits_file = work / f"row{i}.logits.npy"
+            logits = np.load(logits_file) if images is not None and logits_file.is_file() else None
+            row = _row(plan, _median_of(raws[i]), logits, targets, known, manifest.class_names)
             if row.error:
-                log.warning("bench: %s failed: %s", spec.label, row.error)
+                log.warning("bench: %s failed: %s", plan.spec.label, row.error)
             rows.append(row)
     macs = _macs(manifest, root)
     reference_map, map_budget = _reference(root, manifest, config)

@@ -157,7 +157,8 @@ def _preamble(result: BenchResult) -> list[str]:
         f"bundle: {result.bundle}   ({result.created})",
         f"machine: {m.summary()}",
         f"threads: {result.config.thread_count} per engine; warm-up {result.config.warmup}, {result.config.iters} "
-        f"timed batch-1 calls (monotonic clock), each row in {where}",
+        f"timed batch-1 calls (monotonic clock), each row in {where}"
+        + (f"; medians of {result.config.rounds} interleaved rounds" if result.config.rounds > 1 else ""),
         f"peak estimate: FP32 {p.fp32_gflops:.0f} GFLOP/s, BF16 {_num(p.bf16_gflops, '.0f')} GFLOP/s, INT8 "
         f"{p.int8_gops:.0f} GOP/s = {p.assumption}; measured numpy FP32 GEMM: {result.gemm_gflops:.0f} GFLOP/s",
         f"model: {_num(None if result.macs is None else result.macs / 1e6, '.1f')} M multiply-adds per image",
