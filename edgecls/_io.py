@@ -10,6 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once, at import: os.umask is process-wide, so it is not toggled while threads write
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -19,6 +22,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)
