@@ -43,3 +43,14 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(dump_yaml(cfg))
     assert build_config(TrainConfig, yaml_path=path) == cfg
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """mkstemp makes 0600 files; an atomic write must end with what a plain open() would give under the umask."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.umask(0o022); from edgecls._io import atomic_write_text; "
+            f"p = atomic_write_text({str(tmp_path / 'out.json')!r}, '{{}}'); print(oct(os.stat(p).st_mode & 0o777))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0o644"
