@@ -331,7 +331,7 @@ def test_auto_picks_openvino_on_x86_and_logs_why(full_bundle, caplog):
         pytest.skip("OpenVINO is the preferred CPU engine on x86 only")
     with caplog.at_level(logging.INFO, logger="edgecls"):
         clf = Classifier(full_bundle["root"])
-    fast, _ = cpu_int8_support()
+    fast, _ = cpu_int8_support(avx2=True)  # OpenVINO's int8 kernels beat its f32 on AVX2 CPUs without VNNI too
     assert clf.backend.name == "openvino" and clf.backend.device == "CPU"
     assert clf.artifact.name == ("openvino-int8" if fast else "openvino")
     assert "OpenVINO is installed and is the fastest CPU engine on x86" in clf.info()["reason"]
@@ -739,3 +739,18 @@ def test_runtime_never_imports_torch(onnx_bundle, image_dir, tmp_path):
 
     assert result == {"torch": False, "backend": "onnxruntime",
                       "artifact": "onnx-int8" if cpu_int8_support()[0] else "onnx", "images": 9, "frames": 3}
+
+
+def test_int8_counts_as_fast_by_isa_and_engine(monkeypatch):
+    """VNNI/AMX: INT8 for every engine; AVX2 without VNNI: only where the engine's int8 kernels beat its float ones."""
+    from edgecls.runtime import backends
+
+    monkeypatch.setattr(backends, "is_x86", lambda: True)
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx2", "fma", "avx512_vnni"}))
+    assert backends.cpu_int8_support() == (True, "CPU has avx512_vnni")
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert backends.cpu_int8_support()[0] is False
+    fast, why = backends.cpu_int8_support(avx2=True)
+    assert fast and "AVX2 without VNNI" in why
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"sse4_2"}))
+    assert backends.cpu_int8_support(avx2=True)[0] is False

@@ -95,7 +95,7 @@ def candidates(status: BackendStatus) -> list[Candidate]:
         elif dev.startswith("NPU"):
             found.append(Candidate(NAME, dev, "npu", RANK_OPENVINO_NPU, FORMATS, True, f"OpenVINO NPU {name}"))
         elif dev == "CPU":
-            fast, why = cpu_int8_support()
+            fast, why = cpu_int8_support(avx2=True)
             if is_x86():
                 found.append(Candidate(NAME, dev, "cpu", RANK_OPENVINO_CPU_X86, FORMATS, fast,
                                        f"OpenVINO is installed and is the fastest CPU engine on x86 ({name}; {why})"))
