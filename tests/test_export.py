@@ -331,6 +331,58 @@ def test_openvino_fp16_and_int8(bundle):
     assert bundle.reports["openvino"].precision == "fp16" and bundle.reports["openvino"].passed
     assert bundle.reports["openvino"].max_abs_diff <= 1e-2
     assert manifest.artifact("openvino-int8").details["method"] == "nncf.quantize (post-training)"
+    assert "7-bit" in manifest.artifact("openvino-int8").details["weights"]
+
+
+def test_gates_stay_float_in_qdq(tmp_path):
+    """A tiny MobileNetV3-style net (HardSwish, a squeeze-excitation block with a HardSigmoid gate): the convolutions
+    are quantized, the gates and the products that apply them are not, for both Q/DQ flavours."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from edgecls.export.targets.onnx import export_float_onnx, gate_nodes, quantize_qdq
+
+    class SE(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Conv2d(c, 4, 1), nn.Conv2d(4, c, 1)
+
+        def forward(self, x):
+            return x * nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.se, self.conv = nn.Conv2d(3, 8, 3, padding=1), SE(8), nn.Conv2d(8, 16, 3, padding=1)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            x = self.conv(self.se(nn.functional.hardswish(self.stem(x))))
+            return self.head(nn.functional.hardswish(x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    float_path = tmp_path / "float.onnx"
+    export_float_onnx(Net().eval(), 32, float_path, opset=18, input_name="images", output_name="logits")
+    images = np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32)
+    for symmetric in (False, True):
+        out = tmp_path / f"q{symmetric}.onnx"
+        details = quantize_qdq(float_path, out, images, input_name="images", symmetric_activations=symmetric,
+                               reduce_range=not symmetric, workdir=tmp_path)
+        proto = onnx.load(str(out))
+        producer = {o: n for n in proto.graph.node for o in n.output}
+        gates = [n for n in proto.graph.node if n.name in set(gate_nodes(proto))]
+        # HardSwish (decomposed to HardSigmoid * x) twice, the SE gate: 3 HardSigmoid + 3 Mul
+        assert sorted(n.op_type for n in gates) == ["HardSigmoid"] * 3 + ["Mul"] * 3
+        assert details["float_gates"] == 6 and all(n.name for n in proto.graph.node)
+        consumers = [(i, n) for n in proto.graph.node for i in n.input]
+        for node in gates:
+            if node.op_type == "HardSigmoid":  # the [0, 1] gate is never rounded to int8
+                assert not any(i == node.output[0] and n.op_type == "QuantizeLinear" for i, n in consumers), node.name
+            else:  # the product takes the gate straight from the HardSigmoid
+                assert any(producer.get(i) is not None and producer[i].op_type == "HardSigmoid" for i in node.input)
+        convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+        assert convs and all(producer[n.input[1]].op_type == "DequantizeLinear" for n in convs)
 
 
 def test_coreml_packages_validate(bundle):
