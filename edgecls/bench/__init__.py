@@ -29,14 +29,13 @@ import numpy as np
 
 from edgecls.bench._machine import Machine, Peak, machine_info, measure_gemm_gflops, peak_estimate, usable_cores
 from edgecls.bench._report import Check, check_targets, format_markdown, format_table, plot_rows
-from edgecls.bench._worker import TORCH_VARIANTS, RowSpec, child_env, measure
+from edgecls.bench._worker import PYTORCH, TORCH_VARIANTS, RowSpec, child_env, measure
 from edgecls.errors import ConfigError, DataError
 
 __all__ = ["BenchConfig", "BenchResult", "BenchRow", "Check", "Machine", "Peak", "run"]
 
 log = logging.getLogger("edgecls.bench")
 
-PYTORCH = "pytorch"
 
 
 @dataclass(frozen=True)
@@ -327,7 +326,7 @@ def _plan_torch(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any
     thresholds = np.asarray(manifest.thresholds, dtype=np.float64)
     planned = []
     for variant in cfg.torch_variants:
-        spec = RowSpec(label=f"pytorch {variant.replace('_', '-')} fp32", kind="pytorch", model=str(ckpt),
+        spec = RowSpec(label=f"pytorch {variant.replace('_', '-')} fp32", kind=PYTORCH, model=str(ckpt),
                        backend=PYTORCH, device="cpu", precision="f32", artifact=PYTORCH, variant=variant, **base)
         planned.append(_Planned(spec, round(ckpt.stat().st_size / 1e6, 3), thresholds, None, False))
     return planned

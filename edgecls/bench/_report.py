@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecls.bench._worker import PYTORCH
+
 if TYPE_CHECKING:
     from edgecls.bench import BenchResult, BenchRow
 
-PYTORCH = "pytorch"
 LEGEND = ("p50/p90/p99: batch-1 latency; img/s bN: throughput at batch N; RSS: the row's peak resident memory; "
           "dmAP: this row's mAP minus PyTorch's on the same images; parity: the export's verdict, and dmAP within the "
           "bundle's mAP budget here; x eager: batch-1 speed-up over PyTorch eager FP32; GOP/s: 2 x multiply-adds x "
@@ -111,7 +112,6 @@ def _num(value: Any, spec: str) -> str:
 
 
 def _columns(result: BenchResult) -> list[tuple[str, Any]]:
-    batches = [b for b in result.config.batch]
     cols: list[tuple[str, Any]] = [
         ("row", lambda r: r.label),
         ("prec", lambda r: r.precision),
@@ -119,7 +119,7 @@ def _columns(result: BenchResult) -> list[tuple[str, Any]]:
         ("p90 ms", lambda r: _num(r.latency_ms.get("p90"), ".2f")),
         ("p99 ms", lambda r: _num(r.latency_ms.get("p99"), ".2f")),
     ]
-    for b in batches:
+    for b in result.config.batch:
         cols.append((f"img/s b{b}", lambda r, b=b: _num(r.throughput.get(b), ".1f")))
     cols += [
         ("load s", lambda r: _num(r.load_seconds, ".2f")),

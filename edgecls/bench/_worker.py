@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+PYTORCH = "pytorch"  # the backend name of the PyTorch reference rows
 TORCH_VARIANTS = ("eager", "channels_last", "compile")
 
 
@@ -112,7 +113,7 @@ def _open_torch(spec: RowSpec) -> tuple[Callable[[np.ndarray], np.ndarray], dict
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(memory_format=memory_format)
             return model(t).float().numpy()
 
-    info = {"name": "pytorch", "device": "cpu", "precision": "f32", "variant": spec.variant,
+    info = {"name": PYTORCH, "device": "cpu", "precision": "f32", "variant": spec.variant,
             "threads": torch.get_num_threads(), "version": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     return infer, info, lambda: None
@@ -135,7 +136,7 @@ def measure(spec: RowSpec) -> dict[str, Any]:
     """Load, time and evaluate one row; returns the figures as plain JSON-ready values."""
     images, batch_of = _inputs(spec)
     start = time.perf_counter()
-    infer, info, close = (_open_torch if spec.kind == "pytorch" else _open_backend)(spec)
+    infer, info, close = (_open_torch if spec.kind == PYTORCH else _open_backend)(spec)
     load_seconds = time.perf_counter() - start
     try:
         x1 = batch_of(1)
