@@ -8,7 +8,7 @@ DEMO_RUN  ?= runs/demo
 DEMO_BUNDLE ?= bundles/demo
 DEMO_NEW  ?= data/synth-new
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean bench-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ EXPORT_TESTS := tests/test_export.py tests/test_export_cli.py tests/test_bench.p
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(addprefix --ignore=,$(EXPORT_TESTS))
 	$(BIN)/python -m pytest -q $(EXPORT_TESTS)
+
+# Re-runs the published backends benchmark (needs ../shared/datasets/aquarium; --build trains and exports the bundles
+# that are missing, ~15 min) and compares it with benchmarks/results/backends-*.json: exit 1 when a row differs beyond
+# noise. Speed is only judged on the machine the results came from; elsewhere only accuracy is.
+bench-check: $(STAMP)
+	$(BIN)/python benchmarks/backends.py --build --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecls tests benchmarks

@@ -8,11 +8,13 @@ Steps:
   [2/4] `edgecls bench` of each bundle on the aquarium valid split: every artifact x backend here, PyTorch eager /
         channels-last / torch.compile, batch 1, 8 and 32, each row in its own process, 2 threads, medians of 3
         interleaved rounds
-  [3/4] benchmarks/results/backends-<model>.{json,md,png}
+  [3/4] benchmarks/results/backends-<model>.{json,md,png}; with --check, nothing is written: each run is compared
+        with the committed backends-<model>.json instead (same CPU and threads: every row's time within
+        --tolerance, mAP within 0.002; another machine: accuracy only), and the script exits 1 when they differ
   [4/4] report: the issue-5 targets per model, and the one-line summary of each row
 
 Run:  .venv/bin/python benchmarks/backends.py [--build] [--models lite0,mnv3l,r50] [--iters 50] [--threads 2]
-      [--rounds 3]
+      [--rounds 3] [--check [--tolerance 0.25]]     (`make bench-check` runs it with --check)
 Requirements: benchmarks/requirements.txt (the `all` extra pinned to the versions the results were measured with).
 """
 
@@ -73,13 +75,17 @@ def main() -> int:
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--torch-variants", default="eager,channels_last,compile")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--check", action="store_true",
+                        help="compare with the committed results instead of writing new ones; exit 1 if they differ")
+    parser.add_argument("--tolerance", type=float, default=0.25, help="with --check: relative time change of a row "
+                        "that still counts as noise")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="      %(message)s")
     for noisy in ("edgecls.export", "edgecls.runtime", "edgecls.train", "nncf"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from edgecls._io import atomic_write_text, to_json
-    from edgecls.bench import BenchConfig, run
+    from edgecls.bench import BenchConfig, compare, load_baseline, run
 
     if not AQUARIUM.is_file():
         print(f"the aquarium dataset is absent ({AQUARIUM}); this benchmark needs it")
@@ -111,6 +117,19 @@ def main() -> int:
         start = time.perf_counter()
         results[name] = run(cfg)
         print(f"      {name}: {len(results[name].rows)} rows in {(time.perf_counter() - start) / 60:.1f} min")
+
+    if args.check:
+        print("[3/4] compare with the committed results")
+        differs = []
+        for name, result in results.items():
+            stored = args.out / f"backends-{name}.json"
+            comparison = compare(result.to_dict(), load_baseline(stored), baseline=str(stored),
+                                 tolerance=args.tolerance)
+            print(f"\n== {name} ==\n{comparison.table()}")
+            if not comparison.passed:
+                differs.append(name)
+        print(f"\n[4/4] {'DIFFERS: ' + ', '.join(differs) if differs else 'every model matches its committed results'}")
+        return 1 if differs else 0
 
     print("[3/4] results")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ their ratios hold on a noisy machine.
     from edgecls.bench import BenchConfig, run
     result = run(BenchConfig(bundle="bundles/lite0", data="data.yaml"))
     print(result.table())
+    print(compare(result.to_dict(), load_baseline("bench.json"), baseline="bench.json").table())
 """
 
 from __future__ import annotations
@@ -27,12 +28,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgecls.bench._machine import Machine, Peak, machine_info, measure_gemm_gflops, peak_estimate, usable_cores
+from edgecls.bench._compare import Comparison, RowDiff, compare, load_baseline
+from edgecls.bench._machine import (
+    CpuMeter,
+    CpuShare,
+    Machine,
+    Peak,
+    machine_info,
+    measure_gemm_gflops,
+    peak_estimate,
+    usable_cores,
+)
 from edgecls.bench._report import Check, check_targets, format_markdown, format_table, plot_rows
 from edgecls.bench._worker import PYTORCH, TORCH_VARIANTS, RowSpec, child_env, measure
 from edgecls.errors import ConfigError, DataError
 
-__all__ = ["BenchConfig", "BenchResult", "BenchRow", "Check", "Machine", "Peak", "run"]
+__all__ = ["BenchConfig", "BenchResult", "BenchRow", "Check", "Comparison", "CpuShare", "Machine", "Peak", "RowDiff",
+           "compare", "load_baseline", "run"]
 
 log = logging.getLogger("edgecls.bench")
 
@@ -50,7 +62,9 @@ class BenchConfig:
         artifacts: Keep only these artifacts of the bundle; empty keeps all.
         batch: Batch sizes whose throughput is measured (batch-1 latency is always measured).
         warmup: Untimed calls before timing.
-        iters: Timed batch-1 calls (a quarter of that, at least 5, for larger batches).
+        iters: Timed batch-1 calls at least (a quarter of that, at least 5, for larger batches).
+        min_seconds: Each timed loop goes on until it has lasted this long too (a fast model's ``iters`` calls take
+            milliseconds, too short a window on a shared machine); ``max_seconds`` still ends it.
         max_seconds: Time budget of one timed loop; it stops early once 5 calls are in.
         threads: CPU threads of every engine (and of PyTorch); None means every core this process may use.
         torch_variants: PyTorch rows to add: eager (NCHW), channels_last, compile (torch.compile).
@@ -69,6 +83,7 @@ class BenchConfig:
     batch: tuple[int, ...] = (1, 8, 32)
     warmup: int = 10
     iters: int = 50
+    min_seconds: float = 1.0
     max_seconds: float = 10.0
     threads: int | None = None
     torch_variants: tuple[str, ...] = TORCH_VARIANTS
@@ -100,6 +115,8 @@ class BenchConfig:
             raise ConfigError(f"--threads must be a positive integer, got {self.threads!r}")
         if not self.max_seconds > 0 or not self.row_timeout > 0:
             raise ConfigError("--max-seconds and row_timeout must be positive")
+        if not self.min_seconds >= 0:
+            raise ConfigError(f"--min-seconds must be >= 0, got {self.min_seconds!r}")
         object.__setattr__(self, "batch", tuple(sorted(set(self.batch))))
 
     @property
@@ -123,6 +140,7 @@ class BenchRow:
     load_seconds: float | None = None
     first_call_seconds: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50 p90 p99 mean runs
+    p50_rounds: tuple[float, ...] = ()  # batch-1 p50 of each round (rounds > 1): how much the machine moved it
     throughput: dict[int, float] = field(default_factory=dict)  # batch -> images/s
     peak_rss_mb: float | None = None
     size_mb: float | None = None
@@ -144,6 +162,13 @@ class BenchRow:
     @property
     def p50(self) -> float | None:
         return self.latency_ms.get("p50")
+
+    @property
+    def spread(self) -> float | None:
+        """Half the range of the rounds' p50 over their median (0.1: the rounds lay within +-10%)."""
+        if len(self.p50_rounds) < 2:
+            return None
+        return (max(self.p50_rounds) - min(self.p50_rounds)) / 2 / float(np.median(self.p50_rounds))
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -168,11 +193,12 @@ class BenchResult:
     created: str
     checks: list[Check] = field(default_factory=list)
     load_average: tuple[float, float] | None = None  # 1-minute load average before and after the rows
+    cpu_share: CpuShare | None = None  # who used the CPUs while the rows ran (Linux)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "bundle": str(self.bundle), "created": self.created, "config": self.config.to_dict(),
-            "load_average": self.load_average,
+            "load_average": self.load_average, "cpu_share": self.cpu_share.to_dict() if self.cpu_share else None,
             "machine": self.machine.to_dict(), "peak": self.peak.to_dict(), "gemm_fp32_gflops": self.gemm_gflops,
             "macs_per_image": self.macs, "data": self.data, "versions": self.versions,
             "rows": [r.to_dict() for r in self.rows], "not_run": [{"row": r, "reason": why} for r, why in self.not_run],
@@ -392,6 +418,7 @@ def _row(plan: _Planned, raw: dict[str, Any], logits: np.ndarray | None, targets
         label=spec.label, artifact=spec.artifact, backend=spec.backend, device=str(info.get("device", spec.device)),
         precision=precision, variant=spec.variant, load_seconds=raw["load_seconds"],
         first_call_seconds=raw["first_call_seconds"], latency_ms=raw["latency_ms"],
+        p50_rounds=tuple(raw.get("p50_rounds", ())),
         throughput={int(k): v for k, v in raw["throughput"].items()}, peak_rss_mb=raw.get("peak_rss_mb"),
         size_mb=plan.size_mb, parity_passed=plan.parity_passed, info=info,
         **{k: (None if v is None or math.isnan(v) else round(float(v), 4)) for k, v in scores.items()},
@@ -416,6 +443,7 @@ def _median_of(raws: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = med([r[key] for r in ok])
     out["latency_ms"] = {k: med([r["latency_ms"][k] for r in ok]) for k in ok[0]["latency_ms"] if k != "runs"}
     out["latency_ms"]["runs"] = sum(r["latency_ms"]["runs"] for r in ok)
+    out["p50_rounds"] = [r["latency_ms"]["p50"] for r in ok]
     out["throughput"] = {b: med([r["throughput"][b] for r in ok]) for b in ok[0]["throughput"]}
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
     return out
@@ -513,7 +541,8 @@ def run(config: BenchConfig) -> BenchResult:
             data_info = {"data": str(config.data), "split": config.split, "images": int(len(images)),
                          "skipped": skipped}
         base = dict(threads=threads, batches=config.batch, warmup=config.warmup, iters=config.iters,
-                    max_seconds=config.max_seconds, images=str(work / "images.npy") if images is not None else None,
+                    min_seconds=config.min_seconds, max_seconds=config.max_seconds,
+                    images=str(work / "images.npy") if images is not None else None,
                     input_shape=tuple(int(d) for d in manifest.input_shape[1:]))
         not_run: list[tuple[str, str]] = []
         planned = _plan_torch(manifest, root, config, base, not_run) + _plan_artifacts(manifest, root, config, base,
@@ -522,6 +551,7 @@ def run(config: BenchConfig) -> BenchResult:
             reasons = "; ".join(f"{r}: {why}" for r, why in not_run) or "the filters left nothing"
             raise ConfigError(f"bundle {root}: nothing to benchmark here ({reasons})")
         load_before = _load_average()
+        meter = CpuMeter().start()
         gemm = measure_gemm_gflops()
         raws: list[list[dict[str, Any]]] = [[] for _ in planned]
         for rnd in range(config.rounds):
@@ -539,6 +569,7 @@ def run(config: BenchConfig) -> BenchResult:
                         raws[i].append(measure(spec))
                     except Exception as exc:
                         raws[i].append({"error": f"{type(exc).__name__}: {str(exc)[:500]}"})
+        cpu_share = meter.stop()
         rows = []
         for i, plan in enumerate(planned):
             logits_file = work / f"row{i}.logits.npy"
@@ -554,7 +585,7 @@ def run(config: BenchConfig) -> BenchResult:
         bundle=root, config=config, machine=machine, peak=peak, gemm_gflops=gemm, macs=macs, rows=rows,
         not_run=not_run, versions=library_versions(), data=data_info,
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        load_average=(load_before, _load_average()) if load_before is not None else None,
+        load_average=(load_before, _load_average()) if load_before is not None else None, cpu_share=cpu_share,
     )
     result.checks = check_targets(result)
     return result

@@ -164,6 +164,78 @@ def peak_estimate(machine: Machine, cores: int | None = None) -> Peak:
     )
 
 
+@dataclass(frozen=True)
+class CpuShare:
+    """How the machine's CPU time was spent while a benchmark ran, as fractions of all its CPUs (Linux /proc/stat).
+
+    ``others`` is what processes outside this benchmark (and its row processes) used, ``steal`` what the hypervisor
+    gave to other virtual machines: both slow every row that ran meanwhile, which the load average cannot tell apart
+    from the benchmark's own threads.
+    """
+
+    seconds: float
+    own: float
+    others: float
+    steal: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"CPU time during the rows ({self.seconds:.0f} s): this benchmark {100 * self.own:.0f}%, other "
+                f"processes {100 * self.others:.1f}%, hypervisor steal {100 * self.steal:.1f}% of all CPUs")
+
+    @property
+    def disturbed(self) -> bool:
+        return self.others > 0.10 or self.steal > 0.05
+
+
+def _proc_stat() -> tuple[float, float, float] | None:
+    """(busy, steal, total) CPU seconds of all CPUs since boot, or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user/nice)
+    ticks = [int(v) for v in fields[1:9]] + [0] * max(0, 9 - len(fields))
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks[:8]
+    busy = user + nice + system + irq + softirq
+    return busy / hz, steal / hz, (busy + idle + iowait + steal) / hz
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system  # row processes count once they are reaped
+
+
+class CpuMeter:
+    """Measures :class:`CpuShare` between ``start()`` and ``stop()`` (``stop`` returns None off Linux)."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float, float, float] | None = None
+
+    def start(self) -> "CpuMeter":
+        stat = _proc_stat()
+        self._start = (*stat, _own_cpu_seconds(), time.perf_counter()) if stat else None
+        return self
+
+    def stop(self) -> CpuShare | None:
+        stat = _proc_stat()
+        if self._start is None or stat is None:
+            return None
+        busy0, steal0, total0, own0, wall0 = self._start
+        total = stat[2] - total0
+        if total <= 0:
+            return None
+        own = _own_cpu_seconds() - own0
+        return CpuShare(seconds=round(time.perf_counter() - wall0, 1), own=round(min(1.0, own / total), 4),
+                        others=round(max(0.0, (stat[0] - busy0 - own) / total), 4),
+                        steal=round((stat[1] - steal0) / total, 4))
+
+
 def measure_gemm_gflops(size: int = 1024, seconds: float = 0.5) -> float:
     """Achieved FP32 GFLOP/s of numpy's BLAS on a square matrix product (a sanity check of the peak estimate)."""
     rng = np.random.default_rng(0)

@@ -11,7 +11,8 @@ from edgecls.bench._worker import PYTORCH
 if TYPE_CHECKING:
     from edgecls.bench import BenchResult, BenchRow
 
-LEGEND = ("p50/p90/p99: batch-1 latency; img/s bN: throughput at batch N; RSS: the row's peak resident memory; "
+LEGEND = ("p50/p90/p99: batch-1 latency; +-%: half the range of the rounds' p50 over their median; "
+          "img/s bN: throughput at batch N; RSS: the row's peak resident memory; "
           "dmAP: this row's mAP minus PyTorch's on the same images; parity: the export's verdict, and dmAP within the "
           "bundle's mAP budget here; x eager: batch-1 speed-up over PyTorch eager FP32; GOP/s: 2 x multiply-adds x "
           "best img/s; % peak: of the CPU's estimated peak at that precision")
@@ -119,6 +120,8 @@ def _columns(result: BenchResult) -> list[tuple[str, Any]]:
         ("p90 ms", lambda r: _num(r.latency_ms.get("p90"), ".2f")),
         ("p99 ms", lambda r: _num(r.latency_ms.get("p99"), ".2f")),
     ]
+    if result.config.rounds > 1:
+        cols.append(("+-%", lambda r: _num(None if r.spread is None else 100 * r.spread, ".0f")))
     for b in result.config.batch:
         cols.append((f"img/s b{b}", lambda r, b=b: _num(r.throughput.get(b), ".1f")))
     cols += [
@@ -162,9 +165,11 @@ def _preamble(result: BenchResult) -> list[str]:
         f"peak estimate: FP32 {p.fp32_gflops:.0f} GFLOP/s, BF16 {_num(p.bf16_gflops, '.0f')} GFLOP/s, INT8 "
         f"{p.int8_gops:.0f} GOP/s = {p.assumption}; measured numpy FP32 GEMM: {result.gemm_gflops:.0f} GFLOP/s",
         f"model: {_num(None if result.macs is None else result.macs / 1e6, '.1f')} M multiply-adds per image",
-        *([f"load average (1 min) before/after: {result.load_average[0]:.2f} / {result.load_average[1]:.2f}"
-           + (" - other processes shared these cores: compare ratios within this run, not absolute times"
-              if max(result.load_average) > 0.5 * m.cores else "")] if result.load_average else []),
+        *([f"load average (1 min) before/after: {result.load_average[0]:.2f} / {result.load_average[1]:.2f} "
+           "(the benchmark's own threads count in it)"] if result.load_average else []),
+        *([result.cpu_share.summary() + (" - others took CPU time from these rows: compare ratios within this run, "
+                                         "not absolute times" if result.cpu_share.disturbed else "")]
+          if result.cpu_share else []),
         f"libraries: {libs}",
     ]
     if result.data:

@@ -37,6 +37,7 @@ class RowSpec:
     batches: tuple[int, ...] = (1, 8, 32)
     warmup: int = 10
     iters: int = 50
+    min_seconds: float = 1.0
     max_seconds: float = 10.0
     images: str | None = None  # .npy of preprocessed eval images (N, 3, H, W)
     input_shape: tuple[int, ...] = (3, 224, 224)
@@ -68,13 +69,18 @@ class Timing:
         return self.batch / float(np.median(self.times))
 
 
-def _time(fn: Callable[[np.ndarray], Any], x: np.ndarray, *, warmup: int, iters: int, max_seconds: float) -> Timing:
-    """``warmup`` untimed calls, then ``iters`` timed ones, cut short after ``max_seconds`` once 5 are in."""
+def _time(fn: Callable[[np.ndarray], Any], x: np.ndarray, *, warmup: int, iters: int, min_seconds: float,
+          max_seconds: float) -> Timing:
+    """``warmup`` untimed calls, then timed ones until ``iters`` are in and ``min_seconds`` have passed (a fast model's
+    50 calls last a few milliseconds, too short a window on a shared machine), cut short after ``max_seconds`` once 5
+    are in."""
     for _ in range(warmup):
         fn(x)
     timing = Timing(batch=int(x.shape[0]))
-    deadline = time.perf_counter() + max_seconds
-    while len(timing.times) < iters and (len(timing.times) < 5 or time.perf_counter() < deadline):
+    begin = time.perf_counter()
+    deadline = begin + max_seconds
+    while (len(timing.times) < iters or time.perf_counter() - begin < min_seconds) \
+            and (len(timing.times) < 5 or time.perf_counter() < deadline):
         start = time.perf_counter()
         fn(x)
         timing.times.append(time.perf_counter() - start)
@@ -143,7 +149,8 @@ def measure(spec: RowSpec) -> dict[str, Any]:
         start = time.perf_counter()
         infer(x1)  # the first call: lazy compilation (torch.compile, some engines) shows up here
         first_call = time.perf_counter() - start
-        latency = _time(infer, x1, warmup=spec.warmup, iters=spec.iters, max_seconds=spec.max_seconds)
+        latency = _time(infer, x1, warmup=spec.warmup, iters=spec.iters, min_seconds=spec.min_seconds,
+                        max_seconds=spec.max_seconds)
         throughput: dict[str, float] = {}
         timings: dict[str, int] = {}
         for b in spec.batches:
@@ -152,7 +159,7 @@ def measure(spec: RowSpec) -> dict[str, Any]:
             else:
                 xb = batch_of(b)
                 t = _time(infer, xb, warmup=max(1, min(spec.warmup, 3)), iters=max(5, spec.iters // 4),
-                          max_seconds=spec.max_seconds)
+                          min_seconds=spec.min_seconds, max_seconds=spec.max_seconds)
             throughput[str(b)] = round(t.images_per_second, 3)
             timings[str(b)] = len(t.times)
         if images is not None and spec.logits_out:
