@@ -81,10 +81,12 @@ def register(cli_group: click.Group) -> None:
     @click.option("--jsonl", type=click.Path(dir_okay=False), default=None, help="one JSON line per frame here")
     @click.option("--realtime", is_flag=True, help="play a video file at its frame rate, dropping like a camera")
     @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="stop after this many frames")
+    @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
+                  help="video files: infer up to this many already-decoded frames together (cameras: always 1)")
     @user_errors
     def run(bundle: str, camera: str | None, source: str | None, backend: str, device: str | None,
             artifact: str | None, threads: int | None, show: bool | None, save: str | None, jsonl: str | None,
-            realtime: bool, max_frames: int | None) -> None:
+            realtime: bool, max_frames: int | None, batch: int) -> None:
         """Classify a camera (--camera 0) or a video/stream (--source) frame by frame, with an overlay.
 
         Headless (--no-show) without --jsonl prints one JSON line per frame. A camera or stream that drops is
@@ -93,7 +95,7 @@ def register(cli_group: click.Group) -> None:
 
         summary = run_stream(bundle, camera=camera, source=source, backend=backend, device=device, artifact=artifact,
                              threads=threads, show=show, save=save, jsonl=jsonl, realtime=realtime,
-                             max_frames=max_frames)
+                             max_frames=max_frames, batch=batch)
         _finish(summary)
 
     @cli_group.command()

@@ -352,6 +352,24 @@ def test_cli_help_lists_the_options():
         assert flag in res.output
 
 
+def test_a_row_faster_than_the_peak_raises_the_clock():
+    """A VM reports its base clock; a row that beats the estimate proves the cores boost, and the peak follows."""
+    from edgecls.bench import _with_derived
+
+    peak = peak_estimate(_machine(isa=("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"), family="26", ghz=2.6))
+    assert (peak.fp32_gflops, peak.int8_gops) == (332.8, 1331.2)
+    macs = int(1e9)
+    rows = [_row("f32 row", "openvino", "f32", 5.0, {1: 200.0}),  # 400 GFLOP/s: needs 3.125 GHz
+            _row("int8 row", "openvino", "int8", 2.0, {1: 600.0})]  # 1200 GOP/s: fits 2.6 GHz
+    out, lifted = _with_derived(rows, macs, peak, None, 0.01)
+    assert lifted.ghz == pytest.approx(3.125) and lifted.fp32_gflops == pytest.approx(400.0)
+    assert lifted.int8_gops == pytest.approx(1600.0) and "clock raised from 2.60 to 3.12 GHz" in lifted.assumption
+    assert "f32 row reached 400 GOP/s" in lifted.assumption
+    assert out[0].peak_fraction == pytest.approx(1.0) and out[1].peak_fraction == pytest.approx(0.75)
+    same = peak.lifted([("slow", "f32", 100.0)])
+    assert same is peak
+
+
 def test_cpu_meter_tells_the_benchmark_from_other_processes():
     """A busy loop in this process counts as the benchmark's own; one in another process counts as someone else's."""
     import time
@@ -396,7 +414,7 @@ def test_a_row_whose_map_drop_breaks_the_budget_is_not_within_parity(measured):
         replace_row(_row("qdq ort", "onnxruntime", "int8", 8.0, {1: 120}), map=0.80),
         replace_row(_row("int8 ov", "openvino", "int8", 5.0, {1: 200}), map=0.895),
     ]
-    out = {r.label: r for r in _with_derived(rows, None, measured.peak, None, 0.01)}
+    out = {r.label: r for r in _with_derived(rows, None, measured.peak, None, 0.01)[0]}
     assert out["qdq ort"].map_drop == pytest.approx(0.10) and out["qdq ort"].parity_passed is False
     assert out["int8 ov"].map_drop == pytest.approx(0.005) and out["int8 ov"].parity_passed is True
     assert out["pytorch eager"].parity_passed is None

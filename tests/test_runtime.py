@@ -601,6 +601,41 @@ def test_video_results_equal_classifier_on_frames(onnx_bundle, tmp_path):
         np.testing.assert_allclose(res.prediction.probs, ref.probs, atol=1e-6)
 
 
+def test_video_frames_decoded_ahead_are_inferred_together(onnx_bundle, tmp_path):
+    """Dynamic batching of a video file: frames already decoded when the engine is free go in one batch, in order,
+    with the same results as frame by frame; cameras and --realtime files never batch."""
+    import time
+
+    from edgecls.errors import ConfigError
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.pipeline import parse_source, stream_frames
+
+    video = make_video(tmp_path / "in.mp4", frames=12)
+    clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
+    sizes: list[int] = []
+    probs = clf.probs
+
+    def spy(batch):
+        sizes.append(len(batch))
+        return probs(batch)
+
+    clf.probs = spy
+    frames = stream_frames(clf, parse_source(source=str(video)), max_batch=4)
+    first = next(frames)
+    time.sleep(1.0)  # the reader decodes and preprocesses the rest meanwhile
+    results = [first, *frames]
+    assert [r.index for r in results] == list(range(12))
+    assert max(sizes) == 4 and sum(sizes) == 12 and min(sizes) >= 1
+    clf.probs = probs
+    single = list(stream_frames(clf, parse_source(source=str(video)), max_batch=1))
+    for res, ref in zip(results, single):
+        np.testing.assert_allclose(res.prediction.probs, ref.prediction.probs, atol=1e-6)
+    capped = list(stream_frames(clf, parse_source(source=str(video)), max_batch=8, max_frames=5))
+    assert [r.index for r in capped] == list(range(5))
+    with pytest.raises(ConfigError, match="--batch must be at least 1"):
+        next(stream_frames(clf, parse_source(source=str(video)), max_batch=0))
+
+
 def test_camera_that_cannot_open(onnx_bundle):
     from edgecls.runtime._commands import run_stream
 

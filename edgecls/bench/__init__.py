@@ -466,10 +466,14 @@ def _macs(manifest: Any, root: Path) -> int | None:
 
 
 def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak, reference_map: float | None,
-                  map_budget: float) -> list[BenchRow]:
+                  map_budget: float) -> tuple[list[BenchRow], Peak]:
     """Speed-up over PyTorch eager, GOP/s and share of the peak, and the mAP drop against the reference: a row whose
     drop on these images breaks the bundle's mAP budget does not count as within parity, whatever the export saw
-    (e.g. a Q/DQ file meant for TensorRT on an engine whose int8 kernels saturate on this CPU)."""
+    (e.g. a Q/DQ file meant for TensorRT on an engine whose int8 kernels saturate on this CPU). Returns the rows and
+    the peak estimate, raised when a row went faster than it allows (:meth:`Peak.lifted`)."""
+    achieved = {id(r): round(2.0 * macs * max(r.throughput.values()) / 1e9, 2) for r in rows
+                if r.ok and macs and r.throughput}
+    peak = peak.lifted([(r.label, r.precision, achieved[id(r)]) for r in rows if id(r) in achieved])
     eager = next((r for r in rows if r.ok and r.backend == PYTORCH and r.variant == "eager"), None)
     torch_map = next((r.map for r in rows if r.ok and r.backend == PYTORCH and r.map is not None), None)
     ref = torch_map if torch_map is not None else reference_map
@@ -483,13 +487,12 @@ def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak, reference_
         if passed is not None and drop is not None and drop > map_budget:
             passed = False
         speedup = round(eager.p50 / r.p50, 2) if eager and r.p50 else None
-        gops = fraction = None
-        if macs and r.throughput:
-            gops = round(2.0 * macs * max(r.throughput.values()) / 1e9, 2)
+        gops, fraction = achieved.get(id(r)), None
+        if gops is not None:
             bound = peak.for_precision(r.precision)
             fraction = round(gops / bound, 4) if bound else None
         out.append(replace(r, speedup=speedup, gops=gops, peak_fraction=fraction, map_drop=drop, parity_passed=passed))
-    return out
+    return out, peak
 
 
 def _load_average() -> float | None:
@@ -580,7 +583,7 @@ def run(config: BenchConfig) -> BenchResult:
             rows.append(row)
     macs = _macs(manifest, root)
     reference_map, map_budget = _reference(root, manifest, config)
-    rows = _with_derived(rows, macs, peak, reference_map, map_budget)
+    rows, peak = _with_derived(rows, macs, peak, reference_map, map_budget)
     result = BenchResult(
         bundle=root, config=config, machine=machine, peak=peak, gemm_gflops=gemm, macs=macs, rows=rows,
         not_run=not_run, versions=library_versions(), data=data_info,

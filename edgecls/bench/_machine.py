@@ -12,7 +12,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -44,6 +44,33 @@ class Peak:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def lifted(self, achieved: Sequence[tuple[str, str, float]]) -> "Peak":
+        """This estimate, or one at a higher clock when a measured row went faster than it allows.
+
+        ``achieved`` holds (row label, precision, GOP/s). A virtual machine's /proc/cpuinfo gives the base clock, and
+        the cores boost above it: a row beyond 100% of the estimate proves the clock is at least
+        ``GOP/s / (cores x operations per cycle)``. The estimate then takes the highest such clock, and says so: it
+        is a lower bound of the true peak from there on, and every fraction of it an upper bound.
+        """
+        best, why = self.ghz, ""
+        for label, precision, gops in achieved:
+            bound = self.for_precision(precision)
+            if not bound or not gops:
+                continue
+            needed = self.ghz * gops / bound
+            if needed > best * 1.0001:
+                best, why = needed, f"{label} reached {gops:.0f} GOP/s at {precision}"
+        if not why:
+            return self
+        scale = best / self.ghz
+        return Peak(
+            fp32_gflops=round(self.fp32_gflops * scale, 1),
+            bf16_gflops=round(self.bf16_gflops * scale, 1) if self.bf16_gflops else None,
+            int8_gops=round(self.int8_gops * scale, 1), cores=self.cores, ghz=round(best, 3),
+            assumption=f"{self.assumption}; clock raised from {self.ghz:.2f} to {best:.2f} GHz, the least that the "
+                       f"fastest row needs ({why}): the cores boost above the reported clock",
+        )
 
 
 @dataclass(frozen=True)

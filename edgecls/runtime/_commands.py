@@ -242,6 +242,7 @@ def run_stream(
     jsonl: str | Path | None = None,
     realtime: bool = False,
     max_frames: int | None = None,
+    batch: int = 8,
     backoff: Sequence[float] = DEFAULT_BACKOFF,
     stdout: IO[str] | None = None,
     opener: Callable[[Source], Any] = open_capture,
@@ -250,7 +251,8 @@ def run_stream(
 
     ``show=None`` shows a window only when a display is available. Headless without ``jsonl`` prints one JSON line per
     frame to stdout. ``save`` writes the overlaid frames to an mp4. A source that cannot open, or a live source that
-    drops and cannot be reopened after ``backoff``, raises :class:`edgecls.errors.DataError`.
+    drops and cannot be reopened after ``backoff``, raises :class:`edgecls.errors.DataError`. ``batch``: the most
+    frames of a video file inferred together when they are already decoded (see :func:`stream_frames`).
     """
     src = parse_source(camera, source)
     if show is None:
@@ -272,7 +274,7 @@ def run_stream(
         if sink is not None:
             outputs.append(str(save))
         for result in stream_frames(clf, src, realtime=realtime, max_frames=max_frames, backoff=backoff,
-                                    stats=stats, opener=opener):
+                                    stats=stats, opener=opener, max_batch=batch):
             if lines is not None:
                 lines.write(json.dumps(result.to_dict()) + "\n")
                 lines.flush()

@@ -360,6 +360,20 @@ class OrderedFrames:
             self._q.put(None)  # stay ended for later calls
         return item
 
+    def ready(self, limit: int) -> list[tuple[int, float, np.ndarray, Future]]:
+        """Up to ``limit`` more frames that are already read, in order, without waiting for the reader."""
+        items: list[tuple[int, float, np.ndarray, Future]] = []
+        while len(items) < limit:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._q.put(None)
+                break
+            items.append(item)
+        return items
+
     def stop(self) -> None:
         self._stop.set()
         while True:  # unblock the reader
@@ -378,7 +392,7 @@ class FrameResult:
     index: int  # frame number in the source (frames read so far, counting dropped ones)
     timestamp: float  # seconds: position in the file, or since the stream started
     prediction: "Prediction"
-    latency_ms: float  # preprocess + inference of this frame
+    latency_ms: float  # preprocess + inference of this frame (of its batch, when frames of a file were batched)
     fps: float  # processed frames per second (moving average)
     dropped: int  # stale frames dropped so far
     frame: np.ndarray
@@ -424,12 +438,18 @@ def stream_frames(
     frame_timeout: float = 10.0,
     stats: StreamStats | None = None,
     opener: Callable[[Source], Any] = open_capture,
+    max_batch: int = 8,
 ) -> Iterator[FrameResult]:
     """Yield a :class:`FrameResult` per processed frame until the source ends, ``max_frames`` or an error.
 
-    ``stats`` (updated in place) holds counts and timings even when the caller stops early. ``opener`` opens the
-    capture (the camera boundary; tests replace it with a fake camera).
+    A video file (not ``realtime``) keeps every frame, in order; frames that are already decoded when the engine is
+    free are inferred together, up to ``max_batch`` (dynamic batching: when decoding is the slower side, batches stay
+    at one frame and add no latency; when inference is, they grow and each frame costs less). Cameras, streams and
+    ``realtime`` files infer the newest frame alone. ``stats`` (updated in place) holds counts and timings even when
+    the caller stops early. ``opener`` opens the capture (the camera boundary; tests replace it with a fake camera).
     """
+    if max_batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {max_batch}")
     stats = stats if stats is not None else StreamStats()
     cv2 = _cv2()
     cap = opener(src)
@@ -443,7 +463,8 @@ def stream_frames(
         pace = stats.source_fps or 30.0
 
     def start_reader(c: Any) -> Any:
-        return OrderedFrames(c, classifier.spec) if ordered else LatestFrame(c, pace_fps=pace)
+        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch)) if ordered \
+            else LatestFrame(c, pace_fps=pace)
 
     reader = start_reader(cap)
     start = time.perf_counter()
@@ -472,26 +493,28 @@ def stream_frames(
                 continue
             t0 = time.perf_counter()
             if ordered:
-                index, ts, frame, fut = item
-                tensor = fut.result()
+                room = max_batch if max_frames is None else min(max_batch, max_frames - stats.frames)
+                group = [item, *reader.ready(room - 1)]
+                tensors = [fut.result() for *_, fut in group]
+                metas = [(index + index_offset, ts, frame) for index, ts, frame, _ in group]
             else:
                 index, captured, frame = item
-                ts = captured - start_mono
-                tensor = preprocess(frame, classifier.spec)
-            index += index_offset
-            probs = classifier.probs(tensor[None])
-            pred = classifier.predictions(probs, [f"frame {index}"])[0]
+                tensors = [preprocess(frame, classifier.spec)]
+                metas = [(index + index_offset, captured - start_mono, frame)]
+            probs = classifier.probs(np.stack(tensors))
+            preds = classifier.predictions(probs, [f"frame {index}" for index, _, _ in metas])
             now = time.perf_counter()
             latency = (now - t0) * 1000.0
             dt = now - last
             last = now
-            inst = 1.0 / dt if dt > 0 else 0.0
+            inst = len(metas) / dt if dt > 0 else 0.0
             fps = inst if stats.frames == 0 else 0.9 * fps + 0.1 * inst
-            stats.frames += 1
-            stats.latency_ms_total += latency
+            stats.latency_ms_total += latency * len(metas)
             stats.dropped = dropped_before + reader.dropped
             stats.seconds = now - start
-            yield FrameResult(index, ts, pred, latency, fps, stats.dropped, frame)
+            for (index, ts, frame), pred in zip(metas, preds):
+                stats.frames += 1
+                yield FrameResult(index, ts, pred, latency, fps, stats.dropped, frame)
     finally:
         stats.seconds = time.perf_counter() - start
         stats.dropped = dropped_before + reader.dropped
