@@ -471,14 +471,14 @@ def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak, reference_
     drop on these images breaks the bundle's mAP budget does not count as within parity, whatever the export saw
     (e.g. a Q/DQ file meant for TensorRT on an engine whose int8 kernels saturate on this CPU). Returns the rows and
     the peak estimate, raised when a row went faster than it allows (:meth:`Peak.lifted`)."""
-    achieved = {id(r): round(2.0 * macs * max(r.throughput.values()) / 1e9, 2) for r in rows
-                if r.ok and macs and r.throughput}
-    peak = peak.lifted([(r.label, r.precision, achieved[id(r)]) for r in rows if id(r) in achieved])
+    achieved = [round(2.0 * macs * max(r.throughput.values()) / 1e9, 2) if r.ok and macs and r.throughput else None
+                for r in rows]  # GOP/s at each row's best batch
+    peak = peak.lifted([(r.label, r.precision, g) for r, g in zip(rows, achieved) if g is not None])
     eager = next((r for r in rows if r.ok and r.backend == PYTORCH and r.variant == "eager"), None)
     torch_map = next((r.map for r in rows if r.ok and r.backend == PYTORCH and r.map is not None), None)
     ref = torch_map if torch_map is not None else reference_map
     out = []
-    for r in rows:
+    for r, gops in zip(rows, achieved):
         if not r.ok:
             out.append(r)
             continue
@@ -487,7 +487,7 @@ def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak, reference_
         if passed is not None and drop is not None and drop > map_budget:
             passed = False
         speedup = round(eager.p50 / r.p50, 2) if eager and r.p50 else None
-        gops, fraction = achieved.get(id(r)), None
+        fraction = None
         if gops is not None:
             bound = peak.for_precision(r.precision)
             fraction = round(gops / bound, 4) if bound else None
