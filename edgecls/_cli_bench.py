@@ -57,9 +57,9 @@ def register(cli: click.Group) -> None:
     @user_errors
     def bench(bundle: str, data: str | None, split: str, backends: str | None, artifacts: tuple[str, ...],
               batch: str, warmup: int, iters: int, min_seconds: float, max_seconds: float, threads: int | None,
-              torch_variants: str,
-              checkpoint: str | None, rounds: int, in_process: bool, json_out: str | None, md_out: str | None,
-              plot_out: str | None, baseline: str | None, tolerance: float, map_tolerance: float) -> None:
+              torch_variants: str, checkpoint: str | None, rounds: int, in_process: bool, json_out: str | None,
+              md_out: str | None, plot_out: str | None, baseline: str | None, tolerance: float,
+              map_tolerance: float) -> None:
         """Time and score every artifact of BUNDLE on every backend here, beside PyTorch, in one table."""
         from edgecls._io import atomic_write_text, to_json
         from edgecls.bench import BenchConfig, compare, load_baseline, run
@@ -68,9 +68,8 @@ def register(cli: click.Group) -> None:
         variants = () if torch_variants.strip().lower() == "none" else _csv(torch_variants)
         cfg = BenchConfig(bundle=bundle, data=data, split=split, backends=_csv(backends), artifacts=artifacts,
                           batch=_batches(batch), warmup=warmup, iters=iters, min_seconds=min_seconds,
-                          max_seconds=max_seconds,
-                          threads=threads, torch_variants=variants, checkpoint=checkpoint, isolate=not in_process,
-                          rounds=rounds)
+                          max_seconds=max_seconds, threads=threads, torch_variants=variants, checkpoint=checkpoint,
+                          isolate=not in_process, rounds=rounds)
         stored = None
         if baseline:  # a bad file or tolerance fails before the measuring starts
             check_tolerances(tolerance, map_tolerance)

@@ -1,9 +1,9 @@
 """Compare a benchmark run with a stored one (``edgecls bench --baseline FILE``): does it match within noise?
 
-Rows are matched by label. Speed is judged per row on batch-1 p50 latency and on the time per image at every batch
-size both runs measured: a row whose time grew by more than ``tolerance`` is *slower*, one whose time shrank by more
-than that is *faster* (the stored figures are stale). Speed is only judged when both runs used the same CPU, ISA and
-thread count; otherwise only accuracy is. Accuracy: mAP within ``map_tolerance`` and the same parity verdict.
+Rows are matched by label. Speed is judged per row on batch-1 p50 latency and on the time per image at every larger
+batch size both runs measured: a row whose time grew by more than ``tolerance`` is *slower*, one whose time shrank
+by more than that is *faster* (the stored figures are stale). Speed is only judged when both runs used the same CPU,
+ISA and thread count; otherwise only accuracy is. Accuracy: mAP within ``map_tolerance`` and the same parity verdict.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecls.bench._report import _num
 from edgecls.errors import ConfigError
 
 # a row's status, and whether it makes the comparison fail
@@ -27,7 +28,7 @@ class RowDiff:
     label: str
     status: str  # one of STATUSES
     p50_ratio: float | None = None  # this run's batch-1 p50 / the baseline's (> 1: slower)
-    time_ratios: dict[int, float] = field(default_factory=dict)  # batch -> this run's time per image / baseline's
+    time_ratios: dict[int, float] = field(default_factory=dict)  # batch > 1 -> time per image, this run / baseline
     map_delta: float | None = None  # this run's mAP minus the baseline's
     detail: str = ""
 
@@ -86,10 +87,6 @@ class Comparison:
         return "\n".join(out)
 
 
-def _num(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def check_tolerances(tolerance: float, map_tolerance: float) -> None:
     """Refuse tolerances that cannot be meant (before a long benchmark starts)."""
     if not tolerance > 0:
@@ -141,7 +138,9 @@ def _ratios(new: dict[str, Any], old: dict[str, Any]) -> tuple[float | None, dic
     p50_ratio = round(p50[1] / p50[0], 3) if p50[0] and p50[1] else None
     old_tp = {int(k): v for k, v in (old.get("throughput") or {}).items()}
     new_tp = {int(k): v for k, v in (new.get("throughput") or {}).items()}
-    times = {b: round(old_tp[b] / new_tp[b], 3) for b in sorted(set(old_tp) & set(new_tp)) if old_tp[b] and new_tp[b]}
+    # batch 1's throughput is the inverse of the same median as p50: its ratio would repeat p50's
+    times = {b: round(old_tp[b] / new_tp[b], 3) for b in sorted(set(old_tp) & set(new_tp))
+             if b != 1 and old_tp[b] and new_tp[b]}
     return p50_ratio, times
 
 
