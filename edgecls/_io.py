@@ -6,12 +6,74 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once, at import: os.umask is process-wide, so it is not toggled while threads write
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of the temporary files and folders written beside ``name``: ``.{name}.{pid}-`` (``tempfile`` adds
+    eight random characters and a suffix such as ``.tmp`` or ``.partial``). The pid lets a later run tell the
+    leftovers of a killed process (see :func:`remove_stale_temps`) from the temporaries of one still running."""
+    return f".{name}.{os.getpid()}-"
+
+
+_STALE_AGE_S = 24 * 3600  # where a process cannot be probed (Windows), a leftover this old counts as stale
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there; age decides instead
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, names: Sequence[str] | None,
+                       suffixes: tuple[str, ...]) -> list[Path]:
+    """Remove the leftovers of a killed edgecls process in ``folder``: entries named like :func:`temp_prefix`
+    makes them (``.{name}.{pid}-XXXXXXXX{suffix}``, or ``.{name}.XXXXXXXX{suffix}`` from versions before the pid)
+    for one of ``names`` (any name when None) and one of ``suffixes``, whose process is no longer running.
+
+    Only entries matching exactly that pattern are touched; the ones of a running process are kept.
+    Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    name_re = "(?P<name>.+)" if names is None else "(?P<name>" + "|".join(re.escape(n) for n in names) + ")"
+    suffix_re = "|".join(re.escape(s) for s in suffixes)
+    pattern = re.compile(rf"^\.{name_re}\.(?:(?P<pid>\d+)-)?[a-z0-9_]{{8}}(?:{suffix_re})$")
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = pattern.match(entry.name)
+        if match is None:
+            continue
+        pid = match.group("pid")
+        try:
+            if pid is not None and _process_alive(int(pid)):
+                if os.name != "nt" or time.time() - entry.lstat().st_mtime < _STALE_AGE_S:
+                    continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue  # not ours to fight over: another process may have just removed or renamed it
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -19,7 +81,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should get the usual permissions

@@ -86,10 +86,15 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--out", "-o", help="run directory to create (checkpoints, report, plots)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file; keys mirror these flags")
 @click.option("--resume", type=click.Path(file_okay=False), help="continue the run in this folder exactly")
+@click.option("--force", is_flag=True, help="start over in an --out that holds an earlier run (its files are removed) "
+              "or other files")
 @_train_options
 @user_errors
-def train(data: str | None, out: str | None, config_path: str | None, resume: str | None, **flags: Any) -> None:
-    """Fine-tune a backbone on DATA (label file, folder, YOLO data.yaml or COCO json)."""
+def train(data: str | None, out: str | None, config_path: str | None, resume: str | None, force: bool,
+          **flags: Any) -> None:
+    """Fine-tune a backbone on DATA (label file, folder, YOLO data.yaml or COCO json).
+
+    --out must be a new or empty folder; an earlier run there needs --resume (continue it) or --force (start over)."""
     from edgecls.config import build_config
     from edgecls.errors import ConfigError
     from edgecls.train._report import format_report
@@ -101,6 +106,8 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
     if resume:
         if data or out or config_path:
             raise ConfigError("--resume takes the data, output and settings of the run; drop DATA, --out and --config")
+        if force:
+            raise ConfigError("--resume continues the run and --force starts it over; give only one of them")
         result = resume_run(resume, given)
     else:
         if data is not None:
@@ -108,7 +115,7 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
         if out is not None:
             given["out"] = out
         cfg = build_config(TrainConfig, yaml_path=config_path, overrides=given)
-        result = fit(cfg)
+        result = fit(cfg, force=force)
     if result.stopped == "interrupted":
         sys.exit(130)
     if result.report is not None and result.report_at_half is not None:

@@ -199,3 +199,74 @@ def test_two_process_ddp_on_cpu_with_gloo(synth_small, tmp_path):
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert len(history) == 1
     shutil.rmtree(run)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_out_refuses_a_folder_that_is_not_a_run_unless_force(synth_small, tmp_path, tiny_config):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("mine: 1\n")
+    (folder / "notes.txt").write_text("my only copy\n")
+    cfg = tiny_config(synth_small, folder, epochs=1)
+    with pytest.raises(ConfigError, match="is not an edgecls run folder.*pass --force"):
+        fit(cfg)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "notes.txt"]
+    assert (folder / "config.yaml").read_text() == "mine: 1\n"
+
+    fit(cfg, force=True)  # asked for: the run goes in beside the user's file
+    assert (folder / "notes.txt").read_text() == "my only copy\n" and (folder / "best.pt").is_file()
+
+
+def test_force_starts_a_run_over_and_leftovers_of_a_killed_run_are_removed(synth_small, tmp_path, tiny_config):
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_small, run, epochs=1)
+    fit(cfg)
+    (run / "keep.txt").write_text("not the run's\n")
+    pid = _dead_pid()
+    stale = [run / f".last.pt.{pid}-abcd1234.tmp", run / ".best.pt.x1y2z3_w.tmp"]  # killed mid-write (new, old names)
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    alive = run / f".last.pt.{__import__('os').getpid()}-abcd1234.tmp"  # a running process's: kept
+    alive.write_bytes(b"being written")
+    foreign = run / ".notes.abcd1234.tmp"  # not one of the run's names: not ours to remove
+    foreign.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="already holds a training run.*--resume .*--force"):
+        fit(cfg)
+    (run / "history.jsonl").write_text('{"epoch": 99}\n')  # proves the old history is not kept
+    fit(cfg, force=True)
+    assert not any(p.exists() for p in stale)
+    assert alive.exists() and foreign.exists() and (run / "keep.txt").is_file()
+    history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1]
+
+    pid = _dead_pid()
+    (run / f".history.jsonl.{pid}-q9w8e7r6.tmp").write_text("partial")
+    resume(run, {"epochs": 2})
+    assert not list(run.glob(f".history.jsonl.{pid}-*.tmp"))
+
+
+def test_cli_train_out_names_the_flag(synth_small, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edgecls.cli import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"mine")
+    args = ["train", str(synth_small), "--out", str(folder), "--backbone", "timm:test_efficientnet", "--no-pretrained",
+            "--img-size", "64", "--epochs", "1", "--workers", "0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "not an edgecls run folder" in result.output and "--force" in result.output
+    assert "Traceback" not in result.output and [p.name for p in folder.iterdir()] == ["a.jpg"]
+    result = CliRunner().invoke(cli, ["train", "--resume", str(folder), "--force"])
+    assert result.exit_code == 1 and "give only one of them" in result.output
