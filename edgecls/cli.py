@@ -194,7 +194,7 @@ def data_inspect(path: str, classes: str | None, as_json: bool) -> None:
 @click.option("--n", default=600, show_default=True, type=int, help="number of images")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--img-size", default=192, show_default=True, type=int)
-@click.option("--force", is_flag=True, help="replace an existing folder")
+@click.option("--force", is_flag=True, help="replace an existing folder that this command made (nothing else)")
 @user_errors
 def data_synth(out: str, n: int, seed: int, img_size: int, force: bool) -> None:
     """Generate the embedded multi-label scene dataset (shapes on textured backgrounds) into OUT."""

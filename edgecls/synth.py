@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,13 +60,15 @@ def generate_synthetic(
         seed: Seed; the same seed (and arguments) gives byte-identical files.
         img_size: Side of the square images in pixels (at least 32).
         unknown_fraction: Share of label cells written as ``NA`` (unknown).
-        overwrite: Replace ``out`` when it exists and is not empty.
+        overwrite: Replace ``out`` when it exists, is not empty and is a dataset this function made (its exact
+            layout: ``labels.csv`` with the header above and ``images/img_NNNNN.jpg``, nothing else); any other
+            folder, the current folder (or one above it), the home folder and the root are refused.
 
     Returns:
         The path of ``labels.csv``.
 
     Raises:
-        DataError: ``out`` exists and is not empty (without ``overwrite``) or is a file.
+        DataError: ``out`` exists and is not empty (without ``overwrite``, or not a synthetic dataset) or is a file.
         ConfigError: An argument is out of range.
     """
     if n < 1:
@@ -77,12 +80,18 @@ def generate_synthetic(
     out = Path(os.path.abspath(os.path.expanduser(str(out))))
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is a file; choose a folder for the synthetic dataset")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"{out}: folder exists and is not empty; choose a new folder or pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(f"{out}: folder exists and is not empty; choose a new folder or pass --force to replace "
+                            "a dataset this command made")
+        _check_replaceable(out)
 
     cv2 = _cv2()
+    from edgecls._io import remove_stale_temps, temp_prefix
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_temps(out.parent, [out.name], (".tmp", ".old"))  # what a killed run over ``out`` left
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)
         images = tmp / "images"
@@ -108,11 +117,55 @@ def generate_synthetic(
     return out / "labels.csv"
 
 
+_IMAGE_NAME = re.compile(r"img_\d{5,}\.jpg")
+
+
+def _check_replaceable(out: Path) -> None:
+    """``--force`` replaces only a folder this command made: ``labels.csv`` with the synthetic header and an
+    ``images/`` folder of ``img_NNNNN.jpg`` files, nothing else; and never the current folder, one above it, the home
+    folder or the root. Raises :class:`DataError` saying why otherwise."""
+    refuse = f"{out}: refusing to replace it with --force"
+    if out.is_symlink():
+        raise DataError(f"{refuse}: it is a symbolic link; remove the link or choose another folder")
+    real = Path(os.path.realpath(out))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    if real == cwd or real in cwd.parents:
+        raise DataError(f"{refuse}: it is the current folder or holds it; choose another folder")
+    if real == home or real == Path(real.anchor):
+        raise DataError(f"{refuse}: it is {'the home folder' if real == home else 'the root folder'}")
+    header = ",".join(("filename",) + SYNTH_CLASSES)
+    names = sorted(p.name for p in out.iterdir())
+    if names != ["images", "labels.csv"]:
+        extra = [n for n in names if n not in ("images", "labels.csv")]
+        why = f"it also holds {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}" if extra else \
+            "it has no labels.csv and images/"
+        raise DataError(f"{refuse}: it is not a dataset made by `edgecls data synth` ({why}); delete it yourself "
+                        "or choose another folder")
+    labels, images = out / "labels.csv", out / "images"
+    try:
+        with open(labels, encoding="utf-8") as f:
+            first = f.readline(len(header) + 2).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        first = None
+    if labels.is_symlink() or not labels.is_file() or first != header:
+        raise DataError(f"{refuse}: {labels} is not the synthetic label file (its header is not {header}); delete "
+                        "the folder yourself or choose another folder")
+    if images.is_symlink() or not images.is_dir():
+        raise DataError(f"{refuse}: {images} is not a folder; delete it yourself or choose another folder")
+    for entry in images.iterdir():
+        if not _IMAGE_NAME.fullmatch(entry.name) or entry.is_symlink() or not entry.is_file():
+            raise DataError(f"{refuse}: {entry} is not one of its images (img_NNNNN.jpg); delete the folder yourself "
+                            "or choose another folder")
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    from edgecls._io import temp_prefix
+
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".old", dir=out.parent))
     old.rmdir()
     os.rename(out, old)
     try:

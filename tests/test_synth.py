@@ -57,8 +57,13 @@ def test_refuses_an_existing_folder_unless_overwrite(tmp_path):
     with pytest.raises(DataError, match=r"out: folder exists and is not empty; .*--force"):
         generate_synthetic(out, n=3, img_size=32)
     assert (out / "keep.txt").read_text() == "mine"
-    generate_synthetic(out, n=3, img_size=32, overwrite=True)
-    assert not (out / "keep.txt").exists() and len(list((out / "images").iterdir())) == 3
+    with pytest.raises(DataError, match=r"refusing to replace it with --force: .*not a dataset made by"):
+        generate_synthetic(out, n=3, img_size=32, overwrite=True)  # issue 10: --force replaces only its own output
+    assert (out / "keep.txt").read_text() == "mine"
+    ours = tmp_path / "ours"
+    generate_synthetic(ours, n=5, img_size=32)
+    generate_synthetic(ours, n=3, img_size=32, overwrite=True)
+    assert len(list((ours / "images").iterdir())) == 3
     empty = tmp_path / "empty"
     empty.mkdir()
     assert generate_synthetic(empty, n=2, img_size=32).is_file()  # an empty folder is fine
@@ -79,3 +84,64 @@ def test_load_dataset_reads_the_synthetic_output(tmp_path):
     assert not known.all()  # NA cells became unknown labels
     sample = ds.split("train").samples[0]
     assert sample.path.parent == tmp_path / "s" / "images" and sample.path.is_file()
+
+
+def _tamper(folder, how):
+    if how == "extra file":
+        (folder / "notes.txt").write_text("mine")
+    elif how == "other image":
+        (folder / "images" / "holiday.jpg").write_bytes(b"mine")
+    elif how == "other header":
+        (folder / "labels.csv").write_text("filename,cat,dog\nimg_00000.jpg,1,0\n")
+    elif how == "subfolder":
+        (folder / "images" / "img_00099.jpg").mkdir()
+
+
+@pytest.mark.parametrize("how", ["extra file", "other image", "other header", "subfolder"])
+def test_force_refuses_a_folder_that_synth_did_not_make(tmp_path, how):
+    out = tmp_path / "data"
+    generate_synthetic(out, n=2, img_size=32)
+    _tamper(out, how)
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    with pytest.raises(DataError, match="refusing to replace it with --force"):
+        generate_synthetic(out, n=2, img_size=32, overwrite=True)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+
+
+def test_force_never_replaces_the_current_folder_home_or_root(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edgecls.cli import cli
+
+    home = tmp_path / "home"
+    generate_synthetic(home, n=2, img_size=32)  # even when it looks like a synthetic dataset
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(DataError, match="it is the home folder"):
+        generate_synthetic(home, n=2, img_size=32, overwrite=True)
+
+    data = tmp_path / "data"
+    generate_synthetic(data, n=2, img_size=32)
+    monkeypatch.chdir(data)
+    result = CliRunner().invoke(cli, ["data", "synth", ".", "--n", "2", "--img-size", "32", "--force"])
+    assert result.exit_code == 1 and "it is the current folder or holds it" in result.output
+    assert "Traceback" not in result.output and (data / "labels.csv").is_file()
+    monkeypatch.chdir(data / "images")
+    result = CliRunner().invoke(cli, ["data", "synth", str(data), "--n", "2", "--img-size", "32", "--force"])
+    assert result.exit_code == 1 and "it is the current folder or holds it" in result.output
+    with pytest.raises(DataError, match="refusing to replace it with --force: it is"):  # above the cwd, and root
+        generate_synthetic("/", n=2, img_size=32, overwrite=True)
+
+
+def test_leftovers_of_a_killed_synth_are_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    left = tmp_path / f".data.{proc.pid}-abcd1234.tmp"
+    (left / "images").mkdir(parents=True)
+    (left / "images" / "img_00000.jpg").write_bytes(b"half")
+    foreign = tmp_path / ".data.backup"
+    foreign.mkdir()
+    generate_synthetic(tmp_path / "data", n=2, img_size=32)
+    assert not left.exists() and foreign.is_dir()
