@@ -97,3 +97,51 @@ def test_broken_budget_exits_non_zero_with_the_report(cli, runner, tiny, tmp_pat
                                  "--fp32-tolerance", "1e-12"])
     assert result.exit_code == 1 and "broke their parity budget" in result.output and "FAILED" in result.output
     assert not out.exists() and (tmp_path / "b.parity-failed" / "parity.json").is_file()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_failed_parity_never_replaces_an_existing_parity_failed_folder(cli, runner, tiny, tmp_path):
+    ckpt, data = tiny
+    out = tmp_path / "b"
+    theirs = tmp_path / "b.parity-failed"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("my inspection notes")
+    args = ["export", str(ckpt), "-t", "onnx", "--data", str(data), "--out", str(out), "--fp32-tolerance", "1e-12"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and "broke their parity budget" in result.output
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
+    second = tmp_path / "b.parity-failed-2"
+    assert (second / "parity.json").is_file() and str(second) in result.output
+    result = runner.invoke(cli, args)  # an earlier failed export's folder is kept too
+    assert result.exit_code == 1 and (tmp_path / "b.parity-failed-3" / "parity.json").is_file()
+    assert (second / "parity.json").is_file() and not out.exists()
+
+
+def test_leftovers_of_a_killed_export_are_removed_by_the_next_export(cli, runner, tiny, tmp_path):
+    import os
+
+    ckpt, data = tiny
+    pid = _dead_pid()
+    left = [tmp_path / f".b.{pid}-abcd1234.partial", tmp_path / f".b.{pid}-efgh5678.work",
+            tmp_path / ".b.x1y2z3_w.old", tmp_path / ".b.q1w2e3r4.partial"]  # the last two: names before the pid
+    for p in left:
+        (p / "onnx").mkdir(parents=True)
+        (p / "onnx" / "model.onnx").write_bytes(b"half")
+    running = tmp_path / f".b.{os.getpid()}-abcd1234.partial"  # an export still running over the same path
+    running.mkdir()
+    kept = [tmp_path / ".b.backup", tmp_path / ".c.abcd1234.partial", running]  # not ours, or not over b
+    for p in kept[:2]:
+        p.mkdir()
+    result = runner.invoke(cli, ["export", str(ckpt), "-t", "onnx", "--data", str(data), "--out",
+                                 str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in left) and all(p.is_dir() for p in kept)
+    assert not list(tmp_path.glob(".b.*.work")) and not list(tmp_path.glob(".b.*.old"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -244,7 +243,7 @@ def export(config: ExportConfig) -> ExportResult:
         CheckpointError: The checkpoint is missing, corrupt or does not fit its backbone.
         DataError: The dataset or a split has no readable images.
         ParityError: An artifact broke its budget (without ``allow_parity_failure``); the bundle is kept at
-            ``<out>.parity-failed`` for inspection and the message holds the report.
+            ``<out>.parity-failed`` (``-2``, ``-3`` ... when that exists) for inspection; the message holds the report.
     """
     from edgecls.export.bundle import BundleWriter
 
@@ -271,8 +270,8 @@ def export(config: ExportConfig) -> ExportResult:
 
     ckpt = load_checkpoint(config.checkpoint)
     model = ckpt.build_model().cpu().eval()
-    with tempfile.TemporaryDirectory(prefix="edgecls-export-") as work:
-        ctx = ExportContext(config, ckpt, model, Path(work))
+    with writer.workdir() as work:
+        ctx = ExportContext(config, ckpt, model, work)
         log.info("export: preprocessing the %s split for the parity check", config.parity_split)
         ctx.validation()
         if any(t.accepts("calib_size") for t in targets):

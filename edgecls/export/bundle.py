@@ -16,18 +16,23 @@ Layout (one folder per target, named after it)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from edgecls.errors import ConfigError
 from edgecls.manifest import MANIFEST_NAME, Manifest
+
+log = logging.getLogger("edgecls.export")
 
 PARITY_NAME = "parity.json"
 REFERENCE_NAME = "reference.npz"
@@ -46,7 +51,8 @@ class BundleWriter:
 
     def check(self) -> None:
         """Refuse an existing destination (unless ``force`` and it is a bundle) or an unwritable parent, before any
-        work is done."""
+        work is done; remove what a killed export over the same destination left beside it (see
+        :meth:`remove_leftovers`)."""
         out = self.out
         if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
             pass  # an empty folder is replaced like a missing one
@@ -64,14 +70,41 @@ class BundleWriter:
             probe = probe.parent
         if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
             raise ConfigError(f"{out}: cannot write there ({probe} is not a writable folder); choose another --out")
+        self.remove_leftovers()
 
-    def open(self) -> Path:
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the temporary folders of an export over ``out`` whose process is gone (killed): the half-written
+        bundle (``.{name}.*.partial``), the work folder (``*.work``) and a replaced bundle (``*.old``); only names of
+        exactly that pattern, and never those of an export still running."""
+        from edgecls._io import remove_stale_temps
+
+        removed = remove_stale_temps(self.out.parent, [self.out.name], (".partial", ".work", ".old"))
+        for path in removed:
+            log.info("export: removed %s, left by an earlier export that did not finish", path)
+        return removed
+
+    def _mkdtemp(self, suffix: str) -> Path:
+        from edgecls._io import temp_prefix
+
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+            return Path(tempfile.mkdtemp(prefix=temp_prefix(self.out.name), suffix=suffix, dir=self.out.parent))
         except OSError as exc:
             raise ConfigError(f"{self.out}: cannot write there ({exc.strerror or exc}); choose another --out") from None
+
+    def open(self) -> Path:
+        self.tmp = self._mkdtemp(".partial")
         return self.tmp
+
+    @contextlib.contextmanager
+    def workdir(self) -> Iterator[Path]:
+        """A scratch folder beside ``out`` (``.{name}.{pid}-XXXXXXXX.work``), removed afterwards; a killed export's
+        is removed by the next export over ``out``."""
+        work = self._mkdtemp(".work")
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     def _permissions(self) -> None:
         """Temporary files are private (0600/0700); a finished bundle gets the usual umask permissions."""
@@ -89,7 +122,7 @@ class BundleWriter:
         self._permissions()
         old = None
         if self.out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".old", dir=self.out.parent))
+            old = self._mkdtemp(".old")
             os.rmdir(old)
             self.out.rename(old)
         try:
@@ -104,13 +137,26 @@ class BundleWriter:
         return self.out
 
     def park(self, suffix: str) -> Path:
-        """Keep a bundle that failed a check beside ``out`` (as ``<out><suffix>``), never at ``out`` itself."""
+        """Keep a bundle that failed a check beside ``out`` (as ``<out><suffix>``), never at ``out`` itself.
+
+        Nothing that exists is replaced: when ``<out><suffix>`` is taken (an earlier failed export the user may be
+        inspecting, or anything else), the first free ``<out><suffix>-2``, ``-3`` ... is used."""
         assert self.tmp is not None
         self._permissions()
-        dest = self.out.with_name(self.out.name + suffix)
-        if dest.exists():
-            shutil.rmtree(dest)
-        self.tmp.rename(dest)
+        for n in itertools.count(1):
+            dest = self.out.with_name(self.out.name + suffix + ("" if n == 1 else f"-{n}"))
+            if dest.exists() or dest.is_symlink():
+                continue
+            try:
+                os.mkdir(dest)  # claim the name (another export may race for it), then rename onto the empty folder
+            except FileExistsError:
+                continue
+            try:
+                os.rename(self.tmp, dest)
+            except OSError:
+                os.rmdir(dest)
+                raise
+            break
         self.tmp = None
         return dest
 
