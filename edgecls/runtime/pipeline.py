@@ -25,6 +25,7 @@ import glob
 import logging
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -64,23 +65,25 @@ def collect_images(inputs: Sequence[str | Path]) -> list[str]:
     A folder contributes only files with an image extension; a file named explicitly is kept whatever its
     extension (it becomes an error row if it is not an image). A path that does not exist and is not a pattern is
     kept too, so it is reported as an error row. A pattern that matches nothing is logged.
+
+    Symbolic links to folders are followed, but a folder reached twice (a link loop, or two links to one folder) is
+    walked once, and each file (by device and inode: symlinks and hard links to it) is listed once per input. A
+    FIFO, socket or device file is kept so that it becomes a "not a regular file" error row; it is never opened.
     """
     found: list[str] = []
     for item in inputs:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            files = sorted(
-                (str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                key=lambda s: s.split(os.sep),
-            )
+            files = _unique(sorted((p for _, p in _walk(text) if Path(p).suffix.lower() in IMAGE_EXTENSIONS),
+                                   key=lambda s: s.split(os.sep)))
             if not files:
                 log.warning("%s: no images (%s) in this folder", text, ", ".join(IMAGE_EXTENSIONS))
             found.extend(files)
         elif path.exists():
             found.append(text)
         elif glob.has_magic(text):
-            matches = sorted(m for m in glob.glob(text, recursive=True) if Path(m).is_file())
+            matches = _unique(sorted(_glob(text)))
             if not matches:
                 log.warning("%s: the pattern matches no file", text)
             found.extend(matches)
@@ -89,7 +92,129 @@ def collect_images(inputs: Sequence[str | Path]) -> list[str]:
     return found
 
 
+def _file_key(path: str) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points to; None when it is missing (a dangling link) or is a folder."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return None if stat.S_ISDIR(st.st_mode) else (st.st_dev, st.st_ino)
+
+
+def _unique(paths: list[str]) -> list[str]:
+    """Existing non-folder paths, each file once (the first of its names), in the given order."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for p in paths:
+        key = _file_key(p)
+        if key is None or key in seen:
+            continue
+        seen.add(key)
+        out.append(p)
+    return out
+
+
+def _walk(root: str) -> Iterator[tuple[str, str]]:
+    """(path relative to ``root`` with ``/``, path) of every non-folder entry under ``root``, folders in sorted
+    order; links to folders are followed, but each real folder is entered once, so link loops end."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == os.curdir else rel.replace(os.sep, "/") + "/"
+        for name in sorted(filenames):
+            yield prefix + name, os.path.join(dirpath, name)
+
+
+def _component_regex(part: str) -> str:
+    """One path component of a glob pattern as a regex that does not cross ``/`` (a leading dot must be matched
+    literally, as :mod:`glob` does)."""
+    out = [] if part.startswith(".") else [r"(?!\.)"]
+    i = 0
+    while i < len(part):
+        c = part[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1
+            j += part[j:j + 1] == "!"
+            j += part[j:j + 1] == "]"
+            j = part.find("]", j)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                body = part[i + 1:j]
+                neg = body.startswith("!")
+                body = (body[1:] if neg else body).replace("\\", "\\\\").replace("[", "\\[")
+                if body.startswith("^"):
+                    body = "\\" + body
+                out.append("[" + ("^" if neg else "") + body + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _glob(pattern: str) -> list[str]:
+    """:func:`glob.glob` (recursive ``**``) that follows links to folders but enters each real folder once, so a link
+    loop does not repeat files or hang; non-folder matches only."""
+    if "**" not in pattern:
+        return [m for m in glob.glob(pattern) if not os.path.isdir(m)]
+    parts = re.split(r"[\\/]", pattern) if os.name == "nt" else pattern.split("/")
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = "/".join(parts[:first])
+    if first == 1 and parts[0] == "":
+        base = "/"
+    rest = [p for p in parts[first:] if p]
+    regex = ""
+    for i, part in enumerate(rest):
+        last = i == len(rest) - 1
+        if part == "**":
+            regex += r"(?:(?!\.)[^/]+/)*" + (r"(?!\.)[^/]+" if last else "")
+        else:
+            regex += _component_regex(part) + ("" if last else "/")
+    matcher = re.compile(regex + r"\Z", re.DOTALL)
+    root = base or os.curdir
+    if not os.path.isdir(root):
+        return []
+    return [os.path.join(base, rel) if base else rel.replace("/", os.sep)
+            for rel, _ in _walk(root) if matcher.match(rel)]
+
+
+def _not_regular(path: str) -> str | None:
+    """Why ``path`` must not be opened (a FIFO would block, a device never ends), or None for a regular file or
+    a missing one (the decoder reports that)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+    return f"{path}: not a regular file ({kind}); skipped"
+
+
 def _load(path: str, spec: Any) -> tuple[np.ndarray | None, str | None]:
+    why = _not_regular(path)
+    if why is not None:
+        return None, why
     try:
         return preprocess(path, spec), None
     except DataError as exc:
