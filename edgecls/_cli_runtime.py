@@ -16,6 +16,7 @@ from edgecls._cli_errors import user_errors
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "coreml")
 FORMATS = ("table", "json", "jsonl", "csv")
+PREDICT_UNREADABLE_EXIT = 3  # `predict`: all rows written, but some input could not be read
 
 
 def _engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,12 +64,22 @@ def register(cli_group: click.Group) -> None:
                 progress: bool | None) -> None:
         """Classify images, folders (recursive) and globs with BUNDLE; one row per image, in input order.
 
-        An unreadable image becomes an error row and the run goes on."""
+        An unreadable image (missing, corrupt, not a regular file) becomes an error row and the run goes on.
+
+        \b
+        Exit status:
+          0  every image was classified
+          3  every row was written, but at least one input could not be read (its row holds the error)
+          2  usage error (an unknown option or a bad value)
+          1  failure: nothing or not everything was classified (bad bundle, backend, --out ...)
+          130  interrupted (Ctrl-C) after the rows so far were written"""
         from edgecls.runtime._commands import predict_paths
 
         summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
                                 batch=batch, workers=workers, fmt=fmt, out=out, progress=progress)
         _finish(summary)
+        if summary.errors:
+            sys.exit(PREDICT_UNREADABLE_EXIT)
 
     @cli_group.command()
     @click.argument("bundle", type=click.Path(exists=True))

@@ -102,6 +102,47 @@ def _quietly(action: Callable[[], Any]) -> None:
         pass
 
 
+def _file_key(path: str | Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def refuse_overwriting_inputs(outputs: Sequence[tuple[str, str | Path | None]], inputs: Sequence[str | Path],
+                              bundle: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` when an output (``(option, path)``) is the same file as an input (the same path,
+    or a symlink or hard link to it), lies inside the bundle, or is named by two options; before anything is written.
+    """
+    given = [(opt, Path(out)) for opt, out in outputs if out is not None]
+    by_key: dict[tuple[int, int], tuple[str, Path]] = {}
+    by_real: dict[str, str] = {}
+    for opt, out in given:
+        real = os.path.realpath(out)
+        if real in by_real:
+            raise ConfigError(f"{opt} {out}: {by_real[real]} writes the same file; give them different paths")
+        by_real[real] = opt
+        key = _file_key(out)
+        if key is not None:  # a file that does not exist yet cannot be an input
+            by_key[key] = (opt, out)
+    if bundle is not None:
+        root = os.path.realpath(bundle)
+        for opt, out in given:
+            real = os.path.realpath(out)
+            if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+                raise ConfigError(f"{opt} {out}: is {'the bundle' if real == root else 'inside the bundle'} {bundle}; "
+                                  "writing there would damage it. Choose another output path")
+    if not by_key:
+        return
+    for item in inputs:
+        hit = by_key.get(_file_key(item))  # type: ignore[arg-type]
+        if hit is not None:
+            opt, out = hit
+            raise ConfigError(f"{opt} {out}: is the same file as the input {item}; writing there would destroy it. "
+                              "Choose another output path")
+
+
 def _open_out(out: str | Path | None, default: IO[str] | None) -> tuple[IO[str], bool]:
     if out is None:
         return (default or sys.stdout), False
@@ -152,7 +193,8 @@ def predict_paths(
 ) -> PredictSummary:
     """Classify images, folders (recursive) and globs with a bundle; write one row per image in input order.
 
-    An unreadable image is an error row (counted in ``errors``) and the run goes on.
+    An unreadable image is an error row (counted in ``errors``) and the run goes on. An ``out`` that is the same
+    file as an input image (or lies inside the bundle) is refused before anything is written.
     """
     import time
 
@@ -162,6 +204,7 @@ def predict_paths(
     if not images:
         raise ConfigError(f"no images found in {', '.join(map(str, paths))} (extensions: jpg, jpeg, png, bmp, webp, "
                           "tif, tiff)")
+    refuse_overwriting_inputs([("--out", out)], images, bundle)
     clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
     stream, owned = _open_out(out, stdout)
     bar = Progress(len(images), enabled=progress)
@@ -250,11 +293,15 @@ def run_stream(
     """Classify a camera, video file, stream URL or GStreamer pipeline frame by frame.
 
     ``show=None`` shows a window only when a display is available. Headless without ``jsonl`` prints one JSON line per
-    frame to stdout. ``save`` writes the overlaid frames to an mp4. A source that cannot open, or a live source that
-    drops and cannot be reopened after ``backoff``, raises :class:`edgecls.errors.DataError`. ``batch``: the most
+    frame to stdout. ``save`` writes the overlaid frames to an mp4; ``save`` or ``jsonl`` that is the video file
+    itself (or a link to it), inside the bundle, or both the same file, is refused before anything is written. A
+    source that cannot open, or a live source that drops and cannot be reopened after ``backoff``, raises
+    :class:`edgecls.errors.DataError`. ``batch``: the most
     frames of a video file inferred together when they are already decoded (see :func:`stream_frames`).
     """
     src = parse_source(camera, source)
+    refuse_overwriting_inputs([("--save", save), ("--jsonl", jsonl)], [src.target] if src.kind == "file" else [],
+                              bundle)
     if show is None:
         show = has_display()
         log.debug("run: %s", "showing a window" if show else "headless (no display)")
