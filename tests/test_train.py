@@ -270,3 +270,12 @@ def test_cli_train_out_names_the_flag(synth_small, tmp_path, monkeypatch):
     assert "Traceback" not in result.output and [p.name for p in folder.iterdir()] == ["a.jpg"]
     result = CliRunner().invoke(cli, ["train", "--resume", str(folder), "--force"])
     assert result.exit_code == 1 and "give only one of them" in result.output
+
+
+def test_a_run_stopped_before_its_first_epoch_needs_force(synth_small, tmp_path, tiny_config):
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "config.yaml").write_text("data: x\n")
+    with pytest.raises(ConfigError, match="stopped before its first epoch .*--force"):
+        fit(tiny_config(synth_small, run, epochs=1))
+    assert (run / "config.yaml").read_text() == "data: x\n"

@@ -587,6 +587,9 @@ def _check_out(out: Path, *, force: bool) -> None:
         return
     if is_run_folder(out):
         if not force:
+            if not (out / "last.pt").is_file():
+                raise ConfigError(f"--out {out}: already holds a training run that stopped before its first epoch "
+                                  "(no last.pt to resume from); replace it with --force, or pick another --out")
             raise ConfigError(f"--out {out}: already holds a training run; continue it with --resume {out}, "
                               "replace it with --force, or pick another --out")
         if rank0:
