@@ -83,19 +83,26 @@ def register(cli_group: click.Group) -> None:
     @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="stop after this many frames")
     @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
                   help="video files: infer up to this many already-decoded frames together (cameras: always 1)")
+    @click.option("--reconnect-tries", type=click.IntRange(min=0), default=3, show_default=True,
+                  help="a live source that stops is reopened this many times in a row (0.5 s, 1 s, 2 s... apart) "
+                       "before the run ends with an error; a try counts only once a frame arrives")
+    @click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+                  help="seconds without a frame after which a live source counts as stalled")
     @user_errors
     def run(bundle: str, camera: str | None, source: str | None, backend: str, device: str | None,
             artifact: str | None, threads: int | None, show: bool | None, save: str | None, jsonl: str | None,
-            realtime: bool, max_frames: int | None, batch: int) -> None:
+            realtime: bool, max_frames: int | None, batch: int, reconnect_tries: int, frame_timeout: float) -> None:
         """Classify a camera (--camera 0) or a video/stream (--source) frame by frame, with an overlay.
 
         Headless (--no-show) without --jsonl prints one JSON line per frame. A camera or stream that drops is
-        reopened with back-off a few times, then the run ends with an error."""
+        reopened with back-off --reconnect-tries times, then the run ends with an error."""
         from edgecls.runtime._commands import run_stream
+        from edgecls.runtime.pipeline import backoff_delays
 
         summary = run_stream(bundle, camera=camera, source=source, backend=backend, device=device, artifact=artifact,
                              threads=threads, show=show, save=save, jsonl=jsonl, realtime=realtime,
-                             max_frames=max_frames, batch=batch)
+                             max_frames=max_frames, batch=batch, backoff=backoff_delays(reconnect_tries),
+                             frame_timeout=frame_timeout)
         _finish(summary)
 
     @cli_group.command()

@@ -80,6 +80,60 @@ def test_run_video_headless_jsonl_and_save(runner, bundle, tmp_path):
     assert json.loads(result.stdout.splitlines()[0])["frame"] == 0
 
 
+@pytest.fixture
+def silent_server():
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte; yields (port, accept times)."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[float] = []
+    conns = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            conns.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()
+    for conn in conns:
+        conn.close()
+
+
+def test_run_gives_up_on_a_stream_that_connects_but_sends_nothing(runner, bundle, silent_server):
+    """An http:// MJPEG URL whose server accepts and stays silent: each try waits --frame-timeout, the waits between
+    tries grow (0.5 s, then 1 s), and after --reconnect-tries the run ends with one line (it used to sit in OpenCV's
+    30 s open timeout, then fail without a retry; a stream that opened and stalled was reopened forever)."""
+    import time
+
+    port, accepted = silent_server
+    url = f"http://127.0.0.1:{port}/video.mjpg"
+    start = time.monotonic()
+    result = runner.invoke(_cli(), ["run", str(bundle), "--source", url, "--no-show", "--backend", "onnxruntime",
+                                    "--reconnect-tries", "2", "--frame-timeout", "1"])
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "Traceback" not in result.output and len(errors) == 1, result.output
+    assert "reopening in 0.5 s (try 1 of 2)" in result.output and "reopening in 1.0 s (try 2 of 2)" in result.output
+    assert (f"Error: {url} stopped delivering frames and could not be reopened after 2 tries (0.5, 1 s apart)"
+            in result.output), result.output
+    assert "--reconnect-tries" in result.output and "--frame-timeout (1 s)" in result.output
+    assert len(accepted) == 3, accepted  # the first open and two reopen tries, each connected
+    gaps = [b - a for a, b in zip(accepted, accepted[1:])]
+    assert 1.3 < gaps[0] < 2.5 and gaps[1] > gaps[0] + 0.3, gaps  # 1 s timeout + 0.5 s, then 1 s timeout + 1 s
+    assert elapsed < 15
+
+
 def test_errors_are_one_line_messages(runner, bundle, tmp_path):
     result = runner.invoke(_cli(), ["run", str(bundle), "--camera", "99", "--no-show"])
     assert result.exit_code == 1 and "Error: cannot open camera 99" in result.output

@@ -21,6 +21,7 @@ from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.runtime.classifier import Classifier, Prediction
 from edgecls.runtime.pipeline import (
     DEFAULT_BACKOFF,
+    DEFAULT_FRAME_TIMEOUT,
     Display,
     Progress,
     Source,
@@ -244,6 +245,7 @@ def run_stream(
     max_frames: int | None = None,
     batch: int = 8,
     backoff: Sequence[float] = DEFAULT_BACKOFF,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     stdout: IO[str] | None = None,
     opener: Callable[[Source], Any] = open_capture,
 ) -> StreamSummary:
@@ -251,7 +253,8 @@ def run_stream(
 
     ``show=None`` shows a window only when a display is available. Headless without ``jsonl`` prints one JSON line per
     frame to stdout. ``save`` writes the overlaid frames to an mp4. A source that cannot open, or a live source that
-    drops and cannot be reopened after ``backoff``, raises :class:`edgecls.errors.DataError`. ``batch``: the most
+    drops and cannot be reopened after ``backoff``, raises :class:`edgecls.errors.DataError`; a try that brings no
+    frame within ``frame_timeout`` seconds counts as failed (see :func:`stream_frames`). ``batch``: the most
     frames of a video file inferred together when they are already decoded (see :func:`stream_frames`).
     """
     src = parse_source(camera, source)
@@ -274,7 +277,7 @@ def run_stream(
         if sink is not None:
             outputs.append(str(save))
         for result in stream_frames(clf, src, realtime=realtime, max_frames=max_frames, backoff=backoff,
-                                    stats=stats, opener=opener, max_batch=batch):
+                                    frame_timeout=frame_timeout, stats=stats, opener=opener, max_batch=batch):
             if lines is not None:
                 lines.write(json.dumps(result.to_dict()) + "\n")
                 lines.flush()
