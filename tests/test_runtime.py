@@ -574,6 +574,11 @@ def test_run_stream_on_a_video_file(onnx_bundle, tmp_path):
     assert [r["frame"] for r in lines] == list(range(20))
     assert set(lines[0]) >= {"frame", "timestamp", "probabilities", "labels", "latency_ms"}
     assert lines[-1]["timestamp"] == pytest.approx(19 / 20.0, abs=0.01)
+    # the summary's latency is the engine's median per frame, beside the throughput (not "N FPS, M ms per frame")
+    assert 0 < summary.engine_p50_ms <= float(np.median([r["latency_ms"] for r in lines])) + 1e-3
+    text = summary.format()
+    assert f"engine latency {summary.engine_p50_ms:.1f} ms (p50), throughput {summary.fps:.1f} FPS" in text
+    assert "ms per frame" not in text
     cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(20.0)
     ok, frame = cap.read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 import pytest
@@ -75,6 +76,7 @@ def test_run_video_headless_jsonl_and_save(runner, bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 20 and (tmp_path / "o.mp4").stat().st_size > 0
     assert "20 frames" in result.stderr
+    assert re.search(r"engine latency \d+\.\d ms \(p50\), throughput \d+\.\d FPS", result.stderr), result.stderr
     result = runner.invoke(_cli(), ["run", str(bundle), "--source", str(video), "--no-show", "--max-frames", "3"])
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3
     assert json.loads(result.stdout.splitlines()[0])["frame"] == 0

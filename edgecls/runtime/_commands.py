@@ -209,11 +209,12 @@ class StreamSummary:
     outputs: list[str] = field(default_factory=list)
     interrupted: bool = False
     output_closed: bool = False
+    engine_p50_ms: float = 0.0  # median engine time of a frame (its batch's, when frames were batched)
 
     def format(self) -> str:
         b = self.backend.get("backend", {})
-        text = (f"{self.source}: {self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, "
-                f"{self.mean_latency_ms:.1f} ms per frame on {b.get('name')}/{b.get('device')}, "
+        text = (f"{self.source}: {self.frames} frames in {self.seconds:.2f} s on {b.get('name')}/{b.get('device')}, "
+                f"engine latency {self.engine_p50_ms:.1f} ms (p50), throughput {self.fps:.1f} FPS, "
                 f"{self.dropped} stale frames dropped")
         if self.reconnects:
             text += f", reopened {self.reconnects}x"
@@ -304,7 +305,7 @@ def run_stream(
         info = clf.info()
         clf.close()
     return StreamSummary(src.label, stats.frames, stats.dropped, stats.reconnects, stats.seconds, stats.fps,
-                         stats.mean_latency_ms, info, outputs, interrupted, output_closed)
+                         stats.mean_latency_ms, info, outputs, interrupted, output_closed, stats.engine_p50_ms)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -430,14 +430,24 @@ class FrameResult:
         }
 
 
+ENGINE_TIMES_KEPT = 10_000
+
+
 @dataclass
 class StreamStats:
+    """Counts and timings of a stream run, updated in place by :func:`stream_frames`.
+
+    ``engine_ms`` holds the engine time of each of the last ``ENGINE_TIMES_KEPT`` frames (``classifier.probs`` on
+    the frame's batch, without decoding and preprocessing): :attr:`engine_p50_ms` is their median.
+    """
+
     frames: int = 0
     dropped: int = 0
     reconnects: int = 0
     seconds: float = 0.0
     latency_ms_total: float = 0.0
     source_fps: float = 0.0  # frame rate the source reports (0 when unknown)
+    engine_ms: deque = field(default_factory=lambda: deque(maxlen=ENGINE_TIMES_KEPT))
 
     @property
     def fps(self) -> float:
@@ -446,6 +456,10 @@ class StreamStats:
     @property
     def mean_latency_ms(self) -> float:
         return self.latency_ms_total / self.frames if self.frames else 0.0
+
+    @property
+    def engine_p50_ms(self) -> float:
+        return float(np.median(self.engine_ms)) if self.engine_ms else 0.0
 
 
 def stream_frames(
@@ -540,7 +554,10 @@ def stream_frames(
                 index, captured, frame = item
                 tensors = [preprocess(frame, classifier.spec)]
                 metas = [(index + index_offset, captured - start_mono, frame)]
-            probs = classifier.probs(np.stack(tensors))
+            batch = np.stack(tensors)
+            t_engine = time.perf_counter()
+            probs = classifier.probs(batch)
+            stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))
             preds = classifier.predictions(probs, [f"frame {index}" for index, _, _ in metas])
             now = time.perf_counter()
             latency = (now - t0) * 1000.0
