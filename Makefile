@@ -11,9 +11,10 @@ DEMO_NEW  ?= data/synth-new
 .PHONY: demo test install lint clean bench-check
 
 $(STAMP): pyproject.toml
+	@echo "installing edgecls[all,dev] into $(VENV): about 2 minutes"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/edgecls export $(DEMO_RUN) --target onnx --target onnx-int8 --target openvino --target openvino-int8 \
 		--data $(DEMO_DATA) --out $(DEMO_BUNDLE) --force
 	@test -d $(DEMO_NEW) || $(BIN)/edgecls data synth $(DEMO_NEW) --n 8 --seed 1
-	$(BIN)/edgecls predict $(DEMO_BUNDLE) $(DEMO_NEW) --format table
+	$(BIN)/edgecls predict $(DEMO_BUNDLE) $(DEMO_NEW) --format table --truth $(DEMO_NEW)/labels.csv
 	@echo "checkpoint: $(DEMO_RUN)/best.pt   report: $(DEMO_RUN)/report.md   plots: $(DEMO_RUN)/*.png"
 	@echo "bundle:     $(DEMO_BUNDLE) (manifest.json, parity.json, README.md)   true labels of the new images: $(DEMO_NEW)/labels.csv"
 

@@ -57,17 +57,20 @@ def register(cli_group: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
     @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="write results here, not stdout")
     @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+    @click.option("--truth", default=None, metavar="LABELS_FILE",
+                  help="true labels of the images (a label file like the training data's): the summary adds how "
+                       "many images are exactly right and the label accuracy")
     @user_errors
     def predict(bundle: str, paths: tuple[str, ...], backend: str, device: str | None, artifact: str | None,
                 threads: int | None, batch: int, workers: int | None, fmt: str, out: str | None,
-                progress: bool | None) -> None:
+                progress: bool | None, truth: str | None) -> None:
         """Classify images, folders (recursive) and globs with BUNDLE; one row per image, in input order.
 
         An unreadable image becomes an error row and the run goes on."""
         from edgecls.runtime._commands import predict_paths
 
         summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
-                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress)
+                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth)
         _finish(summary)
 
     @cli_group.command()

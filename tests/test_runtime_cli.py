@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import click
 import pytest
@@ -145,6 +146,74 @@ def test_errors_are_one_line_messages(runner, bundle, tmp_path):
     assert result.exit_code == 2 and "onnxruntime" in result.output
     result = runner.invoke(_cli(), ["predict", str(bundle), "x.jpg", "--artifact", "nope"])
     assert result.exit_code == 1 and "no 'nope' artifact" in result.output
+
+
+def test_predict_scores_against_true_labels(runner, bundle, images, tmp_path):
+    """--truth: the summary counts the images whose predicted labels are all right and the label accuracy, over the
+    known labels of the images the label file lists (NA left out); unreadable and unlisted images are not scored."""
+    import shutil
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(images, folder)
+    result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime", "--format",
+                                    "json", "--no-progress"])
+    predicted = {Path(r["source"]).name: set(r["labels"]) for r in json.loads(result.stdout) if "error" not in r}
+    rows = ["filename,cat,dog,fish"]
+    for i in range(8):  # img08 (in sub/) has no row; img04 is the corrupt one
+        name = next(p.name for p in folder.glob(f"img{i:02d}.*"))
+        truth = {c: int(c in predicted.get(name, set())) for c in ("cat", "dog", "fish")}
+        if i == 3:
+            truth["cat"] = 1 - truth["cat"]
+        if i == 5:
+            truth["dog"], truth["fish"] = 1 - truth["dog"], 1 - truth["fish"]
+        cells = [str(truth[c]) for c in ("cat", "dog", "fish")]
+        if i == 6:
+            cells[2] = "NA"
+        rows.append(f"{name}," + ",".join(cells))
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime",
+                                    "--truth", str(folder / "labels.csv"), "--no-progress"])
+    assert result.exit_code in (0, 3), result.output  # 3: an unreadable input, where that exit code exists
+    assert (f"scored against {folder / 'labels.csv'}: 5 of 7 images exactly right, label accuracy 0.850 "
+            "(17/20 labels); 2 image(s) not scored") in result.stderr, result.stderr
+    (folder / "other.csv").write_text("filename,cat,cow,fish\nimg00.png,1,0,0\n")
+    result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime", "--truth",
+                                    str(folder / "other.csv")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert (f"Error: --truth {folder / 'other.csv'}: its classes (cat, cow, fish) are not the bundle's (cat, dog, "
+            "fish)") in result.output
+    # a header in another order, or none at all, is read in the bundle's class order
+    (folder / "reordered.csv").write_text("\n".join(
+        ["filename,fish,cat,dog"] + [f"{r.split(',')[0]},{r.split(',')[3]},{r.split(',')[1]},{r.split(',')[2]}"
+                                     for r in rows[1:]]) + "\n")
+    (folder / "bare.csv").write_text("\n".join(rows[1:]) + "\n")
+    for truth in (folder / "reordered.csv", folder / "bare.csv"):
+        result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime",
+                                        "--truth", str(truth), "--no-progress"])
+        assert "5 of 7 images exactly right, label accuracy 0.850 (17/20 labels)" in result.stderr, result.output
+
+
+def test_make_demo_says_what_it_installs_and_scores_the_new_images(tmp_path):
+    """The install step prints one line and nothing else (run for real, with a stand-in python that installs
+    nothing); the demo scores its 8 new images against their labels and no longer needs an FP16 budget flag."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    repo = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 0\n")
+    (venv / "bin" / "python").chmod(0o755)
+    done = subprocess.run(["make", "-s", "-C", str(repo), "install", f"VENV={venv}"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"installing edgecls[all,dev] into {venv}: about 2 minutes"]
+    plan = subprocess.run(["make", "-n", "-C", str(repo), "demo", f"VENV={venv}"], capture_output=True, text=True,
+                          timeout=60).stdout
+    assert f"{venv}/bin/edgecls predict bundles/demo data/synth-new --format table --truth data/synth-new/labels.csv" \
+        in plan and "--fp16-tolerance" not in plan
 
 
 def test_doctor(runner, bundle):

@@ -124,6 +124,7 @@ class PredictSummary:
     out: str | None = None
     interrupted: bool = False
     output_closed: bool = False  # stdout was closed by its reader (a pipe into `head`)
+    score: Any = None  # a scoring.TruthScore when true labels were given
 
     @property
     def images_per_second(self) -> float:
@@ -133,7 +134,8 @@ class PredictSummary:
         b = self.backend.get("backend", {})
         what = f"{self.images} images ({self.errors} unreadable) in {self.seconds:.2f} s, " \
                f"{self.images_per_second:.1f} img/s on {b.get('name')}/{b.get('device')} ({b.get('precision')})"
-        return ("interrupted after " if self.interrupted else "") + what + (f"; wrote {self.out}" if self.out else "")
+        text = ("interrupted after " if self.interrupted else "") + what + (f"; wrote {self.out}" if self.out else "")
+        return text + (f"\nscored {self.score.format()}" if self.score is not None else "")
 
 
 def predict_paths(
@@ -150,10 +152,13 @@ def predict_paths(
     out: str | Path | None = None,
     progress: bool | None = None,
     stdout: IO[str] | None = None,
+    truth: str | Path | None = None,
 ) -> PredictSummary:
     """Classify images, folders (recursive) and globs with a bundle; write one row per image in input order.
 
-    An unreadable image is an error row (counted in ``errors``) and the run goes on.
+    An unreadable image is an error row (counted in ``errors``) and the run goes on. ``truth``: a label file (any
+    that ``edgecls.data.load_dataset`` reads, with the bundle's classes) to score the predictions against; the
+    summary then holds a :class:`~edgecls.runtime.scoring.TruthScore` (exact matches and label accuracy).
     """
     import time
 
@@ -164,6 +169,16 @@ def predict_paths(
         raise ConfigError(f"no images found in {', '.join(map(str, paths))} (extensions: jpg, jpeg, png, bmp, webp, "
                           "tif, tiff)")
     clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    true_labels = None
+    if truth is not None:
+        from edgecls.runtime.scoring import read_truth
+
+        try:
+            true_labels = read_truth(truth, clf.class_names)
+        except BaseException:
+            clf.close()
+            raise
+    scored: list[Prediction] = []
     stream, owned = _open_out(out, stdout)
     bar = Progress(len(images), enabled=progress)
     writer = None
@@ -176,6 +191,8 @@ def predict_paths(
             writer.write(pred)
             count += 1
             errors += not pred.ok
+            if true_labels is not None:
+                scored.append(pred)
     except KeyboardInterrupt:
         interrupted = True
     except BrokenPipeError:  # `edgecls predict ... | head`: the reader has all it wants
@@ -189,7 +206,12 @@ def predict_paths(
             _quietly(stream.close)
         info = clf.info()
         clf.close()
-    return PredictSummary(count, errors, seconds, info, str(out) if out else None, interrupted, output_closed)
+    score = None
+    if true_labels is not None:
+        from edgecls.runtime.scoring import score_predictions
+
+        score = score_predictions(scored, true_labels, labels_file=truth)
+    return PredictSummary(count, errors, seconds, info, str(out) if out else None, interrupted, output_closed, score)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
