@@ -28,7 +28,11 @@ def _options(func: Any) -> Any:
                      help="INT8 budget (absolute mAP drop); setting it also makes openvino-int8 accuracy-aware "
                           "[default: 0.01, plain quantization]"),
         click.option("--fp32-tolerance", type=float, help="FP32 budget: max |delta p| [default: 1e-4]"),
-        click.option("--fp16-tolerance", type=float, help="FP16/BF16 budget: max |delta p| [default: 1e-2]"),
+        click.option("--fp16-min-agreement", type=float,
+                     help="FP16/BF16 budget: share of decisions agreeing with PyTorch's [default: 0.99]"),
+        click.option("--fp16-max-map-drop", type=float, help="FP16/BF16 budget: absolute mAP drop [default: 0.01]"),
+        click.option("--fp16-tolerance", type=float,
+                     help="FP16/BF16 extra budget on max |delta p| (always reported) [default: none]"),
         click.option("--parity-split", help="split the parity check runs on [default: valid]"),
         click.option("--seed", type=int, help="seed of the calibration sample [default: 0]"),
         click.option("--openvino-precision", type=click.Choice(["f32", "bf16", "f16"]),

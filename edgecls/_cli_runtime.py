@@ -58,10 +58,13 @@ def register(cli_group: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
     @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="write results here, not stdout")
     @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+    @click.option("--truth", default=None, metavar="LABELS_FILE",
+                  help="true labels of the images (a label file like the training data's): the summary adds how "
+                       "many images are exactly right and the label accuracy")
     @user_errors
     def predict(bundle: str, paths: tuple[str, ...], backend: str, device: str | None, artifact: str | None,
                 threads: int | None, batch: int, workers: int | None, fmt: str, out: str | None,
-                progress: bool | None) -> None:
+                progress: bool | None, truth: str | None) -> None:
         """Classify images, folders (recursive) and globs with BUNDLE; one row per image, in input order.
 
         An unreadable image (missing, corrupt, not a regular file) becomes an error row and the run goes on.
@@ -76,7 +79,7 @@ def register(cli_group: click.Group) -> None:
         from edgecls.runtime._commands import predict_paths
 
         summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
-                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress)
+                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth)
         _finish(summary)
         if summary.errors:
             sys.exit(PREDICT_UNREADABLE_EXIT)
@@ -94,19 +97,26 @@ def register(cli_group: click.Group) -> None:
     @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="stop after this many frames")
     @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
                   help="video files: infer up to this many already-decoded frames together (cameras: always 1)")
+    @click.option("--reconnect-tries", type=click.IntRange(min=0), default=3, show_default=True,
+                  help="a live source that stops is reopened this many times in a row (0.5 s, 1 s, 2 s... apart) "
+                       "before the run ends with an error; a try counts only once a frame arrives")
+    @click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+                  help="seconds without a frame after which a live source counts as stalled")
     @user_errors
     def run(bundle: str, camera: str | None, source: str | None, backend: str, device: str | None,
             artifact: str | None, threads: int | None, show: bool | None, save: str | None, jsonl: str | None,
-            realtime: bool, max_frames: int | None, batch: int) -> None:
+            realtime: bool, max_frames: int | None, batch: int, reconnect_tries: int, frame_timeout: float) -> None:
         """Classify a camera (--camera 0) or a video/stream (--source) frame by frame, with an overlay.
 
         Headless (--no-show) without --jsonl prints one JSON line per frame. A camera or stream that drops is
-        reopened with back-off a few times, then the run ends with an error."""
+        reopened with back-off --reconnect-tries times, then the run ends with an error."""
         from edgecls.runtime._commands import run_stream
+        from edgecls.runtime.pipeline import backoff_delays
 
         summary = run_stream(bundle, camera=camera, source=source, backend=backend, device=device, artifact=artifact,
                              threads=threads, show=show, save=save, jsonl=jsonl, realtime=realtime,
-                             max_frames=max_frames, batch=batch)
+                             max_frames=max_frames, batch=batch, backoff=backoff_delays(reconnect_tries),
+                             frame_timeout=frame_timeout)
         _finish(summary)
 
     @cli_group.command()

@@ -398,6 +398,82 @@ def test_cpu_meter_tells_the_benchmark_from_other_processes():
     assert theirs.others > 0.6 / cpus and theirs.own < 0.2 / cpus
 
 
+def _spinners(seconds: float) -> list[subprocess.Popen]:
+    """One busy-loop process per CPU, for ``seconds``: load from outside the benchmark."""
+    busy = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(os.cpu_count() or 1)]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_target_is_not_judged_when_others_took_the_cpu_during_its_rows(measured):
+    """The verdict function on a measured busy share: other processes' CPU time while a row ran (CpuMeter, as the
+    bench measures every row), above --max-busy (10%), leaves each target comparing that row without a verdict."""
+    import time
+    from dataclasses import replace
+
+    from edgecls.bench._machine import CpuMeter
+
+    meter = CpuMeter().start()
+    procs = _spinners(1.5)
+    try:
+        time.sleep(1.0)
+    finally:
+        share = meter.stop()
+        _stop(procs)
+    if share is None:
+        pytest.skip("no /proc/stat on this OS")
+    loaded = share.others + share.steal
+    assert loaded > 0.10, share
+    rows = [
+        _row("pytorch eager", "pytorch", "f32", 40.0, {1: 25, 8: 30}, variant="eager"),
+        _row("onnx ort", "onnxruntime", "f32", 6.0, {1: 160, 8: 200}),
+        _row("onnx-int8 ort", "onnxruntime", "int8", 3.0, {1: 330, 8: 400}),
+    ]
+    rows = [replace(rows[0], busy=loaded), replace(rows[1], busy=0.02), replace(rows[2], busy=0.0)]
+    fake = replace(measured, rows=rows, macs=int(0.4e9), config=BenchConfig(bundle=str(measured.bundle), batch=(1, 8)))
+    checks = {c.name: c for c in check_targets(fake)}
+    eager = checks["fastest artifact within its parity budget vs PyTorch eager FP32"]
+    assert eager.passed is None and eager.busy == loaded and eager.value == pytest.approx(40 / 3, rel=0.01)
+    assert eager.line().startswith(f"[not judged: machine busy ({100 * loaded:.0f}%)]")
+    assert "during pytorch eager (more than --max-busy 10%)" in eager.detail
+    ort = checks["ONNX Runtime INT8 vs ONNX Runtime FP32 (CPU)"]  # its two rows ran on a quiet machine
+    assert ort.passed is True and ort.busy is None and ort.line().startswith("[PASS]")
+    assert checks["throughput at batch >= 8 beats batch 1 per image"].busy == loaded  # compares every row
+    lenient = replace(fake, config=BenchConfig(bundle=str(measured.bundle), batch=(1, 8), max_busy=1.0))
+    assert {c.name: c for c in check_targets(lenient)}[eager.name].passed is True
+    with pytest.raises(ConfigError, match="--max-busy is a share of all CPUs"):
+        BenchConfig(bundle=str(measured.bundle), max_busy=10)
+
+
+def test_a_bench_under_load_says_not_judged(exported):
+    """A real (tiny) bench with a busy loop on every CPU beside it: every row records the others' share, and the
+    targets that compare those rows print "not judged: machine busy (N%)" instead of PASS or MISS."""
+    from dataclasses import replace
+
+    bundle, data, _ = exported
+    procs = _spinners(60)
+    try:
+        result = run(BenchConfig(bundle=str(bundle), backends=("onnxruntime",), torch_variants=(), isolate=False,
+                                 **FAST))
+    finally:
+        _stop(procs)
+    if any(r.busy is None for r in result.rows):
+        pytest.skip("no /proc/stat on this OS")
+    assert all(r.busy > 0.10 for r in result.rows), [(r.label, r.busy) for r in result.rows]
+    ort = next(c for c in result.checks if c.name == "ONNX Runtime INT8 vs ONNX Runtime FP32 (CPU)")
+    assert ort.passed is None and ort.busy > 0.10 and ort.value is not None
+    assert f"[not judged: machine busy ({100 * ort.busy:.0f}%)] ONNX Runtime INT8" in result.table()
+    assert "not judged: machine busy" in result.markdown()
+    assert json.loads(json.dumps(result.to_dict()))["rows"][0]["busy"] == result.rows[0].busy
+    judged = check_targets(replace(result, config=replace(result.config, max_busy=1.0)))
+    assert next(c for c in judged if c.name == ort.name).passed is not None
+
+
 def test_machine_info_reads_this_machine():
     from edgecls.bench._machine import machine_info
 

@@ -17,7 +17,7 @@ import pytest
 
 from edgecls.errors import CheckpointError, ConfigError, DataError, ParityError, UnsupportedOption
 from edgecls.export import Budgets, ExportConfig, ParityReport, check_bundle, check_parity, export, list_targets
-from edgecls.export.parity import budget_precision
+from edgecls.export.parity import budget_precision, format_table
 from edgecls.manifest import Manifest
 
 pytest.importorskip("torch")
@@ -672,6 +672,68 @@ def test_check_parity_budgets_and_round_trip():
         check_parity(ref, ref[:3], targets, None, precision="fp32", budgets=budgets)
     assert budget_precision("fp16", "f32") == "fp16" and budget_precision("fp32", "bf16") == "bf16"
     assert budget_precision("int8", "f32") == "int8" and budget_precision("fp32", None) == "fp32"
+
+
+def test_fp16_budget_judges_decisions_not_one_probability():
+    """An FP16 artifact whose probabilities moved by more than 0.01 but whose decisions all agree passes (what the
+    demo model's OpenVINO FP16 IR does: max |dp| 0.0157, agreement 1.0); one whose decisions flip fails and the
+    message names the flag that sets the broken budget. max |dp| stays a budget for whoever asks for one."""
+    rng = np.random.default_rng(1)
+    targets = (rng.random((60, 3)) < 0.4).astype(np.float32)
+    ref = (3 * targets - 1.5 + rng.normal(size=(60, 3))).astype(np.float32)  # a model that has learnt something
+    shifted = ref + np.float32(0.07)  # every probability moves, the ranking (so every decision) stays
+    moved = check_parity(ref, shifted, targets, None, precision="fp16", budgets=Budgets(), artifact="openvino")
+    assert moved.max_abs_diff > 0.01 and moved.agreement == 1.0 and moved.map_drop == 0
+    assert moved.passed and moved.broken == "" and moved.budget == "agreement >= 0.99, mAP drop <= 0.01"
+    assert check_parity(ref, shifted, targets, None, precision="bf16", budgets=Budgets()).passed
+    opt_in = check_parity(ref, shifted, targets, None, precision="fp16", budgets=Budgets(fp16_tolerance=0.01))
+    assert not opt_in.passed and "(--fp16-tolerance)" in opt_in.broken and "max |dp| <= 0.01" in opt_in.budget
+    flipped = ref.copy()
+    flipped[:6, 0] = -flipped[:6, 0]  # six decisions of one class change sides
+    bad = check_parity(ref, flipped, targets, None, precision="fp16", budgets=Budgets(), artifact="openvino")
+    assert not bad.passed and bad.agreement < 0.99
+    assert "decision agreement" in bad.broken and "(--fp16-min-agreement)" in bad.summary()
+    assert "FAILED (decision agreement" in format_table([{"artifact": "openvino", "report": bad.to_dict()}])
+    dropped = check_parity(ref, flipped, targets, None, precision="fp16",
+                           budgets=Budgets(fp16_min_agreement=0.0, fp16_max_map_drop=0.0))
+    assert dropped.map_drop > 0 and "(--fp16-max-map-drop)" in dropped.broken and "agreement" not in dropped.broken
+    # FP32 keeps its tight tolerance: the same shift is a bug there
+    fp32 = check_parity(ref, shifted, targets, None, precision="fp32", budgets=Budgets())
+    assert not fp32.passed and "(--fp32-tolerance)" in fp32.broken
+    with pytest.raises(ConfigError, match="fp16_min_agreement is a share"):
+        Budgets(fp16_min_agreement=1.5)
+
+
+def test_old_parity_budgets_and_reports_still_load():
+    """parity.json and manifest entries written before the FP16 decision budgets (a max |dp| budget, no `broken`)
+    load: the stored budget is kept, the new ones take their defaults."""
+    old = Budgets.from_dict({"fp32_tolerance": 1e-4, "fp16_tolerance": 0.02, "max_map_drop": 0.01})
+    assert old.fp16_tolerance == 0.02 and old.fp16_min_agreement == 0.99 and old.fp16_max_map_drop == 0.01
+    assert Budgets.from_dict(Budgets().to_dict()) == Budgets() and Budgets().fp16_tolerance is None
+    report = {"artifact": "openvino", "precision": "fp16", "num_samples": 12, "max_abs_diff": 0.004,
+              "mean_abs_diff": 0.001, "agreement": 1.0, "agreement_at_reference": 1.0, "map_reference": 0.9,
+              "map_artifact": 0.9, "map_drop": 0.0, "thresholds": [0.5, 0.5], "passed": True,
+              "budget": "max |dp| <= 0.01", "backend": "openvino", "device": "CPU", "backend_precision": "f32",
+              "split": "valid", "note": ""}
+    loaded = ParityReport.from_dict(report)
+    assert loaded.passed and loaded.broken == "" and "ok (max |dp| <= 0.01" in format_table(
+        [{"artifact": "openvino", "report": report}])
+
+
+def test_fp16_export_passes_on_decisions_and_fails_an_opt_in_tolerance(tiny, tmp_path):
+    """The real OpenVINO FP16 IR of the tiny model: the default budget judges decisions and mAP (it passes), and a
+    max |dp| budget below what it measured, asked for with fp16_tolerance, breaks with the flag named."""
+    pytest.importorskip("openvino")
+    result = export(_cfg(tiny, tmp_path / "b", targets=("openvino",)))
+    report = result.reports["openvino"]
+    assert report.precision == "fp16" and report.passed and report.agreement >= 0.99
+    assert report.budget == "agreement >= 0.99, mAP drop <= 0.01" and report.max_abs_diff > 0
+    parity = json.loads((result.bundle / "parity.json").read_text())
+    assert parity["budgets"]["fp16_tolerance"] is None and parity["budgets"]["fp16_min_agreement"] == 0.99
+    with pytest.raises(ParityError, match="\\(--fp16-tolerance\\)"):
+        export(_cfg(tiny, tmp_path / "c", targets=("openvino",), fp16_tolerance=report.max_abs_diff / 2))
+    with pytest.raises(UnsupportedOption, match="--fp16-min-agreement does not apply"):
+        export(_cfg(tiny, tmp_path / "d", targets=("onnx",), fp16_min_agreement=0.5))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

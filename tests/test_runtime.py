@@ -574,6 +574,11 @@ def test_run_stream_on_a_video_file(onnx_bundle, tmp_path):
     assert [r["frame"] for r in lines] == list(range(20))
     assert set(lines[0]) >= {"frame", "timestamp", "probabilities", "labels", "latency_ms"}
     assert lines[-1]["timestamp"] == pytest.approx(19 / 20.0, abs=0.01)
+    # the summary's latency is the engine's median per frame, beside the throughput (not "N FPS, M ms per frame")
+    assert 0 < summary.engine_p50_ms <= float(np.median([r["latency_ms"] for r in lines])) + 1e-3
+    text = summary.format()
+    assert f"engine latency {summary.engine_p50_ms:.1f} ms (p50), throughput {summary.fps:.1f} FPS" in text
+    assert "ms per frame" not in text
     cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(20.0)
     ok, frame = cap.read()
@@ -695,6 +700,46 @@ def test_camera_drop_is_reopened_then_gives_up(onnx_bundle):
                    backoff=(0.0, 0.0, 0.0))
     assert len(opened) == 2 and all(cam.released for cam in opened)
     assert 2 <= len(out.getvalue().splitlines()) <= 10  # frames from both sessions were written before the error
+
+
+class DeadCamera(FakeCamera):
+    """Opens, but every read() fails (or, with ``delay``, no frame comes in time): a camera that never delivers."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(frames=0, delay=delay)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5], ids=["reads-fail", "no-frame-in-time"])
+def test_a_source_that_opens_but_never_delivers_gives_up(onnx_bundle, delay):
+    """Each reopen of a camera that opens but never sends a frame is a failed try: the back-off grows through all
+    of ``backoff`` and the run ends with the error (it used to start the back-off again after every open)."""
+    import time
+
+    from edgecls.runtime._commands import run_stream
+
+    opened: list[float] = []
+
+    def opener(src):
+        opened.append(time.monotonic())
+        if len(opened) > 8:
+            raise RuntimeError("reopened forever")
+        return DeadCamera(delay=delay)
+
+    with pytest.raises(DataError, match=r"camera 0 stopped delivering frames and could not be reopened after 3 tries "
+                                        r"\(0.05, 0.1, 0.2 s apart\); last: (ended|sent no frame for 0.2 s)"):
+        run_stream(onnx_bundle["root"], camera=0, backend="onnxruntime", show=False, stdout=io.StringIO(),
+                   opener=opener, backoff=(0.05, 0.1, 0.2), frame_timeout=0.2)
+    assert len(opened) == 4
+    gaps = [b - a for a, b in zip(opened, opened[1:])]
+    assert gaps[0] < gaps[1] < gaps[2] or delay, gaps  # reads fail at once: the gaps are the growing delays
+
+
+def test_reconnect_tries_become_doubling_delays():
+    from edgecls.runtime.pipeline import DEFAULT_BACKOFF, backoff_delays
+
+    assert backoff_delays(3) == DEFAULT_BACKOFF and backoff_delays(0) == () and backoff_delays(2, 0.1) == (0.1, 0.2)
+    with pytest.raises(ConfigError, match="--reconnect-tries must be an integer >= 0"):
+        backoff_delays(-1)
 
 
 def test_latest_frame_keeps_only_the_newest():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import click
 import pytest
@@ -75,9 +77,64 @@ def test_run_video_headless_jsonl_and_save(runner, bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 20 and (tmp_path / "o.mp4").stat().st_size > 0
     assert "20 frames" in result.stderr
+    assert re.search(r"engine latency \d+\.\d ms \(p50\), throughput \d+\.\d FPS", result.stderr), result.stderr
     result = runner.invoke(_cli(), ["run", str(bundle), "--source", str(video), "--no-show", "--max-frames", "3"])
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3
     assert json.loads(result.stdout.splitlines()[0])["frame"] == 0
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte; yields (port, accept times)."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[float] = []
+    conns = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            conns.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()
+    for conn in conns:
+        conn.close()
+
+
+def test_run_gives_up_on_a_stream_that_connects_but_sends_nothing(runner, bundle, silent_server):
+    """An http:// MJPEG URL whose server accepts and stays silent: each try waits --frame-timeout, the waits between
+    tries grow (0.5 s, then 1 s), and after --reconnect-tries the run ends with one line (it used to sit in OpenCV's
+    30 s open timeout, then fail without a retry; a stream that opened and stalled was reopened forever)."""
+    import time
+
+    port, accepted = silent_server
+    url = f"http://127.0.0.1:{port}/video.mjpg"
+    start = time.monotonic()
+    result = runner.invoke(_cli(), ["run", str(bundle), "--source", url, "--no-show", "--backend", "onnxruntime",
+                                    "--reconnect-tries", "2", "--frame-timeout", "1"])
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "Traceback" not in result.output and len(errors) == 1, result.output
+    assert "reopening in 0.5 s (try 1 of 2)" in result.output and "reopening in 1.0 s (try 2 of 2)" in result.output
+    assert (f"Error: {url} stopped delivering frames and could not be reopened after 2 tries (0.5, 1 s apart)"
+            in result.output), result.output
+    assert "--reconnect-tries" in result.output and "--frame-timeout (1 s)" in result.output
+    assert len(accepted) == 3, accepted  # the first open and two reopen tries, each connected
+    gaps = [b - a for a, b in zip(accepted, accepted[1:])]
+    assert 1.3 < gaps[0] < 2.5 and gaps[1] > gaps[0] + 0.3, gaps  # 1 s timeout + 0.5 s, then 1 s timeout + 1 s
+    assert elapsed < 15
 
 
 def test_errors_are_one_line_messages(runner, bundle, tmp_path):
@@ -89,6 +146,74 @@ def test_errors_are_one_line_messages(runner, bundle, tmp_path):
     assert result.exit_code == 2 and "onnxruntime" in result.output
     result = runner.invoke(_cli(), ["predict", str(bundle), "x.jpg", "--artifact", "nope"])
     assert result.exit_code == 1 and "no 'nope' artifact" in result.output
+
+
+def test_predict_scores_against_true_labels(runner, bundle, images, tmp_path):
+    """--truth: the summary counts the images whose predicted labels are all right and the label accuracy, over the
+    known labels of the images the label file lists (NA left out); unreadable and unlisted images are not scored."""
+    import shutil
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(images, folder)
+    result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime", "--format",
+                                    "json", "--no-progress"])
+    predicted = {Path(r["source"]).name: set(r["labels"]) for r in json.loads(result.stdout) if "error" not in r}
+    rows = ["filename,cat,dog,fish"]
+    for i in range(8):  # img08 (in sub/) has no row; img04 is the corrupt one
+        name = next(p.name for p in folder.glob(f"img{i:02d}.*"))
+        truth = {c: int(c in predicted.get(name, set())) for c in ("cat", "dog", "fish")}
+        if i == 3:
+            truth["cat"] = 1 - truth["cat"]
+        if i == 5:
+            truth["dog"], truth["fish"] = 1 - truth["dog"], 1 - truth["fish"]
+        cells = [str(truth[c]) for c in ("cat", "dog", "fish")]
+        if i == 6:
+            cells[2] = "NA"
+        rows.append(f"{name}," + ",".join(cells))
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime",
+                                    "--truth", str(folder / "labels.csv"), "--no-progress"])
+    assert result.exit_code in (0, 3), result.output  # 3: an unreadable input, where that exit code exists
+    assert (f"scored against {folder / 'labels.csv'}: 5 of 7 images exactly right, label accuracy 0.850 "
+            "(17/20 labels); 2 image(s) not scored") in result.stderr, result.stderr
+    (folder / "other.csv").write_text("filename,cat,cow,fish\nimg00.png,1,0,0\n")
+    result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime", "--truth",
+                                    str(folder / "other.csv")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert (f"Error: --truth {folder / 'other.csv'}: its classes (cat, cow, fish) are not the bundle's (cat, dog, "
+            "fish)") in result.output
+    # a header in another order, or none at all, is read in the bundle's class order
+    (folder / "reordered.csv").write_text("\n".join(
+        ["filename,fish,cat,dog"] + [f"{r.split(',')[0]},{r.split(',')[3]},{r.split(',')[1]},{r.split(',')[2]}"
+                                     for r in rows[1:]]) + "\n")
+    (folder / "bare.csv").write_text("\n".join(rows[1:]) + "\n")
+    for truth in (folder / "reordered.csv", folder / "bare.csv"):
+        result = runner.invoke(_cli(), ["predict", str(bundle), str(folder), "--backend", "onnxruntime",
+                                        "--truth", str(truth), "--no-progress"])
+        assert "5 of 7 images exactly right, label accuracy 0.850 (17/20 labels)" in result.stderr, result.output
+
+
+def test_make_demo_says_what_it_installs_and_scores_the_new_images(tmp_path):
+    """The install step prints one line and nothing else (run for real, with a stand-in python that installs
+    nothing); the demo scores its 8 new images against their labels and no longer needs an FP16 budget flag."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    repo = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 0\n")
+    (venv / "bin" / "python").chmod(0o755)
+    done = subprocess.run(["make", "-s", "-C", str(repo), "install", f"VENV={venv}"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"installing edgecls[all,dev] into {venv}: about 2 minutes"]
+    plan = subprocess.run(["make", "-n", "-C", str(repo), "demo", f"VENV={venv}"], capture_output=True, text=True,
+                          timeout=60).stdout
+    assert f"{venv}/bin/edgecls predict bundles/demo data/synth-new --format table --truth data/synth-new/labels.csv" \
+        in plan and "--fp16-tolerance" not in plan
 
 
 def test_doctor(runner, bundle):

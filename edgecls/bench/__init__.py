@@ -39,7 +39,7 @@ from edgecls.bench._machine import (
     peak_estimate,
     usable_cores,
 )
-from edgecls.bench._report import Check, check_targets, format_markdown, format_table, plot_rows
+from edgecls.bench._report import DEFAULT_MAX_BUSY, Check, check_targets, format_markdown, format_table, plot_rows
 from edgecls.bench._worker import PYTORCH, TORCH_VARIANTS, RowSpec, child_env, measure
 from edgecls.errors import ConfigError, DataError
 
@@ -73,6 +73,8 @@ class BenchConfig:
         row_timeout: Seconds one isolated row may take.
         rounds: Measure every row this many times, the rounds interleaved (odd rounds in reverse order) so that a
             machine that gets busier or quieter during the run shifts every row alike; figures are the medians.
+        max_busy: A speed target is not judged when other processes (and hypervisor steal) took more than this
+            share of all CPUs while one of the rows it compares ran (0.1: 10%; 1 judges whatever the load).
     """
 
     bundle: str
@@ -91,6 +93,7 @@ class BenchConfig:
     isolate: bool = True
     row_timeout: float = 900.0
     rounds: int = 1
+    max_busy: float = DEFAULT_MAX_BUSY
 
     def __post_init__(self) -> None:
         from edgecls.runtime.backends import BACKEND_NAMES
@@ -117,6 +120,9 @@ class BenchConfig:
             raise ConfigError("--max-seconds and row_timeout must be positive")
         if not self.min_seconds >= 0:
             raise ConfigError(f"--min-seconds must be >= 0, got {self.min_seconds!r}")
+        if isinstance(self.max_busy, bool) or not isinstance(self.max_busy, (int, float)) \
+                or not 0 <= self.max_busy <= 1:
+            raise ConfigError(f"--max-busy is a share of all CPUs, 0 to 1 (0.1 = 10%), got {self.max_busy!r}")
         object.__setattr__(self, "batch", tuple(sorted(set(self.batch))))
 
     @property
@@ -149,6 +155,7 @@ class BenchRow:
     f1_macro: float | None = None
     map_drop: float | None = None  # reference mAP (PyTorch, same images) minus this row's
     parity_passed: bool | None = None  # the bundle's parity verdict, and this row's mAP drop within the INT8 budget
+    busy: float | None = None  # share of all CPUs other processes (+ steal) took while this row ran (worst round)
     speedup: float | None = None  # PyTorch eager batch-1 p50 / this row's
     gops: float | None = None  # achieved giga-operations/s at the best batch
     peak_fraction: float | None = None  # gops / the CPU's peak for this precision
@@ -420,7 +427,7 @@ def _row(plan: _Planned, raw: dict[str, Any], logits: np.ndarray | None, targets
         first_call_seconds=raw["first_call_seconds"], latency_ms=raw["latency_ms"],
         p50_rounds=tuple(raw.get("p50_rounds", ())),
         throughput={int(k): v for k, v in raw["throughput"].items()}, peak_rss_mb=raw.get("peak_rss_mb"),
-        size_mb=plan.size_mb, parity_passed=plan.parity_passed, info=info,
+        size_mb=plan.size_mb, parity_passed=plan.parity_passed, info=info, busy=raw.get("busy"),
         **{k: (None if v is None or math.isnan(v) else round(float(v), 4)) for k, v in scores.items()},
     )
 
@@ -446,6 +453,8 @@ def _median_of(raws: list[dict[str, Any]]) -> dict[str, Any]:
     out["p50_rounds"] = [r["latency_ms"]["p50"] for r in ok]
     out["throughput"] = {b: med([r["throughput"][b] for r in ok]) for b in ok[0]["throughput"]}
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    busy = [r["busy"] for r in ok if r.get("busy") is not None]
+    out["busy"] = max(busy) if busy else None
     return out
 
 
@@ -565,13 +574,17 @@ def run(config: BenchConfig) -> BenchResult:
                 spec = replace(planned[i].spec, logits_out=logits_out)
                 log.info("bench: [%d/%d]%s %s", i + 1, len(planned),
                          f" round {rnd + 1}/{config.rounds}" if config.rounds > 1 else "", spec.label)
+                row_meter = CpuMeter().start()
                 if config.isolate:
-                    raws[i].append(_measure_isolated(spec, work, i, config.row_timeout))
+                    raw = _measure_isolated(spec, work, i, config.row_timeout)
                 else:
                     try:
-                        raws[i].append(measure(spec))
+                        raw = measure(spec)
                     except Exception as exc:
-                        raws[i].append({"error": f"{type(exc).__name__}: {str(exc)[:500]}"})
+                        raw = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+                share = row_meter.stop()
+                raw["busy"] = round(share.others + share.steal, 4) if share is not None else None
+                raws[i].append(raw)
         cpu_share = meter.stop()
         rows = []
         for i, plan in enumerate(planned):

@@ -22,6 +22,8 @@ import numpy as np
 
 from edgecls.errors import ConfigError, DataError, EdgeclsError, MissingDependency, ParityError, UnsupportedOption
 from edgecls.export.parity import (
+    DEFAULT_FP16_MAX_MAP_DROP,
+    DEFAULT_FP16_MIN_AGREEMENT,
     DEFAULT_FP16_TOLERANCE,
     DEFAULT_FP32_TOLERANCE,
     DEFAULT_MAX_MAP_DROP,
@@ -75,7 +77,10 @@ class ExportConfig:
         max_map_drop: INT8 budget: largest validation mAP drop (absolute). None means 0.01 with plain post-training
             quantization; a value also makes openvino-int8 use NNCF's accuracy-aware quantization with it.
         fp32_tolerance: FP32 budget: largest |delta probability|.
-        fp16_tolerance: FP16/BF16 budget: largest |delta probability|.
+        fp16_tolerance: FP16/BF16 opt-in budget: largest |delta probability| (None: reported, not judged).
+        fp16_min_agreement: FP16/BF16 budget: smallest share of decisions agreeing with the reference's, each at
+            its tuned thresholds.
+        fp16_max_map_drop: FP16/BF16 budget: largest validation mAP drop (absolute).
         allow_parity_failure: Write the bundle even when an artifact breaks its budget (the report says so).
         force: Replace an existing bundle at ``out``.
         require_engine: Fail unless TensorRT engines can be built here (else the portable ONNX is bundled).
@@ -94,7 +99,9 @@ class ExportConfig:
     max_batch: int = 32
     max_map_drop: float | None = None
     fp32_tolerance: float = DEFAULT_FP32_TOLERANCE
-    fp16_tolerance: float = DEFAULT_FP16_TOLERANCE
+    fp16_tolerance: float | None = DEFAULT_FP16_TOLERANCE
+    fp16_min_agreement: float = DEFAULT_FP16_MIN_AGREEMENT
+    fp16_max_map_drop: float = DEFAULT_FP16_MAX_MAP_DROP
     allow_parity_failure: bool = False
     force: bool = False
     require_engine: bool = False
@@ -119,7 +126,7 @@ class ExportConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        Budgets(self.fp32_tolerance, self.fp16_tolerance, self.map_budget)  # finite, >= 0
+        _ = self.budgets  # finite, >= 0
         if self.openvino_precision not in OPENVINO_PRECISIONS:
             raise ConfigError(f"openvino_precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got "
                               f"{self.openvino_precision!r}")
@@ -130,7 +137,8 @@ class ExportConfig:
 
     @property
     def budgets(self) -> Budgets:
-        return Budgets(self.fp32_tolerance, self.fp16_tolerance, self.map_budget)
+        return Budgets(self.fp32_tolerance, self.fp16_tolerance, self.map_budget,
+                       fp16_min_agreement=self.fp16_min_agreement, fp16_max_map_drop=self.fp16_max_map_drop)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -288,7 +288,8 @@ def model_card(manifest: Manifest, parity: dict[str, Any], *, sizes: dict[str, f
             f"| {art.name} | `{art.path}` | {art.precision} | {sizes.get(art.name, 0):.1f} | {rep.get('backend')}/"
             f"{rep.get('device')} ({rep.get('backend_precision')}) | {_num(rep.get('max_abs_diff'), '.2e')} | "
             f"{_num(rep.get('map_artifact'), '.4f')} | {_num(rep.get('map_drop'), '+.4f')} | "
-            f"{_num(rep.get('agreement'), '.4f')} | {_num(ms, '.2f')} | {verdict} ({_cell(rep.get('budget'))}) |"
+            f"{_num(rep.get('agreement'), '.4f')} | {_num(ms, '.2f')} | {verdict} "
+            f"({_cell(rep.get('broken') or rep.get('budget'))}) |"
         )
     lines += [
         "",

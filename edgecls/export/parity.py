@@ -4,10 +4,15 @@
 the tests all use it): max and mean |delta probability|, decision agreement, mAP of each and the mAP drop, with
 per-class thresholds re-tuned for the artifact. The budget depends on the precision that was measured:
 
-* fp32: max |delta p| <= ``fp32_tolerance`` (1e-4)
-* fp16 / bf16: max |delta p| <= ``fp16_tolerance`` (1e-2)
+* fp32: max |delta p| <= ``fp32_tolerance`` (1e-4): an FP32 artifact that differs more is a bug.
+* fp16 / bf16: decision agreement >= ``fp16_min_agreement`` (0.99) and mAP drop <= ``fp16_max_map_drop`` (0.01
+  absolute). Half precision moves probabilities by a hundredth or so without changing what the model decides, so
+  the gate is the decisions and the metric, as for INT8; max and mean |delta p| are reported beside them, and
+  ``fp16_tolerance`` adds a max |delta p| budget for whoever wants one (off by default).
 * int8 / int8-weights: mAP drop <= ``max_map_drop`` (0.01 absolute); probabilities legitimately move by a few
   hundredths under INT8, so the gate is the metric, with the decision agreement reported beside it.
+
+A broken budget's message names the ``edgecls export`` flag that sets it (:attr:`ParityReport.broken`).
 
 Only numpy here (and the runtime backends in :func:`run_backend`): this runs on devices without torch.
 """
@@ -28,7 +33,9 @@ from edgecls.metrics import mean_average_precision, sigmoid, tune_thresholds
 __all__ = ["Budgets", "ParityReport", "budget_precision", "check_parity", "format_table", "run_backend"]
 
 DEFAULT_FP32_TOLERANCE = 1e-4
-DEFAULT_FP16_TOLERANCE = 1e-2
+DEFAULT_FP16_TOLERANCE = None  # max |delta p| is reported for FP16/BF16, and a budget only when asked for
+DEFAULT_FP16_MIN_AGREEMENT = 0.99
+DEFAULT_FP16_MAX_MAP_DROP = 0.01
 DEFAULT_MAX_MAP_DROP = 0.01
 PRECISIONS = ("fp32", "fp16", "bf16", "int8-weights", "int8")
 _RANK = {"fp32": 4, "fp16": 3, "bf16": 3, "int8-weights": 1, "int8": 0}
@@ -37,35 +44,53 @@ _BACKEND_PRECISION = {"f32": "fp32", "fp32": "fp32", "f16": "fp16", "fp16": "fp1
 
 @dataclass(frozen=True)
 class Budgets:
-    """How far an artifact may be from the reference, per measured precision."""
+    """How far an artifact may be from the reference, per measured precision (see the module docstring).
+
+    Attributes:
+        fp32_tolerance: FP32: largest max |delta p| (``--fp32-tolerance``).
+        fp16_tolerance: FP16/BF16: largest max |delta p|, or None for no such budget (``--fp16-tolerance``).
+        max_map_drop: INT8: largest mAP drop, absolute (``--max-map-drop``).
+        fp16_min_agreement: FP16/BF16: smallest share of decisions that agree with the reference's, each at its
+            tuned thresholds (``--fp16-min-agreement``).
+        fp16_max_map_drop: FP16/BF16: largest mAP drop, absolute (``--fp16-max-map-drop``).
+    """
 
     fp32_tolerance: float = DEFAULT_FP32_TOLERANCE
-    fp16_tolerance: float = DEFAULT_FP16_TOLERANCE
+    fp16_tolerance: float | None = DEFAULT_FP16_TOLERANCE
     max_map_drop: float = DEFAULT_MAX_MAP_DROP
+    fp16_min_agreement: float = DEFAULT_FP16_MIN_AGREEMENT
+    fp16_max_map_drop: float = DEFAULT_FP16_MAX_MAP_DROP
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name == "fp16_tolerance":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{f.name} must be a finite number >= 0, got {value!r}")
+        if self.fp16_min_agreement > 1:
+            raise ConfigError(f"fp16_min_agreement is a share of decisions, 0 to 1, got {self.fp16_min_agreement!r}")
 
     def describe(self, precision: str) -> str:
         if precision == "fp32":
             return f"max |dp| <= {self.fp32_tolerance:g}"
         if precision in ("fp16", "bf16"):
-            return f"max |dp| <= {self.fp16_tolerance:g}"
+            text = f"agreement >= {self.fp16_min_agreement:g}, mAP drop <= {self.fp16_max_map_drop:g}"
+            return text + ("" if self.fp16_tolerance is None else f", max |dp| <= {self.fp16_tolerance:g}")
         return f"mAP drop <= {self.max_map_drop:g}"
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Budgets":
+        """Read ``parity.json``'s budgets; those of older bundles (without the FP16 decision budgets) load with the
+        defaults for the missing fields and keep the max |delta p| budget they were written with."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown budget field(s) {unknown}; valid: {sorted(known)}")
-        return cls(**{k: float(v) for k, v in data.items()})
+        return cls(**{k: None if v is None else float(v) for k, v in data.items()})
 
 
 def budget_precision(artifact_precision: str, backend_precision: str | None = None) -> str:
@@ -98,6 +123,8 @@ class ParityReport:
         thresholds: Per-class thresholds re-tuned (max F1) on these images for the artifact.
         passed: Whether the budget holds.
         budget: The budget, in words.
+        broken: Each broken part of the budget with the measured value and the ``edgecls export`` flag that sets
+            it ("" when it holds).
         backend: Runtime backend that ran the artifact; ``device`` and ``backend_precision`` as it reported them.
         split: Dataset split of the images.
         note: Anything the reader should know (e.g. "portable ONNX measured with onnxruntime").
@@ -116,6 +143,7 @@ class ParityReport:
     thresholds: tuple[float, ...]
     passed: bool
     budget: str
+    broken: str = ""
     backend: str = ""
     device: str = ""
     backend_precision: str = ""
@@ -146,12 +174,33 @@ class ParityReport:
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
-        return (f"{self.artifact}: {verdict} ({self.budget}; max |dp| {self.max_abs_diff:.2e}, mAP drop "
-                f"{self.map_drop:+.4f}, agreement {self.agreement:.4f})")
+        why = f"{self.broken}; " if self.broken else ""
+        return (f"{self.artifact}: {verdict} ({why}{self.budget}; max |dp| {self.max_abs_diff:.2e}, mean |dp| "
+                f"{self.mean_abs_diff:.2e}, mAP drop {self.map_drop:+.4f}, agreement {self.agreement:.4f})")
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b)) if a.size else math.nan
+
+
+def _broken(precision: str, budgets: Budgets, max_diff: float, agreement: float, drop: float) -> list[str]:
+    """The parts of the budget a measurement breaks, each with the flag that sets it."""
+    broken = []
+    if precision == "fp32":
+        if not max_diff <= budgets.fp32_tolerance:
+            broken.append(f"max |dp| {max_diff:.2e} > {budgets.fp32_tolerance:g} (--fp32-tolerance)")
+    elif precision in ("fp16", "bf16"):
+        if not (math.isfinite(agreement) and agreement >= budgets.fp16_min_agreement):
+            broken.append(f"decision agreement {agreement:.4f} < {budgets.fp16_min_agreement:g} "
+                          "(--fp16-min-agreement)")
+        if math.isfinite(drop) and drop > budgets.fp16_max_map_drop:
+            broken.append(f"mAP drop {drop:+.4f} > {budgets.fp16_max_map_drop:g} (--fp16-max-map-drop)")
+        if budgets.fp16_tolerance is not None and not max_diff <= budgets.fp16_tolerance:
+            broken.append(f"max |dp| {max_diff:.2e} > {budgets.fp16_tolerance:g} (--fp16-tolerance)")
+    elif not (math.isfinite(drop) and drop <= budgets.max_map_drop):
+        broken.append(f"mAP drop {drop:+.4f} > {budgets.max_map_drop:g} (--max-map-drop)" if math.isfinite(drop)
+                      else "mAP drop undefined (--max-map-drop cannot be checked)")
+    return broken
 
 
 def check_parity(
@@ -199,7 +248,7 @@ def check_parity(
         bad = int((~np.isfinite(art)).sum())
         return ParityReport(artifact, precision, len(ref), math.inf, math.inf, 0.0, 0.0, map_ref, math.nan, math.nan,
                             tuple(float(t) for t in t_ref), False, budget, split=split,
-                            note=f"{bad} non-finite output value(s)")
+                            broken=f"{bad} non-finite output value(s)", note=f"{bad} non-finite output value(s)")
     p_art = sigmoid(art)
     diff = np.abs(p_art - p_ref)
     t_art = tune_thresholds(p_art, targets, known)
@@ -207,26 +256,23 @@ def check_parity(
     drop = map_ref - map_art
     decisions_ref = p_ref >= t_ref
     max_diff = float(diff.max()) if diff.size else 0.0
-    if precision == "fp32":
-        passed = max_diff <= budgets.fp32_tolerance
-    elif precision in ("fp16", "bf16"):
-        passed = max_diff <= budgets.fp16_tolerance
-    else:
-        passed = bool(math.isfinite(drop) and drop <= budgets.max_map_drop)
+    agreement = _agreement(p_art >= t_art, decisions_ref)
+    broken = _broken(precision, budgets, max_diff, agreement, drop)
     return ParityReport(
         artifact=artifact,
         precision=precision,
         num_samples=int(len(ref)),
         max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
-        agreement=_agreement(p_art >= t_art, decisions_ref),
+        agreement=agreement,
         agreement_at_reference=_agreement(p_art >= t_ref, decisions_ref),
         map_reference=float(map_ref),
         map_artifact=float(map_art),
         map_drop=float(drop),
         thresholds=tuple(float(t) for t in t_art),
-        passed=bool(passed),
+        passed=not broken,
         budget=budget,
+        broken="; ".join(broken),
         split=split,
         note="" if math.isfinite(drop) or precision in ("fp32", "fp16", "bf16") else
         "mAP undefined (no known positives): the INT8 budget cannot be checked",
@@ -303,7 +349,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             rep["artifact"], rep["precision"], ran_on, _fmt(rep["max_abs_diff"], ".2e"),
             _fmt(rep["mean_abs_diff"], ".2e"), _fmt(rep["map_artifact"], ".4f"), _fmt(rep["map_drop"], "+.4f"),
             _fmt(rep["agreement"], ".4f"), _fmt(ms, ".2f") if ms is not None else "-",
-            ("ok" if rep["passed"] else "FAILED") + f" ({rep['budget']})",
+            ("ok" if rep["passed"] else "FAILED") + f" ({rep.get('broken') or rep['budget']})",
         ])
     table = [header, *body]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]

@@ -21,6 +21,7 @@ from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.runtime.classifier import Classifier, Prediction
 from edgecls.runtime.pipeline import (
     DEFAULT_BACKOFF,
+    DEFAULT_FRAME_TIMEOUT,
     Display,
     Progress,
     Source,
@@ -164,6 +165,7 @@ class PredictSummary:
     out: str | None = None
     interrupted: bool = False
     output_closed: bool = False  # stdout was closed by its reader (a pipe into `head`)
+    score: Any = None  # a scoring.TruthScore when true labels were given
 
     @property
     def images_per_second(self) -> float:
@@ -173,7 +175,8 @@ class PredictSummary:
         b = self.backend.get("backend", {})
         what = f"{self.images} images ({self.errors} unreadable) in {self.seconds:.2f} s, " \
                f"{self.images_per_second:.1f} img/s on {b.get('name')}/{b.get('device')} ({b.get('precision')})"
-        return ("interrupted after " if self.interrupted else "") + what + (f"; wrote {self.out}" if self.out else "")
+        text = ("interrupted after " if self.interrupted else "") + what + (f"; wrote {self.out}" if self.out else "")
+        return text + (f"\nscored {self.score.format()}" if self.score is not None else "")
 
 
 def predict_paths(
@@ -190,11 +193,14 @@ def predict_paths(
     out: str | Path | None = None,
     progress: bool | None = None,
     stdout: IO[str] | None = None,
+    truth: str | Path | None = None,
 ) -> PredictSummary:
     """Classify images, folders (recursive) and globs with a bundle; write one row per image in input order.
 
     An unreadable image is an error row (counted in ``errors``) and the run goes on. An ``out`` that is the same
-    file as an input image (or lies inside the bundle) is refused before anything is written.
+    file as an input image (or lies inside the bundle) is refused before anything is written. ``truth``: a label
+    file (any that ``edgecls.data.load_dataset`` reads, with the bundle's classes) to score the predictions against;
+    the summary then holds a :class:`~edgecls.runtime.scoring.TruthScore` (exact matches and label accuracy).
     """
     import time
 
@@ -206,6 +212,16 @@ def predict_paths(
                           "tif, tiff)")
     refuse_overwriting_inputs([("--out", out)], images, bundle)
     clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    true_labels = None
+    if truth is not None:
+        from edgecls.runtime.scoring import read_truth
+
+        try:
+            true_labels = read_truth(truth, clf.class_names)
+        except BaseException:
+            clf.close()
+            raise
+    scored: list[Prediction] = []
     stream, owned = _open_out(out, stdout)
     bar = Progress(len(images), enabled=progress)
     writer = None
@@ -218,6 +234,8 @@ def predict_paths(
             writer.write(pred)
             count += 1
             errors += not pred.ok
+            if true_labels is not None:
+                scored.append(pred)
     except KeyboardInterrupt:
         interrupted = True
     except BrokenPipeError:  # `edgecls predict ... | head`: the reader has all it wants
@@ -231,7 +249,12 @@ def predict_paths(
             _quietly(stream.close)
         info = clf.info()
         clf.close()
-    return PredictSummary(count, errors, seconds, info, str(out) if out else None, interrupted, output_closed)
+    score = None
+    if true_labels is not None:
+        from edgecls.runtime.scoring import score_predictions
+
+        score = score_predictions(scored, true_labels, labels_file=truth)
+    return PredictSummary(count, errors, seconds, info, str(out) if out else None, interrupted, output_closed, score)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -251,11 +274,12 @@ class StreamSummary:
     outputs: list[str] = field(default_factory=list)
     interrupted: bool = False
     output_closed: bool = False
+    engine_p50_ms: float = 0.0  # median engine time of a frame (its batch's, when frames were batched)
 
     def format(self) -> str:
         b = self.backend.get("backend", {})
-        text = (f"{self.source}: {self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, "
-                f"{self.mean_latency_ms:.1f} ms per frame on {b.get('name')}/{b.get('device')}, "
+        text = (f"{self.source}: {self.frames} frames in {self.seconds:.2f} s on {b.get('name')}/{b.get('device')}, "
+                f"engine latency {self.engine_p50_ms:.1f} ms (p50), throughput {self.fps:.1f} FPS, "
                 f"{self.dropped} stale frames dropped")
         if self.reconnects:
             text += f", reopened {self.reconnects}x"
@@ -287,6 +311,7 @@ def run_stream(
     max_frames: int | None = None,
     batch: int = 8,
     backoff: Sequence[float] = DEFAULT_BACKOFF,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     stdout: IO[str] | None = None,
     opener: Callable[[Source], Any] = open_capture,
 ) -> StreamSummary:
@@ -296,7 +321,8 @@ def run_stream(
     frame to stdout. ``save`` writes the overlaid frames to an mp4; ``save`` or ``jsonl`` that is the video file
     itself (or a link to it), inside the bundle, or both the same file, is refused before anything is written. A
     source that cannot open, or a live source that drops and cannot be reopened after ``backoff``, raises
-    :class:`edgecls.errors.DataError`. ``batch``: the most
+    :class:`edgecls.errors.DataError`; a try that brings no frame within ``frame_timeout`` seconds counts as failed
+    (see :func:`stream_frames`). ``batch``: the most
     frames of a video file inferred together when they are already decoded (see :func:`stream_frames`).
     """
     src = parse_source(camera, source)
@@ -321,7 +347,7 @@ def run_stream(
         if sink is not None:
             outputs.append(str(save))
         for result in stream_frames(clf, src, realtime=realtime, max_frames=max_frames, backoff=backoff,
-                                    stats=stats, opener=opener, max_batch=batch):
+                                    frame_timeout=frame_timeout, stats=stats, opener=opener, max_batch=batch):
             if lines is not None:
                 lines.write(json.dumps(result.to_dict()) + "\n")
                 lines.flush()
@@ -348,7 +374,7 @@ def run_stream(
         info = clf.info()
         clf.close()
     return StreamSummary(src.label, stats.frames, stats.dropped, stats.reconnects, stats.seconds, stats.fps,
-                         stats.mean_latency_ms, info, outputs, interrupted, output_closed)
+                         stats.mean_latency_ms, info, outputs, interrupted, output_closed, stats.engine_p50_ms)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -15,12 +15,16 @@ GStreamer itself drops stale frames, e.g. on a Jetson::
 
 A video file is not real time: every frame is processed in order (read and preprocessed ahead in worker threads)
 unless ``realtime=True``, which paces reading at the file's frame rate and drops like a camera. A live source that
-stops delivering is reopened with back-off (0.5, 1, 2 s by default); when that fails the loop raises
-:class:`edgecls.errors.DataError`.
+stops delivering is reopened with back-off (0.5, 1, 2 s by default: :func:`backoff_delays`); when that fails the
+loop raises :class:`edgecls.errors.DataError`. A try counts as failed until the source delivers a frame: a stream that
+opens but whose reads fail, or that sends no frame within ``frame_timeout``, uses up the next, longer, delay, and so
+does a network stream that does not open at all (a URL is also opened with ``frame_timeout`` as OpenCV's open and
+read timeouts, so a server that accepts and stays silent cannot hold a try for OpenCV's default 30 s).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -31,7 +35,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -47,6 +51,14 @@ log = logging.getLogger("edgecls.runtime")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_BACKOFF = (0.5, 1.0, 2.0)
+DEFAULT_FRAME_TIMEOUT = 10.0
+
+
+def backoff_delays(tries: int, first: float = 0.5) -> tuple[float, ...]:
+    """The waits before each of ``tries`` reopen tries: ``first``, doubling (3 tries: 0.5, 1, 2 s)."""
+    if isinstance(tries, bool) or not isinstance(tries, int) or tries < 0:
+        raise ConfigError(f"--reconnect-tries must be an integer >= 0, got {tries!r}")
+    return tuple(first * 2.0 ** i for i in range(tries))
 
 
 def _cv2():
@@ -360,13 +372,21 @@ def parse_source(camera: int | str | None = None, source: str | None = None) -> 
     return Source("file", str(path), str(path))
 
 
-def open_capture(src: Source) -> Any:
-    """Open ``src`` with OpenCV; a :class:`DataError` saying what to check when it does not open."""
+def open_capture(src: Source, *, timeout: float = DEFAULT_FRAME_TIMEOUT) -> Any:
+    """Open ``src`` with OpenCV; a :class:`DataError` saying what to check when it does not open.
+
+    A network stream is opened with ``timeout`` seconds as OpenCV's open and read timeouts (where this OpenCV has
+    them), so a server that accepts the connection and then sends nothing fails the open or the read in that time.
+    """
     cv2 = _cv2()
     if src.kind == "camera":
         cap = cv2.VideoCapture(int(src.target))
     elif src.kind == "gstreamer":
         cap = cv2.VideoCapture(str(src.target), cv2.CAP_GSTREAMER)
+    elif src.kind == "stream" and hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
+        ms = max(1, int(timeout * 1000))
+        cap = cv2.VideoCapture(str(src.target), cv2.CAP_ANY,
+                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     else:
         cap = cv2.VideoCapture(str(src.target))
     if not cap.isOpened():
@@ -535,14 +555,24 @@ class FrameResult:
         }
 
 
+ENGINE_TIMES_KEPT = 10_000
+
+
 @dataclass
 class StreamStats:
+    """Counts and timings of a stream run, updated in place by :func:`stream_frames`.
+
+    ``engine_ms`` holds the engine time of each of the last ``ENGINE_TIMES_KEPT`` frames (``classifier.probs`` on
+    the frame's batch, without decoding and preprocessing): :attr:`engine_p50_ms` is their median.
+    """
+
     frames: int = 0
     dropped: int = 0
     reconnects: int = 0
     seconds: float = 0.0
     latency_ms_total: float = 0.0
     source_fps: float = 0.0  # frame rate the source reports (0 when unknown)
+    engine_ms: deque = field(default_factory=lambda: deque(maxlen=ENGINE_TIMES_KEPT))
 
     @property
     def fps(self) -> float:
@@ -552,6 +582,10 @@ class StreamStats:
     def mean_latency_ms(self) -> float:
         return self.latency_ms_total / self.frames if self.frames else 0.0
 
+    @property
+    def engine_p50_ms(self) -> float:
+        return float(np.median(self.engine_ms)) if self.engine_ms else 0.0
+
 
 def stream_frames(
     classifier: "Classifier",
@@ -560,7 +594,7 @@ def stream_frames(
     realtime: bool = False,
     max_frames: int | None = None,
     backoff: Sequence[float] = DEFAULT_BACKOFF,
-    frame_timeout: float = 10.0,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     stats: StreamStats | None = None,
     opener: Callable[[Source], Any] = open_capture,
     max_batch: int = 8,
@@ -572,12 +606,28 @@ def stream_frames(
     at one frame and add no latency; when inference is, they grow and each frame costs less). Cameras, streams and
     ``realtime`` files infer the newest frame alone. ``stats`` (updated in place) holds counts and timings even when
     the caller stops early. ``opener`` opens the capture (the camera boundary; tests replace it with a fake camera).
+
+    A live source is reopened after ``backoff[i]`` seconds on its i-th failed try in a row; a try fails until a frame
+    arrives (the open fails, reads fail, or no frame comes within ``frame_timeout`` seconds), so a source that opens
+    but never delivers ends with a :class:`DataError` after ``len(backoff)`` tries instead of reopening forever. A
+    network stream that does not open at first is retried the same way; a camera, a pipeline or a file is not.
     """
     if max_batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {max_batch}")
+    if isinstance(frame_timeout, bool) or not isinstance(frame_timeout, (int, float)) or not frame_timeout > 0:
+        raise ConfigError(f"--frame-timeout must be a number of seconds > 0, got {frame_timeout!r}")
     stats = stats if stats is not None else StreamStats()
     cv2 = _cv2()
-    cap = opener(src)
+    if opener is open_capture:
+        opener = functools.partial(open_capture, timeout=frame_timeout)
+    failures = 0  # reopen tries in a row that brought no frame
+    try:
+        cap = opener(src)
+    except DataError as exc:
+        if src.kind != "stream":
+            raise
+        cap, failures = _reopen(src, backoff, opener, stats, reason=f"did not open ({exc})", tried=0,
+                                frame_timeout=frame_timeout)
     try:
         stats.source_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     except Exception:
@@ -613,9 +663,12 @@ def stream_frames(
                 index_offset += reader.read_count
                 reader.stop()
                 cap.release()
-                cap = _reopen(src, backoff, opener, stats, reason="ended" if reader.ended else "stalled")
+                reason = "ended" if reader.ended else f"sent no frame for {frame_timeout:g} s"
+                cap, failures = _reopen(src, backoff, opener, stats, reason=reason, tried=failures,
+                                        frame_timeout=frame_timeout)
                 reader = start_reader(cap)
                 continue
+            failures = 0
             t0 = time.perf_counter()
             if ordered:
                 room = max_batch if max_frames is None else min(max_batch, max_frames - stats.frames)
@@ -626,7 +679,10 @@ def stream_frames(
                 index, captured, frame = item
                 tensors = [preprocess(frame, classifier.spec)]
                 metas = [(index + index_offset, captured - start_mono, frame)]
-            probs = classifier.probs(np.stack(tensors))
+            batch = np.stack(tensors)
+            t_engine = time.perf_counter()
+            probs = classifier.probs(batch)
+            stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))
             preds = classifier.predictions(probs, [f"frame {index}" for index, _, _ in metas])
             now = time.perf_counter()
             latency = (now - t0) * 1000.0
@@ -648,22 +704,26 @@ def stream_frames(
 
 
 def _reopen(src: Source, backoff: Sequence[float], opener: Callable[[Source], Any], stats: StreamStats, *,
-            reason: str) -> Any:
-    errors = []
-    for attempt, delay in enumerate(backoff, 1):
-        log.warning("%s %s; reopening in %.1f s (try %d of %d)", src.label, reason, delay, attempt, len(backoff))
+            reason: str, tried: int, frame_timeout: float) -> tuple[Any, int]:
+    """Reopen ``src`` after ``tried`` failed tries in a row (each waits the next delay of ``backoff``); returns the
+    capture and the tries used so far, or raises :class:`DataError` when every try is used."""
+    last = reason
+    for attempt in range(tried + 1, len(backoff) + 1):
+        delay = backoff[attempt - 1]
+        log.warning("%s %s; reopening in %.1f s (try %d of %d)", src.label, last, delay, attempt, len(backoff))
         time.sleep(delay)
         try:
             cap = opener(src)
         except DataError as exc:
-            errors.append(str(exc))
+            last = f"did not open ({exc})"
             continue
         stats.reconnects += 1
         log.info("%s reopened", src.label)
-        return cap
-    last = f" (last error: {errors[-1]})" if errors else ""
-    raise DataError(f"{src.label} stopped delivering frames and could not be reopened after {len(backoff)} tries "
-                    f"({', '.join(f'{d:g}' for d in backoff)} s apart){last}")
+        return cap, attempt
+    delays = f" ({', '.join(f'{d:g}' for d in backoff)} s apart)" if backoff else ""
+    raise DataError(f"{src.label} stopped delivering frames and could not be reopened after {len(backoff)} tries"
+                    f"{delays}; last: {last}. A try fails unless a frame arrives within --frame-timeout "
+                    f"({frame_timeout:g} s); more tries: --reconnect-tries")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

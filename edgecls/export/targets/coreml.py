@@ -304,7 +304,7 @@ COREML = register(Target(
     suffix=".mlpackage",
     extra="coreml",
     precision="fp16",
-    options=frozenset({"max_batch", "fp16_tolerance"}),
+    options=frozenset({"max_batch", "fp16_tolerance", "fp16_min_agreement", "fp16_max_map_drop"}),
     doc="CoreML ML Program (.mlpackage) in FP16, converted from torch.export with a batch range 1..max_batch; "
         "class names, thresholds and preprocessing in its user metadata. Converts anywhere; predictions (and "
         "so the parity check) need macOS, elsewhere the spec is validated.",

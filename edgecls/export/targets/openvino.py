@@ -177,7 +177,7 @@ OPENVINO = register(Target(
     suffix=".xml",
     extra="openvino",
     precision="fp16",
-    options=frozenset({"opset", "fp16_tolerance", "openvino_precision"}),
+    options=frozenset({"opset", "fp16_tolerance", "fp16_min_agreement", "fp16_max_map_drop", "openvino_precision"}),
     doc="OpenVINO IR (model.xml + model.bin) converted from the FP32 ONNX, weights compressed to FP16. The parity "
         "check runs it with an explicit INFERENCE_PRECISION_HINT (openvino_precision, f32 by default; bf16 is "
         "faster on AVX512_BF16/AMX CPUs but moves probabilities by up to ~0.04) and records what it resolved to.",

@@ -229,7 +229,8 @@ TENSORRT = register(Target(
     suffix=".engine",
     extra="tensorrt",
     precision="fp16",
-    options=frozenset({"opset", "max_batch", "fp16_tolerance", "fp32_tolerance", "require_engine"}),
+    options=frozenset({"opset", "max_batch", "fp16_tolerance", "fp16_min_agreement", "fp16_max_map_drop",
+                       "fp32_tolerance", "require_engine"}),
     doc="TensorRT FP16 engine built from the FP32 ONNX with an optimization profile for batch 1..max_batch and "
         "an engine.json sidecar (GPU, compute capability, TensorRT version, precision, shapes). Without an NVIDIA "
         "GPU here: the portable ONNX, engine.json build settings and BUILD.md instructions (parity of the ONNX "
