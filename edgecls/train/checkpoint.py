@@ -138,7 +138,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     try:
         thresholds = payload.get("thresholds")
-        config = payload.get("config", {})
         spec = payload.get("data_spec")  # absent before the spec was stored: Checkpoint.data_spec reads config
         data = None if spec is None else DataSpec.from_dict(spec, where=f"{file}: data_spec")
         return Checkpoint(
@@ -146,7 +145,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             preprocess=PreprocessSpec.from_dict(payload["preprocess"]),
             state_dict=payload["state_dict"],
             thresholds=None if thresholds is None else np.asarray(thresholds, dtype=np.float32),
-            config=config,
+            config=payload.get("config", {}),
             metrics=payload.get("metrics", {}),
             versions=payload.get("versions", {}),
             epoch=int(payload.get("epoch", 0)),
