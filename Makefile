@@ -34,7 +34,7 @@ demo: $(STAMP)
 
 # The exporter tests run in their own process: torch's ONNX export segfaulted there after the training/runtime
 # tests had loaded OpenVINO and DDP state in the same interpreter (open bug, see the issue notes).
-EXPORT_TESTS := tests/test_export.py tests/test_export_cli.py tests/test_bench.py
+EXPORT_TESTS := tests/test_export.py tests/test_export_cli.py tests/test_bench.py tests/test_data_spec_export.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(addprefix --ignore=,$(EXPORT_TESTS))

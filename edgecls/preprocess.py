@@ -18,6 +18,8 @@ ImageSource = Union[str, Path, bytes, bytearray, np.ndarray]
 
 RESIZE_MODES = ("squash", "shorter")
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
+# the image files a dataset folder and the runtime's file listing pick up (edgecls.data uses this one too)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

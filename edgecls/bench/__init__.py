@@ -371,7 +371,7 @@ def _plan_torch(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any
 
 def _eval_data(root: Path, manifest: Any, data: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Preprocessed images, targets and known-masks of ``split``, loaded the way the bundle's export loaded its data."""
-    from edgecls.export import load_bundle_dataset
+    from edgecls.data import DataSpec, load_from_spec
     from edgecls.export._calibration import preprocess_paths
     from edgecls.export.bundle import read_parity
 
@@ -379,7 +379,8 @@ def _eval_data(root: Path, manifest: Any, data: str, split: str) -> tuple[np.nda
         settings = read_parity(root).get("data", {})
     except ConfigError:
         settings = {}
-    dataset = load_bundle_dataset(data, settings, manifest)
+    dataset = load_from_spec(DataSpec.from_bundle(settings), data=data, class_names=manifest.class_names,
+                             owner="bundle")
     part = dataset.split(split)
     if not part.samples:
         raise DataError(f"{data}: the {split!r} split has no readable images; pick another with --split")

@@ -439,16 +439,9 @@ def _report(name: str, details: dict[str, Any], precision: str, info: dict[str, 
 
 
 def _data_settings(config: ExportConfig, ckpt: Any) -> dict[str, Any]:
-    """How the parity split was loaded, so ``check_bundle`` can load the same images without the checkpoint."""
-    cfg = ckpt.config or {}
-    return {
-        "path": str(Path(config.data).expanduser().absolute()),
-        "split": config.parity_split,
-        "classes": list(cfg["classes"]) if cfg.get("classes") else None,
-        "seed": int(cfg.get("seed", 0)),
-        "val_fraction": float(cfg.get("val_fraction", 0.2)),
-        "test_fraction": float(cfg.get("test_fraction", 0.1)),
-    }
+    """How the parity split was loaded (the checkpoint's DataSpec, read from ``config.data``), so ``check_bundle``
+    and bench can load the same images without the checkpoint."""
+    return replace(ckpt.data_spec, source=str(Path(config.data).expanduser().absolute())).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -469,31 +462,15 @@ class BundleCheck:
         return all(r.passed for r in self.reports.values())
 
 
-def load_bundle_dataset(data: str | Path, settings: dict[str, Any], manifest: Any) -> Any:
-    """``data`` loaded the way the bundle's export loaded it (``parity.json``'s data settings: classes, seed and split
-    fractions), checked to have the bundle's classes in its order.
-
-    Raises:
-        DataError: The dataset has other classes than the bundle.
-    """
-    from edgecls.data import load_dataset
-
-    classes = settings.get("classes")
-    dataset = load_dataset(data, classes=tuple(classes) if classes else None, seed=int(settings.get("seed", 0)),
-                           val_fraction=float(settings.get("val_fraction", 0.2)),
-                           test_fraction=float(settings.get("test_fraction", 0.1)))
-    if tuple(dataset.class_names) != tuple(manifest.class_names):
-        raise DataError(f"{data}: classes {list(dataset.class_names)} differ from the bundle's "
-                        f"{list(manifest.class_names)}; pass the dataset the bundle was exported with")
-    return dataset
-
-
-def _load_parity_images(bundle: Path, data: str | Path, settings: dict[str, Any], names: np.ndarray,
+def _load_parity_images(bundle: Path, data: str | Path, doc: dict[str, Any], names: np.ndarray,
                         manifest: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from edgecls.data import DataSpec, load_from_spec
     from edgecls.export._calibration import dataset_root, preprocess_paths, relative_names
 
-    dataset = load_bundle_dataset(data, settings, manifest)
-    split = dataset.split(settings.get("split", "valid"))
+    settings = doc.get("data", {})
+    dataset = load_from_spec(DataSpec.from_bundle(settings), data=data, class_names=manifest.class_names,
+                             owner="bundle")
+    split = dataset.split(doc.get("split") or settings.get("split", "valid"))
     root = dataset_root(data)
     by_name = dict(zip(relative_names([s.path for s in split.samples], root), split.samples))
     wanted = [str(n) for n in names]
@@ -536,7 +513,7 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
     chosen = list(artifacts) if artifacts else names
     for name in chosen:
         manifest.artifact(name)  # unknown: ConfigError listing the bundle's artifacts
-    images, targets, known = _load_parity_images(root, data, doc.get("data", {}), ref["names"], manifest)
+    images, targets, known = _load_parity_images(root, data, doc, ref["names"], manifest)
     if not (np.array_equal(targets, ref["targets"]) and np.array_equal(known, ref["known"])):
         raise DataError(f"{data}: the labels of the parity images differ from those the bundle was checked with")
     ref_thresholds = np.asarray(manifest.thresholds, dtype=np.float32)

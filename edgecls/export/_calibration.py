@@ -94,9 +94,9 @@ def load_images(ckpt: Any, data: str | Path, split: str, *, limit: int | None = 
     Raises:
         DataError: the split has no readable image.
     """
-    from edgecls.train.evaluate import load_split_for
+    from edgecls.data import load_from_spec
 
-    part = load_split_for(ckpt, data, split)
+    part = load_from_spec(ckpt.data_spec, data=data, class_names=ckpt.class_names, owner="checkpoint").split(split)
     samples = list(part.samples)
     if not samples:
         raise DataError(

@@ -42,14 +42,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError, UnsupportedOption
-from edgecls.preprocess import preprocess
+from edgecls.preprocess import IMAGE_EXTENSIONS, preprocess
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
 
 log = logging.getLogger("edgecls.runtime")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_BACKOFF = (0.5, 1.0, 2.0)
 DEFAULT_FRAME_TIMEOUT = 10.0
 

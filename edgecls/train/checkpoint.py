@@ -16,6 +16,7 @@ import torch
 
 import edgecls
 from edgecls._io import atomic_save, to_json
+from edgecls.data.spec import DataSpec
 from edgecls.errors import CheckpointError
 from edgecls.preprocess import PreprocessSpec
 
@@ -25,7 +26,11 @@ VERSION = 1
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint. ``training`` holds optimizer/scheduler/RNG state and is only present in ``last.pt``."""
+    """A loaded checkpoint. ``training`` holds optimizer/scheduler/RNG state and is only present in ``last.pt``.
+
+    ``data`` is how the training data was loaded and split (:attr:`data_spec` reads it from ``config`` for a
+    checkpoint saved before the spec was stored).
+    """
 
     model_spec: Any  # edgecls.train.backbones.ModelSpec
     preprocess: PreprocessSpec
@@ -37,10 +42,16 @@ class Checkpoint:
     epoch: int = 0
     training: dict[str, Any] | None = None
     path: Path | None = None
+    data: DataSpec | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.model_spec.class_names)
+
+    @property
+    def data_spec(self) -> DataSpec:
+        """How the training run loaded and split its data: ``data``, else read from the training ``config``."""
+        return self.data if self.data is not None else DataSpec.from_legacy(self.config or {})
 
     def to_payload(self) -> dict[str, Any]:
         payload = {
@@ -51,6 +62,7 @@ class Checkpoint:
             "state_dict": self.state_dict,
             "thresholds": None if self.thresholds is None else [float(t) for t in self.thresholds],
             "config": _plain(self.config),
+            "data_spec": self.data_spec.to_dict(),
             "metrics": _plain(self.metrics),
             "versions": self.versions or library_versions(),
             "epoch": int(self.epoch),
@@ -126,6 +138,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     try:
         thresholds = payload.get("thresholds")
+        spec = payload.get("data_spec")  # absent before the spec was stored: Checkpoint.data_spec reads config
+        data = None if spec is None else DataSpec.from_dict(spec, where=f"{file}: data_spec")
         return Checkpoint(
             model_spec=ModelSpec.from_dict(payload["model_spec"]),
             preprocess=PreprocessSpec.from_dict(payload["preprocess"]),
@@ -137,6 +151,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             epoch=int(payload.get("epoch", 0)),
             training=payload.get("training"),
             path=file,
+            data=data,
         )
     except KeyError as exc:
         raise CheckpointError(f"{file}: checkpoint is missing {exc}; it is incomplete or corrupt") from None

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from edgecls.config import field
+from edgecls.data.spec import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from edgecls.errors import ConfigError
 
 
@@ -68,8 +69,8 @@ class TrainConfig:
     resize: Resize = field(Resize.SQUASH, help="squash: whole image to a square; shorter: resize + centre crop")
     # data
     classes: tuple[str, ...] | None = field(None, help="class names for label files without a header (a,b,c)")
-    val_fraction: float = field(0.2, help="validation share when the dataset has no own splits")
-    test_fraction: float = field(0.1, help="test share when the dataset has no own splits")
+    val_fraction: float = field(DEFAULT_VAL_FRACTION, help="validation share when the dataset has no own splits")
+    test_fraction: float = field(DEFAULT_TEST_FRACTION, help="test share when the dataset has no own splits")
     strict: bool = field(False, help="missing or corrupt images are an error instead of skipped")
     augment: Augment = field(Augment.LIGHT, help="training augmentation preset")
     # strategy and optimisation
@@ -104,7 +105,7 @@ class TrainConfig:
     amp: bool = field(True, help="mixed precision: fp16/bf16 autocast on CUDA, bf16 on CPUs that have it")
     channels_last: bool = field(True, help="channels_last memory format")
     workers: int | None = field(None, help="data-loading worker processes (default: half the cores, at most 4)")
-    seed: int = field(0, help="random seed")
+    seed: int = field(DEFAULT_SEED, help="random seed")
     progress: bool = field(True, help="progress bars")
 
     def __post_init__(self) -> None:

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edgecls.data import Sample, Split, load_dataset
-from edgecls.errors import DataError
+from edgecls.data import Sample, Split, load_from_spec
 from edgecls.metrics import MetricsReport, compute_metrics, sigmoid
 from edgecls.preprocess import PreprocessSpec
 from edgecls.train._datasets import ImageDataset
@@ -59,22 +58,9 @@ class Evaluation:
 
 
 def load_split_for(ckpt: Checkpoint, data: str | Path, split: str, *, strict: bool = False) -> Split:
-    """Load ``split`` of ``data`` the way this checkpoint's training run did (same seed and fractions, classes)."""
-    cfg = ckpt.config
-    classes = cfg.get("classes")
-    dataset = load_dataset(
-        data,
-        classes=tuple(classes) if classes else None,
-        seed=int(cfg.get("seed", 0)),
-        val_fraction=float(cfg.get("val_fraction", 0.2)),
-        test_fraction=float(cfg.get("test_fraction", 0.1)),
-        strict=strict,
-    )
-    if tuple(dataset.class_names) != ckpt.class_names:
-        raise DataError(
-            f"{data}: classes {list(dataset.class_names)} differ from the checkpoint's {list(ckpt.class_names)}; "
-            "evaluate on data with the same classes in the same order"
-        )
+    """Load ``split`` of ``data`` the way this checkpoint's training run did (its :class:`~edgecls.data.DataSpec`)."""
+    dataset = load_from_spec(ckpt.data_spec, data=data, class_names=ckpt.class_names, owner="checkpoint",
+                             strict=strict)
     return dataset.split(split)
 
 

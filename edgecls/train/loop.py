@@ -278,7 +278,7 @@ class _Run:
         return Checkpoint(
             model_spec=self.spec, preprocess=self.preprocess, state_dict=state, thresholds=thresholds,
             config=to_plain(self.resolved), metrics=metrics, versions=library_versions(), epoch=self.state.epoch,
-            training=extra,
+            training=extra, data=self.dataset.spec,
         )
 
     # -- data ---------------------------------------------------------------------------------------------------
