@@ -75,6 +75,13 @@ def cli(verbose: int) -> None:
 # training
 
 
+def _require_train() -> None:
+    """Fail in one line, naming the extra, when the training stack is not installed (a runtime-only install)."""
+    from edgecls._deps import require
+
+    require("torch", extra="train")
+
+
 def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
     from edgecls.train.config import TrainConfig
 
@@ -90,8 +97,10 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @user_errors
 def train(data: str | None, out: str | None, config_path: str | None, resume: str | None, **flags: Any) -> None:
     """Fine-tune a backbone on DATA (label file, folder, YOLO data.yaml or COCO json)."""
-    from edgecls.config import build_config
+    from edgecls.config import build_config, load_yaml
     from edgecls.errors import ConfigError
+
+    _require_train()
     from edgecls.train._report import format_report
     from edgecls.train.config import TrainConfig
     from edgecls.train.loop import fit
@@ -107,6 +116,14 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
             given["data"] = data
         if out is not None:
             given["out"] = out
+        in_yaml = {str(k).replace("-", "_") for k in load_yaml(config_path)} if config_path else set()
+        needed = (("data", "DATA"), ("out", "--out"))
+        missing = [name for key, name in needed if key not in given and key not in in_yaml]
+        if missing:
+            raise ConfigError(
+                f"train needs {' and '.join(missing)}: edgecls train DATA --out RUN_DIR (or `data:` and `out:` in "
+                "--config), or edgecls train --resume RUN_DIR to continue a run"
+            )
         cfg = build_config(TrainConfig, yaml_path=config_path, overrides=given)
         result = fit(cfg)
     if result.stopped == "interrupted":
@@ -125,13 +142,14 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
 @click.argument("checkpoint")
 @click.argument("data")
 @click.option("--split", default="test", show_default=True, help="train, valid or test")
-@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @user_errors
 def evaluate(checkpoint: str, data: str, split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Report mAP, F1, Hamming loss, subset accuracy and per-class metrics of CHECKPOINT (file or run folder)
     on a split of DATA, at 0.5 and at the checkpoint's tuned thresholds."""
+    _require_train()
     from edgecls._io import to_json
     from edgecls.train._report import format_report
     from edgecls.train.evaluate import evaluate as run_eval
@@ -145,8 +163,10 @@ def evaluate(checkpoint: str, data: str, split: str, batch_size: int, device: st
 
 
 @cli.command()
+@user_errors
 def backbones() -> None:
     """List the backbones `--backbone` accepts."""
+    _require_train()
     from edgecls.train.backbones import backbone_info, list_backbones
 
     for name in list_backbones():

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from edgecls.data import Sample, Split, load_dataset
-from edgecls.errors import DataError
+from edgecls.errors import ConfigError, DataError
 from edgecls.metrics import MetricsReport, compute_metrics, sigmoid
 from edgecls.preprocess import PreprocessSpec
 from edgecls.train._datasets import ImageDataset
@@ -88,6 +88,8 @@ def evaluate(
     workers: int | None = None,
     strict: bool = False,
 ) -> Evaluation:
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     part = load_split_for(ckpt, data, split, strict=strict)
     dev = resolve_device(device)
