@@ -92,7 +92,9 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("data", required=False)
 @click.option("--out", "-o", help="run directory to create (checkpoints, report, plots)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file; keys mirror these flags")
-@click.option("--resume", type=click.Path(file_okay=False), help="continue the run in this folder exactly")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="continue the run in this folder; only --epochs, --patience, --lr and --workers/--device/--progress "
+                   "may change")
 @_train_options
 @user_errors
 def train(data: str | None, out: str | None, config_path: str | None, resume: str | None, **flags: Any) -> None:

@@ -162,10 +162,12 @@ def test_checkpoint_weights_that_do_not_fit_the_backbone(runner, tiny_run, synth
     def other_backbone(payload):
         payload["model_spec"]["backbone"] = "timm:test_resnet"
 
-    for name, edit in (("wider.pt", wider_head), ("other.pt", other_backbone)):
+    cases = (("wider.pt", wider_head, "timm:test_efficientnet"), ("other.pt", other_backbone, "timm:test_resnet"))
+    for name, edit, named in cases:
         ckpt = _edited_checkpoint(tiny_run, tmp_path / name, edit)
         result = runner.invoke(cli, ["evaluate", str(ckpt), str(synth_small), "--split", "valid"])
-        _one_error_line(result, f"{ckpt}: its weights were made for another backbone or number of classes")
+        _one_error_line(result, f"{ckpt}: weights do not fit backbone '{named}' with 6 classes")
+        assert "they were made for another backbone or number of classes" in result.output
 
 
 @pytest.mark.parametrize("version", ["2a", 0, None])
@@ -263,6 +265,8 @@ def test_runtime_only_install_prints_no_traceback(tmp_path, tiny_run, synth_smal
         (["evaluate", str(tiny_run), str(synth_small)], 1, train_extra),
         (["backbones"], 1, train_extra),
         (["export", str(tiny_run), "--target", "onnx", "--data", str(synth_small), "--out", str(tmp_path / "b")], 1,
+         train_extra),
+        (["export", str(tiny_run), "--target", "all", "--data", str(synth_small), "--out", str(tmp_path / "b")], 1,
          train_extra),
         (["data", "inspect", str(synth_small)], 0, "pos_weight"),
         (["data", "synth", str(tmp_path / "synth"), "--n", "6", "--img-size", "32"], 0, "wrote 6 images"),

@@ -67,8 +67,8 @@ class Checkpoint:
         spec = self.model_spec
         where = self.path or "checkpoint"
         made_for = (
-            f"{where}: its weights were made for another backbone or number of classes than the one it names "
-            f"({spec.backbone!r}, {len(spec.class_names)} classes, {spec.head} head)"
+            f"{where}: weights do not fit backbone {spec.backbone!r} with {len(spec.class_names)} classes "
+            f"({spec.head} head) that the checkpoint names; they were made for another backbone or number of classes"
         )
         fix = "the file was edited or put together from two checkpoints; use a checkpoint as `edgecls train` wrote it"
         expected = model.state_dict()
