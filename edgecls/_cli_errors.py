@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import click
 
+from edgecls._deps import missing_extra
 from edgecls.errors import EdgeclsError
 
 
@@ -19,5 +20,10 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except EdgeclsError as exc:
             raise click.ClickException(str(exc)) from None
+        except ImportError as exc:  # an extra's module imported without `require` (runtime-only install)
+            missing = missing_extra(exc)
+            if missing is None:
+                raise
+            raise click.ClickException(str(missing)) from None
 
     return wrapper

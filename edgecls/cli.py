@@ -75,6 +75,13 @@ def cli(verbose: int) -> None:
 # training
 
 
+def _require_train() -> None:
+    """Fail in one line, naming the extra, when the training stack is not installed (a runtime-only install)."""
+    from edgecls._deps import require
+
+    require("torch", extra="train")
+
+
 def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
     from edgecls.train.config import TrainConfig
 
@@ -85,7 +92,9 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("data", required=False)
 @click.option("--out", "-o", help="run directory to create (checkpoints, report, plots)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file; keys mirror these flags")
-@click.option("--resume", type=click.Path(file_okay=False), help="continue the run in this folder exactly")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="continue the run in this folder; only --epochs, --patience, --lr and --workers/--device/--progress "
+                   "may change")
 @click.option("--force", is_flag=True, help="start over in an --out that holds an earlier run (its files are removed) "
               "or other files")
 @_train_options
@@ -95,8 +104,10 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
     """Fine-tune a backbone on DATA (label file, folder, YOLO data.yaml or COCO json).
 
     --out must be a new or empty folder; an earlier run there needs --resume (continue it) or --force (start over)."""
-    from edgecls.config import build_config
+    from edgecls.config import build_config, load_yaml
     from edgecls.errors import ConfigError
+
+    _require_train()
     from edgecls.train._report import format_report
     from edgecls.train.config import TrainConfig
     from edgecls.train.loop import fit
@@ -114,6 +125,14 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
             given["data"] = data
         if out is not None:
             given["out"] = out
+        in_yaml = {str(k).replace("-", "_") for k in load_yaml(config_path)} if config_path else set()
+        needed = (("data", "DATA"), ("out", "--out"))
+        missing = [name for key, name in needed if key not in given and key not in in_yaml]
+        if missing:
+            raise ConfigError(
+                f"train needs {' and '.join(missing)}: edgecls train DATA --out RUN_DIR (or `data:` and `out:` in "
+                "--config), or edgecls train --resume RUN_DIR to continue a run"
+            )
         cfg = build_config(TrainConfig, yaml_path=config_path, overrides=given)
         result = fit(cfg, force=force)
     if result.stopped == "interrupted":
@@ -132,13 +151,14 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
 @click.argument("checkpoint")
 @click.argument("data")
 @click.option("--split", default="test", show_default=True, help="train, valid or test")
-@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @user_errors
 def evaluate(checkpoint: str, data: str, split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Report mAP, F1, Hamming loss, subset accuracy and per-class metrics of CHECKPOINT (file or run folder)
     on a split of DATA, at 0.5 and at the checkpoint's tuned thresholds."""
+    _require_train()
     from edgecls._io import to_json
     from edgecls.train._report import format_report
     from edgecls.train.evaluate import evaluate as run_eval
@@ -152,8 +172,10 @@ def evaluate(checkpoint: str, data: str, split: str, batch_size: int, device: st
 
 
 @cli.command()
+@user_errors
 def backbones() -> None:
     """List the backbones `--backbone` accepts."""
+    _require_train()
     from edgecls.train.backbones import backbone_info, list_backbones
 
     for name in list_backbones():

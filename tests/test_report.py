@@ -16,6 +16,7 @@ pytest.importorskip("matplotlib")
 from edgecls.train._report import (
     _loss_figure,
     format_report,
+    loss_curves,
     plot_loss,
     plot_pr_curves,
     plot_val_map,
@@ -115,7 +116,7 @@ def test_plot_loss_png_and_labels(tmp_path):
     loss[10] = math.nan  # a bad step does not break the smoothing
     fig = _loss_figure(it, loss)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "iteration_number" and ax.get_ylabel() == "training_loss"
+    assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "training loss"  # words, not identifiers
     raw, smooth = ax.get_lines()
     assert raw.get_alpha() < 1 and raw.get_linewidth() < smooth.get_linewidth()
     smoothed = smooth.get_ydata()
@@ -125,6 +126,27 @@ def test_plot_loss_png_and_labels(tmp_path):
     assert path == tmp_path / "loss.png"
     _assert_png(path)
     _assert_no_temp_files(tmp_path)
+
+
+def test_loss_plot_shows_the_validation_loss_of_each_epoch(tmp_path):
+    losses = list(np.linspace(1.0, 0.2, 90))
+    curves = loss_curves(range(1, 91), losses, val_iterations=[30, 60, 90], val_losses=[0.9, 0.5, 0.4])
+    assert curves.span == 4 and curves.smoothed is not None and curves.smoothed.shape == (90,)
+    np.testing.assert_array_equal(curves.val_iterations, [30, 60, 90])
+    np.testing.assert_array_equal(curves.val_losses, [0.9, 0.5, 0.4])
+
+    fig = _loss_figure(range(1, 91), losses, val_iterations=[30, 60, 90], val_losses=[0.9, 0.5, 0.4])
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "training and validation loss"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    val = lines["validation loss (end of each epoch)"]
+    np.testing.assert_array_equal(val.get_xdata(), [30, 60, 90])
+    np.testing.assert_array_equal(val.get_ydata(), [0.9, 0.5, 0.4])
+    assert "training loss" in lines
+    with pytest.raises(ConfigError, match="same length"):
+        loss_curves([1, 2], [0.5, 0.4], val_iterations=[2], val_losses=[])
+    _assert_png(plot_loss(range(1, 91), losses, tmp_path / "loss.png", val_iterations=[30, 60, 90],
+                          val_losses=[0.9, 0.5, 0.4]))
 
 
 def test_plot_loss_edge_cases(tmp_path):

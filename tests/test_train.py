@@ -92,8 +92,8 @@ def test_resume_after_interrupt_matches_uninterrupted_run(synth_small, tmp_path,
 
 def test_resume_rejects_changing_fixed_settings(synth_small, tmp_path, tiny_config):
     fit(tiny_config(synth_small, tmp_path / "run", epochs=1))
-    with pytest.raises(ConfigError, match="lr cannot change"):
-        resume(tmp_path / "run", {"lr": 0.5})
+    with pytest.raises(ConfigError, match="batch_size cannot change"):
+        resume(tmp_path / "run", {"batch_size": 8})
     extended = resume(tmp_path / "run", {"epochs": 2})
     assert extended.epochs_run == 2
 
@@ -150,6 +150,93 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_small, tmp_path, ti
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1; the last good checkpoint"):
         resume(run, {"epochs": 2})
     assert (run / "last.pt").read_bytes() == good
+
+
+def test_divergence_in_the_first_epoch_says_to_restart_with_a_lower_lr(synth_small, tmp_path, tiny_config):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as info:
+        fit(tiny_config(synth_small, run, epochs=1, lr=1e30, scheduler="constant"))  # a real divergence
+    message = str(info.value)
+    assert "at epoch 1" in message and "no epoch completed, so there is no checkpoint to resume" in message
+    assert "start a new run with a lower learning rate (--lr 3.3e+29 instead of 1e+30" in message
+    assert "--resume" not in message and not (run / "last.pt").exists()
+
+
+def test_divergence_after_an_epoch_says_how_to_resume_with_a_lower_lr(synth_small, tmp_path, tiny_config):
+    run = tmp_path / "run"
+    fit(tiny_config(synth_small, run, epochs=1, scheduler="constant"))
+    good = (run / "last.pt").read_bytes()
+    with pytest.raises(TrainingDiverged) as info:
+        resume(run, {"epochs": 2, "lr": 1e30})  # --resume accepts --lr; this one makes the loss NaN for real
+    message = str(info.value)
+    assert "at epoch 2" in message and f"the last good checkpoint is kept in {run / 'last.pt'} (epoch 1)" in message
+    assert f"edgecls train --resume {run} --lr 3.3e+29" in message
+    assert (run / "last.pt").read_bytes() == good
+
+    resumed = resume(run, {"epochs": 2, "lr": 1e-3})  # the advice works: a lower lr continues from epoch 1
+    assert resumed.stopped == "completed" and resumed.epochs_run == 2
+    history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["lr"] for h in history] == [pytest.approx(3e-3), pytest.approx(1e-3)]
+    assert "lr: 0.001" in (run / "config.yaml").read_text()
+    groups = load_checkpoint(run / "last.pt").training["optimizer"]["param_groups"]
+    assert {round(g["lr"], 8) for g in groups} == {1e-3, 1e-4}  # head at lr, encoder at lr * encoder_lr_scale
+
+
+def test_resume_with_lr_rescales_the_cosine_schedule(synth_small, tmp_path, tiny_config):
+    run = tmp_path / "run"
+    fit(tiny_config(synth_small, run, epochs=1))
+    before = load_checkpoint(run / "last.pt").training["scheduler"]["base_lrs"]
+    resume(run, {"epochs": 2, "lr": 1e-3})
+    after = load_checkpoint(run / "last.pt").training["scheduler"]["base_lrs"]
+    assert after == pytest.approx([b / 3 for b in before])
+
+
+def test_a_loss_far_above_its_first_value_is_a_warning(synth_small, tmp_path, tiny_config, caplog):
+    caplog.set_level("WARNING", logger="edgecls.train")
+    result = fit(tiny_config(synth_small, tmp_path / "run", epochs=1, strategy="freeze", optimizer="sgd", lr=1e4,
+                             scheduler="constant"))
+    assert result.stopped == "completed"  # a warning, not an error: the run goes on
+    warned = [r.getMessage() for r in caplog.records if "over 100x its first value" in r.getMessage()]
+    assert len(warned) == 1 and "try a lower --lr than 10000" in warned[0]
+
+    caplog.clear()
+    fit(tiny_config(synth_small, tmp_path / "calm", epochs=1))
+    assert not [r for r in caplog.records if "its first value" in r.getMessage()]
+
+
+def test_lr_must_be_finite_and_positive(synth_small, tmp_path, tiny_config):
+    for lr in (0.0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="--lr must be a finite number above 0"):
+            tiny_config(synth_small, tmp_path / "run", lr=lr)
+
+
+def test_training_batches_are_full_and_loss_plot_gets_the_validation_loss(synth_small, tmp_path, tiny_config,
+                                                                          monkeypatch):
+    from edgecls.train import _report
+
+    drawn = {}
+    original = _report.plot_loss
+
+    def recording_plot_loss(iterations, losses, path, **kwargs):
+        drawn.update(kwargs, iterations=list(iterations), losses=list(losses))
+        return original(iterations, losses, path, **kwargs)
+
+    monkeypatch.setattr(_report, "plot_loss", recording_plot_loss)
+    n_train = len(load_dataset(synth_small).split("train"))
+    assert n_train % 16 != 0  # the last batch would be smaller than the others
+    run = tmp_path / "run"
+    fit(tiny_config(synth_small, run, epochs=2))
+    per_epoch = n_train // 16  # the incomplete last batch is dropped
+    history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["iteration"] for h in history] == [per_epoch, 2 * per_epoch]
+    assert len(load_checkpoint(run / "last.pt").training["losses"]) == 2 * per_epoch
+    assert drawn["iterations"] == list(range(1, 2 * per_epoch + 1))
+    assert drawn["val_iterations"] == [per_epoch, 2 * per_epoch]
+    assert drawn["val_losses"] == [h["val_loss"] for h in history]
+    assert (run / "loss.png").is_file()
+
+    # a train set of one batch or less keeps its only batch
+    assert [loop_module._batches_per_epoch(n, 16) for n in (10, 16, 17, 42)] == [1, 1, 1, 2]
 
 
 def test_label_file_with_na_missing_and_corrupt_images_trains(tmp_path, tiny_config, caplog):

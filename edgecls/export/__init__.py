@@ -257,7 +257,9 @@ def export(config: ExportConfig) -> ExportResult:
 
     targets = expand_targets(config.targets)
     if not targets:
-        raise UnsupportedOption("no export target can be produced on this machine; see `edgecls export --help`")
+        first = list_targets()[0]  # onnx, which every other target builds on
+        raise UnsupportedOption(f"no export target can be produced on this machine ({first.name}: "
+                                f"{first.available()[1]}); see `edgecls export --help`")
     skipped = []
     if ALL in config.targets:
         chosen = {t.name for t in targets}

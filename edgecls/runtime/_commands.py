@@ -144,12 +144,28 @@ def refuse_overwriting_inputs(outputs: Sequence[tuple[str, str | Path | None]], 
                               "Choose another output path")
 
 
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    reason = f"{blocker} is a file, not a folder" if blocker is not None else (exc.strerror or str(exc))
+    return ConfigError(f"{path}: cannot write there ({reason}); give a path in a folder you can write to")
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+
+
 def _open_out(out: str | Path | None, default: IO[str] | None) -> tuple[IO[str], bool]:
     if out is None:
         return (default or sys.stdout), False
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "w", encoding="utf-8", newline=""), True
+    _make_parent(path)
+    try:
+        return open(path, "w", encoding="utf-8", newline=""), True
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -336,6 +352,8 @@ def run_stream(
     stats = StreamStats()
     outputs: list[str] = []
     lines, owned = (None, False)
+    if save:
+        _make_parent(Path(save))
     sink = VideoSink(save, fps=0.0) if save else None
     interrupted = output_closed = False
     try:

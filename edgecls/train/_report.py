@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from edgecls.metrics import MetricsReport, average_precision, pr_curve
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["format_report", "plot_loss", "plot_pr_curves", "plot_val_map", "write_report"]
+__all__ = ["LossCurves", "format_report", "loss_curves", "plot_loss", "plot_pr_curves", "plot_val_map", "write_report"]
 
 _HEADLINE = (
     ("mAP", "map"),
@@ -206,30 +207,81 @@ def _ema(values: np.ndarray, span: int) -> np.ndarray:
     return out
 
 
-def _loss_figure(iterations: Sequence[int], losses: Sequence[float]) -> Figure:
+@dataclass(frozen=True)
+class LossCurves:
+    """What ``loss.png`` draws: the raw training loss, its moving average (``span`` 1: none) and the validation loss
+    of each epoch at the iteration where that epoch ended."""
+
+    iterations: np.ndarray
+    raw: np.ndarray
+    smoothed: np.ndarray | None
+    span: int
+    val_iterations: np.ndarray
+    val_losses: np.ndarray
+
+
+def loss_curves(
+    iterations: Sequence[int],
+    losses: Sequence[float],
+    *,
+    val_iterations: Sequence[int] = (),
+    val_losses: Sequence[float] = (),
+) -> LossCurves:
+    """The data of the loss plot (kept apart from the drawing so it can be checked as numbers)."""
     _same_length(iterations, losses, "iterations", "losses")
-    x = np.asarray(iterations, dtype=np.float64)
+    _same_length(val_iterations, val_losses, "val_iterations", "val_losses")
     y = np.asarray(losses, dtype=np.float64)
+    span = int(np.clip(y.size // 20, 1, 500))
+    return LossCurves(
+        iterations=np.asarray(iterations, dtype=np.float64),
+        raw=y,
+        smoothed=_ema(y, span) if span > 1 else None,
+        span=span,
+        val_iterations=np.asarray(val_iterations, dtype=np.float64),
+        val_losses=np.asarray(val_losses, dtype=np.float64),
+    )
+
+
+def _loss_figure(
+    iterations: Sequence[int],
+    losses: Sequence[float],
+    *,
+    val_iterations: Sequence[int] = (),
+    val_losses: Sequence[float] = (),
+) -> Figure:
+    curves = loss_curves(iterations, losses, val_iterations=val_iterations, val_losses=val_losses)
     fig = _new_figure()
     ax = fig.add_subplot()
-    if y.size:
-        span = int(np.clip(y.size // 20, 1, 500))
-        ax.plot(x, y, linewidth=0.6, alpha=0.35, color="tab:blue", label="raw")
-        if span > 1:
-            ax.plot(x, _ema(y, span), linewidth=1.8, color="tab:blue", label=f"EMA (span {span})")
+    if curves.raw.size:
+        ax.plot(curves.iterations, curves.raw, linewidth=0.6, alpha=0.35, color="tab:blue", label="training loss")
+        if curves.smoothed is not None:
+            ax.plot(curves.iterations, curves.smoothed, linewidth=1.8, color="tab:blue",
+                    label=f"training loss, moving average of {curves.span}")
+    if curves.val_losses.size:
+        ax.plot(curves.val_iterations, curves.val_losses, marker="o", markersize=4, linewidth=1.5,
+                color="tab:orange", label="validation loss (end of each epoch)")
+    if curves.raw.size or curves.val_losses.size:
         ax.legend(loc="upper right")
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("iteration_number")
-    ax.set_ylabel("training_loss")
-    ax.set_title("Training loss")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training and validation loss" if curves.val_losses.size else "training loss")
+    ax.set_title("Loss")
     ax.grid(True, alpha=0.3)
     return fig
 
 
-def plot_loss(iterations: Sequence[int], losses: Sequence[float], path: Path) -> Path:
-    """Training loss against iteration: the raw curve (thin, faint) and an exponential moving average on top."""
-    return _save(_loss_figure(iterations, losses), path)
+def plot_loss(
+    iterations: Sequence[int],
+    losses: Sequence[float],
+    path: Path,
+    *,
+    val_iterations: Sequence[int] = (),
+    val_losses: Sequence[float] = (),
+) -> Path:
+    """Training loss against iteration (the raw curve, thin and faint, with a moving average on top) and, when
+    given, the validation loss of each epoch at the iteration where the epoch ended."""
+    return _save(_loss_figure(iterations, losses, val_iterations=val_iterations, val_losses=val_losses), path)
 
 
 def _val_map_figure(epochs: Sequence[int], maps: Sequence[float]) -> Figure:
@@ -248,7 +300,7 @@ def _val_map_figure(epochs: Sequence[int], maps: Sequence[float]) -> Figure:
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("val_mAP")
+    ax.set_ylabel("validation mAP")
     ax.set_title("Validation mAP")
     ax.grid(True, alpha=0.3)
     return fig

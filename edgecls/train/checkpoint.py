@@ -76,13 +76,29 @@ class Checkpoint:
         from edgecls.train.backbones import build_model
 
         model = build_model(self.model_spec, pretrained=False)
-        result = model.load_state_dict(self.state_dict, strict=False)
+        spec = self.model_spec
+        where = self.path or "checkpoint"
+        made_for = (
+            f"{where}: weights do not fit backbone {spec.backbone!r} with {len(spec.class_names)} classes "
+            f"({spec.head} head) that the checkpoint names; they were made for another backbone or number of classes"
+        )
+        fix = "the file was edited or put together from two checkpoints; use a checkpoint as `edgecls train` wrote it"
+        expected = model.state_dict()
+        wrong = [
+            f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+            for k, v in self.state_dict.items()
+            if k in expected and hasattr(v, "shape") and tuple(v.shape) != tuple(expected[k].shape)
+        ]
+        if wrong:
+            raise CheckpointError(f"{made_for} (shapes {', '.join(wrong[:2])}); {fix}")
+        try:
+            result = model.load_state_dict(self.state_dict, strict=False)
+        except (RuntimeError, TypeError, AttributeError) as exc:  # e.g. a value that is not a tensor
+            raise CheckpointError(f"{made_for} ({str(exc).splitlines()[0][:200]}); {fix}") from None
         if result.missing_keys or result.unexpected_keys:
-            where = self.path or "checkpoint"
             raise CheckpointError(
-                f"{where}: weights do not fit backbone {self.model_spec.backbone!r} "
-                f"(missing {list(result.missing_keys)[:3]}, unexpected {list(result.unexpected_keys)[:3]}); "
-                "was it saved by another edgecls version or edited?"
+                f"{made_for} (missing {list(result.missing_keys)[:3]}, unexpected {list(result.unexpected_keys)[:3]}); "
+                f"{fix}"
             )
         return model.eval()
 
@@ -131,10 +147,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{file}: cannot read checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{file}: not an edgecls checkpoint (train one with `edgecls train`)")
-    if int(payload.get("version", 0)) > VERSION:
+    version = payload.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(
-            f"{file}: checkpoint version {payload['version']} is newer than this edgecls supports ({VERSION}); "
-            "upgrade edgecls"
+            f"{file}: checkpoint version {version!r} is not valid (this edgecls reads versions 1 to {VERSION}); "
+            "the file is corrupt or was edited: train it again or use the original file"
+        )
+    if version > VERSION:
+        raise CheckpointError(
+            f"{file}: checkpoint version {version} is newer than this edgecls supports ({VERSION}); upgrade edgecls"
         )
     try:
         thresholds = payload.get("thresholds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from edgecls.config import field
@@ -112,8 +113,10 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.lr > 0, "lr must be positive"),
-            (self.encoder_lr_scale > 0, "encoder_lr_scale must be positive"),
+            (math.isfinite(self.lr) and self.lr > 0,
+             f"--lr must be a finite number above 0 (got {self.lr!r}), e.g. --lr 0.001"),
+            (math.isfinite(self.encoder_lr_scale) and self.encoder_lr_scale > 0,
+             f"--encoder-lr-scale must be a finite number above 0 (got {self.encoder_lr_scale!r})"),
             (self.accumulate >= 1, "accumulate must be at least 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 < self.ema_decay < 1, "ema_decay must be in (0, 1)"),

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from edgecls.data import Sample, Split, load_from_spec
+from edgecls.errors import ConfigError
 from edgecls.metrics import MetricsReport, compute_metrics, sigmoid
 from edgecls.preprocess import PreprocessSpec
 from edgecls.train._datasets import ImageDataset
@@ -74,6 +75,8 @@ def evaluate(
     workers: int | None = None,
     strict: bool = False,
 ) -> Evaluation:
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     part = load_split_for(ckpt, data, split, strict=strict)
     dev = resolve_device(device)

@@ -42,8 +42,11 @@ from edgecls.train.losses import build_loss
 
 log = logging.getLogger("edgecls.train")
 
-# Settings that may change when a run is resumed; everything else must stay as the run started.
-RESUMABLE = ("epochs", "patience", "workers", "device", "progress")
+# Settings that may change when a run is resumed; everything else must stay as the run started. ``lr`` is the one
+# to lower after a divergence: the restored optimizer and schedule are rescaled to it.
+RESUMABLE = ("epochs", "patience", "workers", "device", "progress", "lr")
+# A training loss this many times its first value is logged as a warning (the run is probably diverging).
+LOSS_RISE_WARNING = 100.0
 
 
 @dataclass
@@ -143,6 +146,11 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: in
     return None, False
 
 
+def _batches_per_epoch(images: int, batch_size: int) -> int:
+    """Training batches of one process per epoch: the last incomplete batch is dropped unless it is the only one."""
+    return images // batch_size if images > batch_size else 1
+
+
 def _pos_weight(cfg: TrainConfig, dataset: Dataset) -> torch.Tensor | None:
     text = cfg.pos_weight.strip().lower()
     if text == "none":
@@ -229,14 +237,16 @@ class _Run:
         self.cached: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         _trainable_for_epoch(self.model, cfg, 0)
         self.optimizer = _optimizer(_param_groups(self.model, cfg), cfg)
-        self.steps_per_epoch = math.ceil(math.ceil(len(self.train_split) / self.dist.world) / cfg.batch_size)
-        self.steps_per_epoch = max(1, math.ceil(self.steps_per_epoch / cfg.accumulate))
+        per_rank = math.ceil(len(self.train_split) / self.dist.world)
+        self.batches_per_epoch = _batches_per_epoch(per_rank, cfg.batch_size)
+        self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / cfg.accumulate))
         self.scheduler, self.per_step = _scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.scaler else None
         if resume_from is not None:
             self._restore(resume_from)
         self.wrapped: nn.Module = self.model
         self.tb = None
+        self._warned_rise = False
 
     # -- persistence --------------------------------------------------------------------------------------------
     def _restore(self, ckpt: Checkpoint) -> None:
@@ -254,6 +264,20 @@ class _Run:
             best_epoch=int(s["best_epoch"]), bad_epochs=int(s["bad_epochs"]),
             losses=[float(v) for v in t["losses"].tolist()], history=json.loads(s["history"]),
         )
+        saved_lr = float(ckpt.config.get("lr", self.cfg.lr))
+        if saved_lr > 0 and saved_lr != self.cfg.lr:
+            self._rescale_lr(self.cfg.lr / saved_lr)
+            log.info("resuming with lr %g instead of %g (the schedule continues, scaled)", self.cfg.lr, saved_lr)
+
+    def _rescale_lr(self, ratio: float) -> None:
+        """Scale every learning rate the restored optimizer and scheduler hold (``--resume RUN --lr X``)."""
+        for group in self.optimizer.param_groups:
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= ratio
+        for attr in ("base_lrs", "_last_lr"):
+            if self.scheduler is not None and hasattr(self.scheduler, attr):
+                setattr(self.scheduler, attr, [v * ratio for v in getattr(self.scheduler, attr)])
 
     def _eval_model(self) -> MultiLabelNet:
         return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
@@ -296,8 +320,11 @@ class _Run:
                                      seed=cfg.seed)
         sampler.set_epoch(epoch)
         generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        # The last, smaller batch of an epoch would be a noisy step (and a spike in loss.png): drop it unless it is
+        # the only batch. The sampler shuffles every epoch, so each image is still seen.
+        drop_last = len(sampler) > cfg.batch_size
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
-                          generator=generator, pin_memory=self.device.type == "cuda", drop_last=False)
+                          generator=generator, pin_memory=self.device.type == "cuda", drop_last=drop_last)
 
     def _cache_features(self) -> None:
         started = time.perf_counter()
@@ -340,15 +367,13 @@ class _Run:
                 logits = self._forward_train(x)
             loss = self.criterion(logits.float(), y, m)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
-                    f"kept in {self.run_dir} (try a lower --lr or --grad-clip 1.0, then --resume {self.run_dir})"
-                )
+                raise self._diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             scaled = loss / cfg.accumulate
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             if (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches:
                 self._optimizer_step()
             value = float(loss.detach())
+            self._check_rise(value, epoch, step)
             self.state.losses.append(value)
             self.state.iteration += 1
             if self.tb is not None:
@@ -360,6 +385,34 @@ class _Run:
                 bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         seconds = time.perf_counter() - started
         return total / max(1, count), images * self.dist.world / max(seconds, 1e-9)
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        """The error for a NaN/inf loss or score, with advice that works: resume only when a checkpoint exists."""
+        lower = f"{self.cfg.lr / 3:.2g}"
+        if self.state.epoch == 0:
+            advice = (
+                "no epoch completed, so there is no checkpoint to resume; start a new run with a lower learning rate "
+                f"(--lr {lower} instead of {self.cfg.lr:g}, or add --grad-clip 1.0) and --force to reuse {self.run_dir}"
+            )
+        else:
+            advice = (
+                f"the last good checkpoint is kept in {self.run_dir / 'last.pt'} (epoch {self.state.epoch}); continue "
+                f"it with a lower learning rate: edgecls train --resume {self.run_dir} --lr {lower}"
+            )
+        return TrainingDiverged(f"{what}; {advice}")
+
+    def _check_rise(self, value: float, epoch: int, step: int) -> None:
+        """Warn once when the loss climbs far above its first value (finite, but the run is probably diverging)."""
+        if self._warned_rise or not self.state.losses or not self.main:
+            return
+        first = self.state.losses[0]
+        if first > 0 and value > LOSS_RISE_WARNING * first:
+            self._warned_rise = True
+            log.warning(
+                "the training loss is %.4g at epoch %d, step %d, over %gx its first value %.4g; the run is "
+                "probably diverging (stop it and try a lower --lr than %g, or --grad-clip 1.0)",
+                value, epoch + 1, step + 1, LOSS_RISE_WARNING, first, self.cfg.lr,
+            )
 
     def _optimizer_step(self) -> None:
         cfg = self.cfg
@@ -378,8 +431,8 @@ class _Run:
         if self.scheduler is not None and self.per_step:
             self.scheduler.step()
 
-    def _validate(self) -> tuple[np.ndarray, float]:
-        """Validation logits (FP32, eval weights) and loss."""
+    def _validate(self, epoch: int) -> tuple[np.ndarray, float]:
+        """Validation logits (FP32, eval weights) and loss; non-finite scores mean the weights diverged."""
         model = self._eval_model()
         if self.cfg.cache_features:
             feats, _, _ = self.cached["valid"]
@@ -391,6 +444,10 @@ class _Run:
             logits = predict_logits(model, self.val_split.samples, self.preprocess, device=self.device,
                                     batch_size=self.cfg.batch_size, workers=self.workers,
                                     channels_last=self.cfg.channels_last)
+        if not np.isfinite(logits).all():
+            bad = int((~np.isfinite(logits)).any(axis=1).sum())
+            raise self._diverged(f"the validation scores of {bad} image(s) became NaN or infinite after epoch "
+                                 f"{epoch + 1}")
         t = torch.from_numpy(self.val_split.targets()).to(self.device)
         k = torch.from_numpy(self.val_split.known()).to(self.device)
         with torch.no_grad():
@@ -409,8 +466,16 @@ class _Run:
         cfg = self.cfg
         started = time.perf_counter()
         if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", dump_yaml(self.resolved))
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.run_dir / "config.yaml", dump_yaml(self.resolved))
+            except OSError as exc:
+                here = (self.run_dir, *self.run_dir.parents)
+                blocker = next((p for p in here if p.exists() and not p.is_dir()), None)
+                reason = f"{blocker} is a file, not a folder" if blocker is not None else (exc.strerror or str(exc))
+                raise ConfigError(
+                    f"--out {self.run_dir}: cannot write the run there ({reason}); give a folder you can write to"
+                ) from None
             self._open_tensorboard()
         log.info(
             "training %s (%s head) on %d train / %d valid images, %d classes, %s strategy, device %s, precision %s",
@@ -436,7 +501,7 @@ class _Run:
                     trainable = now
                 epoch_start = time.perf_counter()
                 train_loss, img_s = self._train_epoch(epoch)
-                logits, val_loss = self._validate()
+                logits, val_loss = self._validate(epoch)
                 probs = sigmoid(logits)
                 report = compute_metrics(probs, self.val_split.targets(), self.val_split.known(),
                                          self.spec.class_names, 0.5)
@@ -456,7 +521,7 @@ class _Run:
                     "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_map": val_map,
                     "val_f1_micro": report.f1_micro, "val_f1_macro": report.f1_macro,
                     "lr": self.optimizer.param_groups[0]["lr"], "train_images_per_s": img_s,
-                    "seconds": time.perf_counter() - epoch_start,
+                    "seconds": time.perf_counter() - epoch_start, "iteration": self.state.iteration,
                 }
                 self.state.history.append(row)
                 if self.main:
@@ -541,7 +606,9 @@ class _Run:
         }
         _report.write_report(self.run_dir, split="valid", at_half=at_half, tuned=tuned, info=info)
         s = self.state
-        _report.plot_loss(list(range(1, len(s.losses) + 1)), s.losses, self.run_dir / "loss.png")
+        ends = [int(r.get("iteration", r["epoch"] * self.batches_per_epoch)) for r in s.history]
+        _report.plot_loss(list(range(1, len(s.losses) + 1)), s.losses, self.run_dir / "loss.png",
+                          val_iterations=ends, val_losses=[r["val_loss"] for r in s.history])
         _report.plot_val_map([r["epoch"] for r in s.history], [r["val_map"] for r in s.history],
                              self.run_dir / "val_map.png")
         _report.plot_pr_curves(probs, targets, known, names, self.run_dir / "pr_curves.png")
