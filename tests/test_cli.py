@@ -134,9 +134,10 @@ def test_train_lr_must_be_finite_and_positive(runner, tmp_path, synth_small, lr)
 def test_train_into_an_unwritable_out_is_one_line(runner, tmp_path, synth_small):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder\n")
-    for out in (blocker / "run", blocker):
-        result = runner.invoke(cli, ["train", str(synth_small), "--out", str(out), "--epochs", "1", *TINY])
-        _one_error_line(result, f"--out {out}: cannot write the run there ({blocker} is a file, not a folder)")
+    result = runner.invoke(cli, ["train", str(synth_small), "--out", str(blocker / "run"), "--epochs", "1", *TINY])
+    _one_error_line(result, f"--out {blocker / 'run'}: cannot write the run there ({blocker} is a file, not a folder)")
+    result = runner.invoke(cli, ["train", str(synth_small), "--out", str(blocker), "--epochs", "1", *TINY])
+    _one_error_line(result, f"--out {blocker}: exists and is not a folder; choose a new folder for the run")
     assert blocker.read_text() == "not a folder\n"
 
 
