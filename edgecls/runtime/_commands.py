@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
 from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, limit_text, size_text
 from edgecls.runtime.classifier import Classifier, Prediction
 from edgecls.runtime.pipeline import (
     DEFAULT_BACKOFF,
@@ -131,7 +132,8 @@ class PredictSummary:
     def format(self) -> str:
         b = self.backend.get("backend", {})
         what = f"{self.images} images ({self.errors} unreadable) in {self.seconds:.2f} s, " \
-               f"{self.images_per_second:.1f} img/s on {b.get('name')}/{b.get('device')} ({b.get('precision')})"
+               f"{self.images_per_second:.1f} img/s on {b.get('name')}/{b.get('device')}, " \
+               f"precision {self.backend.get('precision') or b.get('precision')}"
         return ("interrupted after " if self.interrupted else "") + what + (f"; wrote {self.out}" if self.out else "")
 
 
@@ -149,10 +151,14 @@ def predict_paths(
     out: str | Path | None = None,
     progress: bool | None = None,
     stdout: IO[str] | None = None,
+    verify: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> PredictSummary:
     """Classify images, folders (recursive) and globs with a bundle; write one row per image in input order.
 
-    An unreadable image is an error row (counted in ``errors``) and the run goes on.
+    An unreadable image is an error row (counted in ``errors``) and the run goes on; so is one whose header declares
+    more than ``max_pixels`` pixels (None or 0: no limit), refused before it is decoded. ``verify``: check the model
+    files against the manifest's sha256 before loading them (see :class:`Classifier`).
     """
     import time
 
@@ -162,7 +168,8 @@ def predict_paths(
     if not images:
         raise ConfigError(f"no images found in {', '.join(map(str, paths))} (extensions: jpg, jpeg, png, bmp, webp, "
                           "tif, tiff)")
-    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
+                     max_pixels=max_pixels)
     stream, owned = _open_out(out, stdout)
     bar = Progress(len(images), enabled=progress)
     writer = None
@@ -221,6 +228,31 @@ class StreamSummary:
         return ("interrupted: " if self.interrupted else "") + text
 
 
+def _limit_frames(opener: Callable[[Source], Any], max_pixels: int | None) -> Callable[[Source], Any]:
+    """``opener`` that refuses a source whose reported frame size is over ``max_pixels``, before a frame is read."""
+    if not max_pixels:
+        return opener
+
+    def guarded(src: Source) -> Any:
+        cap = opener(src)
+        try:
+            from edgecls.runtime.pipeline import _cv2
+
+            cv2 = _cv2()
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        except Exception:
+            w = h = 0
+        if w * h > max_pixels:
+            cap.release()
+            from edgecls.errors import DataError
+
+            raise DataError(f"{src.label}: frames of {size_text(w, h)}, over --max-pixels {limit_text(max_pixels)}; "
+                            "raise --max-pixels to read it")
+        return cap
+
+    return guarded
+
+
 def has_display() -> bool:
     """A GUI display is plausible: not Linux, or DISPLAY / WAYLAND_DISPLAY is set."""
     if not sys.platform.startswith("linux"):
@@ -246,6 +278,8 @@ def run_stream(
     backoff: Sequence[float] = DEFAULT_BACKOFF,
     stdout: IO[str] | None = None,
     opener: Callable[[Source], Any] = open_capture,
+    verify: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> StreamSummary:
     """Classify a camera, video file, stream URL or GStreamer pipeline frame by frame.
 
@@ -253,13 +287,17 @@ def run_stream(
     frame to stdout. ``save`` writes the overlaid frames to an mp4. A source that cannot open, or a live source that
     drops and cannot be reopened after ``backoff``, raises :class:`edgecls.errors.DataError`. ``batch``: the most
     frames of a video file inferred together when they are already decoded (see :func:`stream_frames`).
+    ``max_pixels``: a source whose frames are larger (by the size it reports when opened) is refused; ``verify``: as
+    for :func:`predict_paths`.
     """
     src = parse_source(camera, source)
     if show is None:
         show = has_display()
         log.debug("run: %s", "showing a window" if show else "headless (no display)")
     display = Display(f"edgecls - {src.label}") if show else None
-    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
+                     max_pixels=max_pixels)
+    opener = _limit_frames(opener, clf.max_pixels)
     stats = StreamStats()
     outputs: list[str] = []
     lines, owned = (None, False)
@@ -342,14 +380,14 @@ class DoctorReport:
                 out.append(f"  cannot run here: {self.error}")
             for i, c in enumerate(self.choices):
                 head = "auto ->  " if i == 0 else "then     "
-                out.append(f"  {head}{c['artifact']} on {c['backend']} {c['device'] or ''} "
-                           f"(precision {c['precision'] or 'default'})")
+                out.append(f"  {head}{c['artifact']} on {c['backend']} {c['device'] or ''}, "
+                           f"precision {c['precision']}")
                 if i == 0:
                     out.append(f"           because: {c['reason']}")
             if self.loaded:
                 b = self.loaded.get("backend", {})
-                out.append(f"  loaded:  {b.get('name')} on {b.get('device')}, precision {b.get('precision')}, "
-                           f"{b.get('load_seconds')} s")
+                out.append(f"  loaded:  {b.get('name')} on {b.get('device')}, precision "
+                           f"{self.loaded.get('precision') or b.get('precision')}, {b.get('load_seconds')} s")
         return "\n".join(out) + "\n"
 
 
@@ -360,11 +398,16 @@ def doctor_report(
     device: str | None = None,
     artifact: str | None = None,
     load: bool = False,
+    verify: bool = True,
 ) -> DoctorReport:
-    """Backends and devices of this machine; with a bundle, the choices ``auto`` makes (``load``: and load it)."""
-    from edgecls.manifest import Manifest
+    """Backends and devices of this machine; with a bundle, the choices ``auto`` makes (``load``: and load it).
+
+    The first choice's files are checked as a load would check them (inside the bundle; with ``verify``, their
+    sha256), so a tampered bundle shows here as ``cannot run here``.
+    """
+    from edgecls.manifest import Manifest, precision_name
     from edgecls.runtime.backends import available_backends, cpu_int8_support, cpu_name
-    from edgecls.runtime.classifier import plan
+    from edgecls.runtime.classifier import check_artifact_files, plan
 
     fast, why = cpu_int8_support()
     statuses = [
@@ -385,14 +428,18 @@ def doctor_report(
             manifest = Manifest.load(root)
             choices = plan(manifest, root, backend=backend, device=device, artifact=artifact)
             report.choices = [{"artifact": c.artifact.name, "backend": c.backend, "device": c.device,
-                               "precision": c.precision, "reason": c.reason, "path": str(c.path)} for c in choices]
+                               "precision": precision_name(c.artifact, c.precision), "compute_precision": c.precision,
+                               "reason": c.reason, "path": str(c.path)} for c in choices]
+            if not load:
+                check_artifact_files(root, choices[0].artifact, choices[0].path, verify=verify)
         if load or not root.is_dir():
-            with Classifier(root, backend, device, artifact=artifact) as clf:
+            with Classifier(root, backend, device, artifact=artifact, verify=verify) as clf:
                 report.loaded = clf.info()
                 if not report.choices:
                     report.choices = [{"artifact": clf.artifact.name, "backend": clf.backend.name,
-                                       "device": clf.backend.device, "precision": clf.backend.precision,
-                                       "reason": clf.reason, "path": str(clf.choice.path)}]
+                                       "device": clf.backend.device, "precision": clf.precision_name,
+                                       "compute_precision": clf.backend.precision, "reason": clf.reason,
+                                       "path": str(clf.choice.path)}]
     except EdgeclsError as exc:
         report.error = str(exc)
     return report
@@ -407,11 +454,12 @@ def doctor(
     load: bool = False,
     as_json: bool = False,
     stdout: IO[str] | None = None,
+    verify: bool = True,
 ) -> DoctorReport:
     """Write the :func:`doctor_report` as text (or JSON) and return it."""
     from edgecls._io import to_json
 
-    report = doctor_report(bundle, backend=backend, device=device, artifact=artifact, load=load)
+    report = doctor_report(bundle, backend=backend, device=device, artifact=artifact, load=load, verify=verify)
     stream = stdout or sys.stdout
     stream.write(to_json(report.to_dict()) if as_json else report.format())
     stream.flush()

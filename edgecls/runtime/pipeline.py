@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError, UnsupportedOption
-from edgecls.preprocess import preprocess
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, preprocess
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -89,9 +89,9 @@ def collect_images(inputs: Sequence[str | Path]) -> list[str]:
     return found
 
 
-def _load(path: str, spec: Any) -> tuple[np.ndarray | None, str | None]:
+def _load(path: str, spec: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
     try:
-        return preprocess(path, spec), None
+        return preprocess(path, spec, max_pixels=max_pixels), None
     except DataError as exc:
         return None, str(exc)
     except Exception as exc:  # a decoder crash on one odd file must not end the run
@@ -127,7 +127,7 @@ def predict_files(
             path = next(todo, None)
             if path is None:
                 return
-            inflight.append((path, pool.submit(_load, path, spec)))
+            inflight.append((path, pool.submit(_load, path, spec, classifier.max_pixels)))
 
     def flush(rows: list[tuple[str, np.ndarray | None, str | None]]) -> list["Prediction"]:
         tensors = [t for _, t, _ in rows if t is not None]
