@@ -545,10 +545,15 @@ def test_parity_and_the_runtime_refuse_a_swapped_or_zeroed_artifact(bundle, tiny
         Classifier(root, backend="openvino", artifact="openvino")
     with pytest.raises(IntegrityError, match="openvino/model.bin of artifact 'openvino' does not match"):
         check_bundle(root, tiny[1], artifacts=["openvino"], write=False)
+    data = json.loads((root / "manifest.json").read_text())  # item 1: a path out of the bundle, in parity too
+    next(a for a in data["artifacts"] if a["name"] == "onnx-int8")["path"] = "../../onnx-int8/model.onnx"
+    (root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(IntegrityError, match="manifest field path of artifact 'onnx-int8'.* leaves the bundle"):
+        check_bundle(root, tiny[1], artifacts=["onnx-int8"], write=False, verify=False)
 
 
 def test_the_export_table_names_each_artifact_precision_as_the_manifest_does(bundle):
-    """Issue 10 item 17: the precision column is edgecls.manifest.precision_name (tensorrt: fp16, not its ONNX's fp32)."""
+    """Issue 10 item 17: the precision column is edgecls.manifest.precision_name (tensorrt: fp16, not fp32)."""
     from edgecls.manifest import precision_name
 
     rows = {line.split()[0]: line.split()[1] for line in bundle.table.splitlines()[2:] if line.strip()}

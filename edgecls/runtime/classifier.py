@@ -414,8 +414,9 @@ class Classifier:
         artifact: force one artifact of the bundle by name, e.g. ``onnx-int8``.
         threads: CPU threads for inference (backend default when None; at most the CPUs this process can use).
         precision: override the precision asked of the backend (default: what the artifact's parity run used).
-        verify: check the model files against the sha256 the bundle's manifest records before loading them (an
-            :class:`edgecls.errors.IntegrityError` when they differ); paths that leave the bundle are always refused.
+        verify: check the model files against the sha256 the bundle's manifest records (hashed while the engine
+            loads them; a file that differs raises :class:`edgecls.errors.IntegrityError` before the classifier
+            exists, so it never runs); paths that leave the bundle are always refused, before anything is read.
         max_pixels: images (paths, encoded bytes) whose header declares more pixels are refused before decoding
             (None or 0: no limit); ~100 MP by default.
     """

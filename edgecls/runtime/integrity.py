@@ -1,7 +1,8 @@
 """A bundle is untrusted input: each file an artifact names stays inside the bundle, and what runs is what was exported.
 
 Two checks, both made by :func:`edgecls.runtime.classifier.check_artifact_files`, the one gate that ``predict``,
-``run``, ``doctor``, ``parity`` and ``bench`` pass before a model file is opened:
+``run``, ``doctor``, ``parity`` and ``bench`` pass before a model file is opened (``Classifier`` hashes in a thread
+while the engine loads the file, which hides most of the hashing time, and raises before it returns):
 
 * **containment** (:func:`bundle_file`): a path from the manifest (an artifact's ``path``, a TensorRT artifact's
   ``details.onnx`` and ``details.settings``, the keys of ``details.files``) and every file an engine reads next to it
