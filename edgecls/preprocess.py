@@ -181,11 +181,13 @@ def header_size(f: IO[bytes]) -> tuple[int, int] | None:
     head = f.read(32)
     if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"F", b"f"):
         return _pnm_size(head + f.read(992))
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return _u32(head, 16, "big"), _u32(head, 20, "big")
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return (_u32(head, 16, "big"), _u32(head, 20, "big")) if head[12:16] == b"IHDR" and len(head) >= 24 else None
     if head[:3] == b"\xff\xd8\xff":
         return _jpeg_size(f)
-    if head[:2] == b"BM" and len(head) >= 26:
+    if head[:2] == b"BM":
+        if len(head) < 26:
+            return None
         if _u32(head, 14, "little") == 12:  # BITMAPCOREHEADER
             return _u16(head, 18, "little"), _u16(head, 20, "little")
         return abs(int.from_bytes(head[18:22], "little", signed=True)), abs(
