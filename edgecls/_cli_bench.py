@@ -57,13 +57,15 @@ def register(cli: click.Group) -> None:
                   help="with --baseline: relative change of a row's time that still counts as noise")
     @click.option("--map-tolerance", type=float, default=0.002, show_default=True,
                   help="with --baseline: |mAP change| of a row that still counts as the same accuracy")
+    @click.option("--verify/--no-verify", default=True, show_default=True,
+                  help="check the model files against the sha256 in the bundle's manifest before timing them")
     @user_errors
     def bench(bundle: str, data: str | None, split: str, backends: str | None, artifacts: tuple[str, ...],
               batch: str, warmup: int, iters: int, min_seconds: float, max_seconds: float, threads: int | None,
               torch_variants: str, checkpoint: str | None, rounds: int, max_busy: float, in_process: bool,
               json_out: str | None,
               md_out: str | None, plot_out: str | None, baseline: str | None, tolerance: float,
-              map_tolerance: float) -> None:
+              map_tolerance: float, verify: bool) -> None:
         """Time and score every artifact of BUNDLE on every backend here, beside PyTorch, in one table."""
         from edgecls._io import atomic_write_text, to_json
         from edgecls.bench import BenchConfig, compare, load_baseline, run
@@ -73,7 +75,7 @@ def register(cli: click.Group) -> None:
         cfg = BenchConfig(bundle=bundle, data=data, split=split, backends=_csv(backends), artifacts=artifacts,
                           batch=_batches(batch), warmup=warmup, iters=iters, min_seconds=min_seconds,
                           max_seconds=max_seconds, threads=threads, torch_variants=variants, checkpoint=checkpoint,
-                          isolate=not in_process, rounds=rounds, max_busy=max_busy)
+                          isolate=not in_process, rounds=rounds, max_busy=max_busy, verify=verify)
         stored = None
         if baseline:  # a bad file or tolerance fails before the measuring starts
             check_tolerances(tolerance, map_tolerance)

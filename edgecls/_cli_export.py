@@ -72,12 +72,14 @@ def register(cli: click.Group) -> None:
     @click.argument("data")
     @click.option("--artifact", "-a", "artifacts", multiple=True, help="check only these artifacts (repeatable)")
     @click.option("--no-write", is_flag=True, help="print the report without updating parity.json")
+    @click.option("--verify/--no-verify", default=True, show_default=True,
+                  help="check the model files against the sha256 in the bundle's manifest before running them")
     @user_errors
-    def parity_cmd(bundle: str, data: str, artifacts: tuple[str, ...], no_write: bool) -> None:
+    def parity_cmd(bundle: str, data: str, artifacts: tuple[str, ...], no_write: bool, verify: bool) -> None:
         """Re-run the parity check of BUNDLE on this machine with the images of DATA; updates parity.json."""
         from edgecls.export import check_bundle
 
-        result = check_bundle(bundle, data, artifacts=artifacts or None, write=not no_write)
+        result = check_bundle(bundle, data, artifacts=artifacts or None, write=not no_write, verify=verify)
         click.echo(result.table)
         if not result.passed:
             raise click.ClickException("some artifacts broke their parity budget (see the table above)")

@@ -31,7 +31,12 @@ def _engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-_threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU inference threads")
+_threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
+                               help="CPU inference threads (at most the CPUs present)")
+_verify_option = click.option("--verify/--no-verify", default=True, show_default=True,
+                              help="check the model files against the sha256 in the bundle's manifest before loading")
+_max_pixels_option = click.option("--max-pixels", type=click.IntRange(min=0), default=100_000_000, show_default=True,
+                                  help="refuse images (or frames) declaring more pixels, before decoding; 0: no limit")
 
 
 def _finish(summary: Any) -> None:
@@ -61,13 +66,16 @@ def register(cli_group: click.Group) -> None:
     @click.option("--truth", default=None, metavar="LABELS_FILE",
                   help="true labels of the images (a label file like the training data's): the summary adds how "
                        "many images are exactly right and the label accuracy")
+    @_max_pixels_option
+    @_verify_option
     @user_errors
     def predict(bundle: str, paths: tuple[str, ...], backend: str, device: str | None, artifact: str | None,
                 threads: int | None, batch: int, workers: int | None, fmt: str, out: str | None,
-                progress: bool | None, truth: str | None) -> None:
+                progress: bool | None, truth: str | None, max_pixels: int, verify: bool) -> None:
         """Classify images, folders (recursive) and globs with BUNDLE; one row per image, in input order.
 
-        An unreadable image (missing, corrupt, not a regular file) becomes an error row and the run goes on.
+        An unreadable image (missing, corrupt, not a regular file, or over --max-pixels) becomes an error row and the
+        run goes on.
 
         \b
         Exit status:
@@ -79,7 +87,8 @@ def register(cli_group: click.Group) -> None:
         from edgecls.runtime._commands import predict_paths
 
         summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
-                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth)
+                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth,
+                                max_pixels=max_pixels, verify=verify)
         _finish(summary)
         if summary.errors:
             sys.exit(PREDICT_UNREADABLE_EXIT)
@@ -102,10 +111,13 @@ def register(cli_group: click.Group) -> None:
                        "before the run ends with an error; a try counts only once a frame arrives")
     @click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
                   help="seconds without a frame after which a live source counts as stalled")
+    @_max_pixels_option
+    @_verify_option
     @user_errors
     def run(bundle: str, camera: str | None, source: str | None, backend: str, device: str | None,
             artifact: str | None, threads: int | None, show: bool | None, save: str | None, jsonl: str | None,
-            realtime: bool, max_frames: int | None, batch: int, reconnect_tries: int, frame_timeout: float) -> None:
+            realtime: bool, max_frames: int | None, batch: int, reconnect_tries: int, frame_timeout: float,
+            max_pixels: int, verify: bool) -> None:
         """Classify a camera (--camera 0) or a video/stream (--source) frame by frame, with an overlay.
 
         Headless (--no-show) without --jsonl prints one JSON line per frame. A camera or stream that drops is
@@ -116,7 +128,7 @@ def register(cli_group: click.Group) -> None:
         summary = run_stream(bundle, camera=camera, source=source, backend=backend, device=device, artifact=artifact,
                              threads=threads, show=show, save=save, jsonl=jsonl, realtime=realtime,
                              max_frames=max_frames, batch=batch, backoff=backoff_delays(reconnect_tries),
-                             frame_timeout=frame_timeout)
+                             frame_timeout=frame_timeout, max_pixels=max_pixels, verify=verify)
         _finish(summary)
 
     @cli_group.command()
@@ -124,12 +136,14 @@ def register(cli_group: click.Group) -> None:
     @_engine_options
     @click.option("--load", is_flag=True, help="also load the chosen artifact to prove it works")
     @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+    @_verify_option
     @user_errors
     def doctor(bundle: str | None, backend: str, device: str | None, artifact: str | None, load: bool,
-               as_json: bool) -> None:
+               as_json: bool, verify: bool) -> None:
         """Show the backends and devices of this machine and what auto would choose for BUNDLE."""
         from edgecls.runtime._commands import doctor as run_doctor
 
-        report = run_doctor(bundle, backend=backend, device=device, artifact=artifact, load=load, as_json=as_json)
+        report = run_doctor(bundle, backend=backend, device=device, artifact=artifact, load=load, as_json=as_json,
+                            verify=verify)
         if report.error:
             sys.exit(1)

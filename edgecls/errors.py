@@ -33,3 +33,7 @@ class CheckpointError(EdgeclsError):
 
 class TrainingDiverged(EdgeclsError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class IntegrityError(ConfigError):
+    """A bundle file lies outside the bundle or its bytes differ from the sha256 its manifest records."""

@@ -25,6 +25,62 @@ def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+_STR, _LIST, _OBJ, _NUM = (str,), (list, tuple), (dict,), (int, float)
+# JSON type of each field a manifest must (or may) hold; required fields are those without a dataclass default
+_MANIFEST_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "class_names": (_LIST, False), "preprocess": (_OBJ, False), "backbone": (_STR, False),
+    "thresholds": (_LIST, False), "source_checkpoint_sha256": (_STR, False), "input_name": (_STR, False),
+    "output_name": (_STR, False), "input_shape": (_LIST, False), "output_shape": (_LIST, False),
+    "output_activation": (_STR, False), "metrics": (_OBJ, False), "versions": (_OBJ, False),
+    "artifacts": (_LIST, False), "created": (_STR, False),
+}
+_ARTIFACT_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": (_STR, False), "path": (_STR, False), "format": (_STR, False), "precision": (_STR, False),
+    "sha256": (_STR, False), "thresholds": (_LIST, False), "parent": (_STR, True), "parity": (_OBJ, True),
+    "calibration": (_OBJ, True), "details": (_OBJ, False),
+}
+
+
+def _check_types(cls: type, data: dict[str, Any], where: str, types: dict[str, tuple[tuple[type, ...], bool]]) -> None:
+    """Every required field present and every field of its JSON type: one ConfigError naming the first that is not."""
+    from dataclasses import MISSING
+
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}; re-export the bundle (edgecls export)")
+    for name, (kinds, nullable) in types.items():
+        if name not in data or (nullable and data[name] is None):
+            continue
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            want = {_STR: "a string", _LIST: "a list", _OBJ: "an object", _NUM: "a number"}[kinds]
+            raise ConfigError(f"{where}: field {name} must be {want}, got {_json_type(value)}"
+                              + (" (a manifest lists its artifacts; re-export the bundle)" if name == "artifacts"
+                                 else ""))
+    for name in ("thresholds",):
+        if name in data and any(isinstance(t, bool) or not isinstance(t, _NUM) for t in data[name]):
+            raise ConfigError(f"{where}: field {name} must be a list of numbers, got {data[name]!r}")
+    if "class_names" in data and any(not isinstance(c, str) for c in data["class_names"]):
+        raise ConfigError(f"{where}: field class_names must be a list of strings")
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One exported model file (or folder) inside a bundle."""
@@ -44,9 +100,32 @@ class Artifact:
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Artifact":
-        _check_keys(cls, data, f"artifact {data.get('name', '?')}")
+    def from_dict(cls, data: dict[str, Any], *, where: str = "manifest", index: int = 0) -> "Artifact":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: artifacts[{index}] must be a JSON object, got {_json_type(data)}")
+        label = f"{where}: artifacts[{index}]" + (f" ({data['name']!r})" if isinstance(data.get("name"), str) else "")
+        _check_keys(cls, data, label)
+        _check_types(cls, data, label, _ARTIFACT_TYPES)
         return cls(**data)
+
+
+_FLOAT_NAMES = {"f32": "fp32", "fp32": "fp32", "float32": "fp32", "f16": "fp16", "fp16": "fp16", "float16": "fp16",
+                "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def precision_name(artifact: Artifact, compute: str | None = None) -> str:
+    """The one name of an artifact's precision, which doctor, predict, run and the export/parity table all show.
+
+    It is the precision the manifest records for the artifact (fp32, fp16, bf16, int8, int8-weights), whatever the
+    engine is asked for: an INT8 IR that OpenVINO is asked to run with an f32 hint is ``int8``. ``compute`` (what the
+    engine computes a float artifact in, e.g. ``f32`` for an FP16-compressed IR on a CPU) is added when it differs:
+    ``fp16 (f32 compute)``.
+    """
+    name = str(artifact.precision)
+    done = _FLOAT_NAMES.get(str(compute).lower()) if compute else None
+    if name in ("fp32", "fp16", "bf16") and done and done != name:
+        return f"{name} ({done.replace('fp', 'f')} compute)"
+    return name
 
 
 @dataclass(frozen=True)
@@ -108,16 +187,29 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "manifest") -> "Manifest":
-        version = int(data.get("schema_version", 0))
+        """Build a Manifest from parsed JSON; a :class:`ConfigError` naming ``where`` and the field when it is not one.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: a manifest is a JSON object with the bundle's fields, got {_json_type(data)}; "
+                              "is this an `edgecls export` manifest.json?")
+        version = data.get("schema_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ConfigError(f"{where}: field schema_version must be an integer (this edgecls writes "
+                              f"{SCHEMA_VERSION}), got {_json_type(version)} {version!r}")
         if version > SCHEMA_VERSION:
             raise ConfigError(
                 f"{where}: schema version {version} is newer than this edgecls reads ({SCHEMA_VERSION}); "
                 "upgrade edgecls (pip install -U edgecls)"
             )
         _check_keys(cls, data, where)
+        _check_types(cls, data, where, _MANIFEST_TYPES)
         values = dict(data)
-        values["preprocess"] = PreprocessSpec.from_dict(values["preprocess"])
-        values["artifacts"] = tuple(Artifact.from_dict(a) for a in values.get("artifacts", ()))
+        try:
+            values["preprocess"] = PreprocessSpec.from_dict(values["preprocess"])
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: field preprocess: {exc}") from None
+        values["artifacts"] = tuple(Artifact.from_dict(a, where=where, index=i)
+                                    for i, a in enumerate(values.get("artifacts", ())))
         try:
             return cls(**values)
         except TypeError as exc:
@@ -130,11 +222,18 @@ class Manifest:
         if path.is_dir():
             path = path / MANIFEST_NAME
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no manifest here; is this an `edgecls export` bundle?") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: a folder, not a manifest file; is this an `edgecls export` bundle?") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                              "a manifest.json is UTF-8 JSON written by `edgecls export`") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
         return cls.from_dict(data, where=str(path))
 
     def save(self, path: str | Path) -> Path:

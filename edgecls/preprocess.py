@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import IO, Any, Sequence, Union
 
 import numpy as np
 
@@ -22,6 +22,7 @@ INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MAX_PIXELS = 100_000_000  # ~100 MP: an image whose header declares more is refused before decoding
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,176 @@ def _cv2():
     return require("cv2", extra="runtime", package="opencv-python-headless")
 
 
-def decode_image(source: ImageSource, *, name: str | None = None) -> np.ndarray:
+def _u16(b: bytes, at: int, order: str) -> int:
+    return int.from_bytes(b[at : at + 2], order)
+
+
+def _u32(b: bytes, at: int, order: str) -> int:
+    return int.from_bytes(b[at : at + 4], order)
+
+
+def _jpeg_size(f: IO[bytes]) -> tuple[int, int] | None:
+    f.seek(2)
+    for _ in range(10_000):  # segments before the frame header (APPn, DQT, DHT, COM ...)
+        byte = f.read(1)
+        skipped = 0
+        while byte and byte != b"\xff" and skipped < 65536:  # garbage before the next marker
+            byte = f.read(1)
+            skipped += 1
+        while byte == b"\xff":  # fill bytes
+            byte = f.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or scan data before a frame header
+            return None
+        head = f.read(2)
+        if len(head) < 2:
+            return None
+        length = _u16(head, 0, "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn: precision, height, width
+            sof = f.read(5)
+            return (_u16(sof, 3, "big"), _u16(sof, 1, "big")) if len(sof) == 5 else None
+        if length < 2:
+            return None
+        f.seek(length - 2, 1)
+    return None
+
+
+def _pnm_size(head: bytes) -> tuple[int, int] | None:
+    """PBM/PGM/PPM (P1-P6) and PFM (PF, Pf): magic, then width and height as decimal tokens (comments skipped)."""
+    if head[:2] == b"P7":  # PAM: WIDTH and HEIGHT lines
+        fields = dict(line.split(None, 1) for line in head.decode("ascii", "replace").splitlines()[1:]
+                      if len(line.split(None, 1)) == 2)
+        try:
+            return int(fields["WIDTH"]), int(fields["HEIGHT"])
+        except (KeyError, ValueError):
+            return None
+    tokens = []
+    for line in head[2:].split(b"\n"):
+        tokens += line.split(b"#", 1)[0].split()
+        if len(tokens) >= 2:
+            break
+    try:
+        return int(tokens[0]), int(tokens[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _tiff_size(f: IO[bytes], head: bytes) -> tuple[int, int] | None:
+    order = "little" if head[:2] == b"II" else "big"
+    big = _u16(head, 2, order) == 43
+    f.seek(8 if big else 4)
+    raw = f.read(8 if big else 4)
+    offset = int.from_bytes(raw, order)
+    f.seek(offset)
+    raw = f.read(8 if big else 2)
+    count = int.from_bytes(raw, order) if raw else 0
+    size = 20 if big else 12
+    found: dict[int, int] = {}
+    for _ in range(min(count, 4096)):
+        entry = f.read(size)
+        if len(entry) < size:
+            break
+        tag, kind = _u16(entry, 0, order), _u16(entry, 2, order)
+        if tag in (256, 257):
+            value_at = 12 if big else 8
+            found[tag] = _u16(entry, value_at, order) if kind == 3 else int.from_bytes(
+                entry[value_at : value_at + (8 if kind == 16 else 4)], order)
+        if len(found) == 2:
+            return found[256], found[257]
+    return None
+
+
+SIZED_FORMATS = "PNG, JPEG, BMP, WebP, GIF, TIFF, PNM"
+_UNKNOWN = (-1, -1)
+
+
+def header_size(f: IO[bytes]) -> tuple[int, int] | None:
+    """(width, height) an image file declares in its header, read without decoding.
+
+    PNG, JPEG, BMP, WebP, GIF, TIFF (and BigTIFF) and PNM/PFM; ``None`` when the signature is one of these but the
+    header is cut short (the decoder then reports the file as corrupt), ``(-1, -1)`` for any other format. The file
+    object must be seekable.
+    """
+    head = f.read(32)
+    if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"F", b"f"):
+        return _pnm_size(head + f.read(992))
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return (_u32(head, 16, "big"), _u32(head, 20, "big")) if head[12:16] == b"IHDR" and len(head) >= 24 else None
+    if head[:3] == b"\xff\xd8\xff":
+        return _jpeg_size(f)
+    if head[:2] == b"BM":
+        if len(head) < 26:
+            return None
+        if _u32(head, 14, "little") == 12:  # BITMAPCOREHEADER
+            return _u16(head, 18, "little"), _u16(head, 20, "little")
+        return abs(int.from_bytes(head[18:22], "little", signed=True)), abs(
+            int.from_bytes(head[22:26], "little", signed=True))
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return _u16(head, 6, "little"), _u16(head, 8, "little")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        chunk = head[12:16]
+        body = head[20:32]
+        if chunk == b"VP8X" and len(body) >= 10:
+            return 1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little")
+        if chunk == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
+            bits = int.from_bytes(body[1:5], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if chunk == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
+            return _u16(body, 6, "little") & 0x3FFF, _u16(body, 8, "little") & 0x3FFF
+        return None
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _tiff_size(f, head)
+    return _UNKNOWN if head else None
+
+
+def check_pixels(f: IO[bytes], label: str, max_pixels: int | None, *, path: Path | None = None) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels (None or 0: no limit), before decoding.
+
+    A format whose header is not read here is refused too while a limit is set: its decoder could unpack it to any
+    size before anything could be checked.
+    """
+    if not max_pixels:
+        return
+    try:
+        size = header_size(f)
+    except (OSError, ValueError):
+        size = None
+    if size == _UNKNOWN:
+        if path is not None and not _cv2().haveImageReader(str(path)):  # OpenCV reads the signature only
+            raise DataError(f"{label}: not a readable image (corrupt or unsupported format)")
+        raise DataError(f"{label}: not an image format whose size edgecls can check before decoding ({SIZED_FORMATS}); "
+                        "pass --max-pixels 0 to decode it without a size limit")
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise DataError(f"{label}: the image declares {size_text(*size)}, over --max-pixels {limit_text(max_pixels)}; "
+                        "not decoded (raise --max-pixels to read it)")
+
+
+def size_text(width: int, height: int) -> str:
+    """``30000x30000 = 900 MP`` (or ``96x64 = 6,144 pixels`` below 1 MP)."""
+    n = width * height
+    return f"{width}x{height} = {n / 1e6:,.0f} MP" if n >= 1_000_000 else f"{width}x{height} = {n:,} pixels"
+
+
+def limit_text(max_pixels: int) -> str:
+    """``100000000 (100 MP)``: the --max-pixels value as typed, and in megapixels when it is that large."""
+    return f"{max_pixels} ({max_pixels / 1e6:g} MP)" if max_pixels >= 1_000_000 else str(max_pixels)
+
+
+def decode_image(source: ImageSource, *, name: str | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image (path, encoded bytes or an HxWx3 BGR uint8 array) into a BGR uint8 array.
 
-    Raises :class:`DataError` naming the file when it is missing or cannot be decoded.
+    An encoded image (path or bytes) whose header declares more than ``max_pixels`` pixels (None or 0: no limit) is
+    refused before it is decoded (see :func:`check_pixels`), so a small file that unpacks to gigabytes costs nothing;
+    an array is already decoded and is not checked. Raises :class:`DataError` naming the file when it is missing, too
+    large or cannot be decoded.
     """
+    import io
+
     cv2 = _cv2()
     if isinstance(source, np.ndarray):
         img = source
@@ -103,20 +269,29 @@ def decode_image(source: ImageSource, *, name: str | None = None) -> np.ndarray:
             raise DataError(f"{name or 'image array'}: expected uint8 pixels, got {img.dtype}")
         return img
     if isinstance(source, (bytes, bytearray)):
-        buf = np.frombuffer(bytes(source), dtype=np.uint8)
         label = name or "image bytes"
+        check_pixels(io.BytesIO(source), label, max_pixels)
+        buf = np.frombuffer(bytes(source), dtype=np.uint8)
     else:
         path = Path(source)
         label = name or str(path)
         try:
-            buf = np.fromfile(str(path), dtype=np.uint8)
+            with open(path, "rb") as f:
+                check_pixels(f, label, max_pixels, path=path)
+                f.seek(0)
+                buf = np.frombuffer(f.read(), dtype=np.uint8)
         except FileNotFoundError:
             raise DataError(f"{label}: image file not found") from None
+        except IsADirectoryError:
+            raise DataError(f"{label}: a folder, not an image file") from None
         except OSError as exc:
             raise DataError(f"{label}: cannot read image file ({exc.strerror or exc})") from None
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
         raise DataError(f"{label}: not a readable image (corrupt or unsupported format)")
+    if max_pixels and img.shape[0] * img.shape[1] > max_pixels:  # a header that understated the size
+        raise DataError(f"{label}: the image is {size_text(img.shape[1], img.shape[0])}, over --max-pixels "
+                        f"{limit_text(max_pixels)}")
     return img
 
 
@@ -159,10 +334,14 @@ def normalize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def preprocess(source: ImageSource, spec: PreprocessSpec, *, name: str | None = None) -> np.ndarray:
-    """Decode (if needed), convert BGR to RGB, resize/crop and normalise one image -> float32 CHW."""
+def preprocess(source: ImageSource, spec: PreprocessSpec, *, name: str | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode (if needed), convert BGR to RGB, resize/crop and normalise one image -> float32 CHW.
+
+    ``max_pixels``: see :func:`decode_image`.
+    """
     cv2 = _cv2()
-    bgr = decode_image(source, name=name)
+    bgr = decode_image(source, name=name, max_pixels=max_pixels)
     rgb = cv2.cvtColor(resize_image(bgr, spec), cv2.COLOR_BGR2RGB)
     return normalize(rgb, spec)
 

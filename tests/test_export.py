@@ -519,6 +519,48 @@ def test_parity_rerun_needs_no_torch(bundle, tiny):
     assert "'onnx'" in names and torch_loaded == "False"
 
 
+def test_parity_and_the_runtime_refuse_a_swapped_or_zeroed_artifact(bundle, tiny, tmp_path):
+    """Issue 10 item 2: the exporter's sha256 (model file, and details.files for an IR's .bin) is verified at load."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgecls.cli import cli
+    from edgecls.errors import IntegrityError
+    from edgecls.runtime import Classifier
+
+    root = shutil.copytree(bundle.bundle, tmp_path / "b")
+    shutil.copyfile(root / "onnx-int8" / "model.onnx", root / "onnx" / "model.onnx")  # the INT8 file over the FP32 one
+    with pytest.raises(IntegrityError, match="onnx/model.onnx of artifact 'onnx' does not match the manifest"):
+        check_bundle(root, tiny[1], artifacts=["onnx"], write=False)
+    result = CliRunner().invoke(cli, ["parity", str(root), str(tiny[1]), "--artifact", "onnx", "--no-write"])
+    assert result.exit_code == 1 and "Error: " in result.output and "does not match the manifest" in result.output
+    assert "Traceback" not in result.output
+    assert check_bundle(root, tiny[1], artifacts=["onnx"], write=False, verify=False).reports["onnx"]
+    weights = root / "openvino" / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[: min(len(data), 2 << 20)] = bytes(min(len(data), 2 << 20))  # zero (up to) 2 MB
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="openvino/model.bin of artifact 'openvino' does not match"):
+        Classifier(root, backend="openvino", artifact="openvino")
+    with pytest.raises(IntegrityError, match="openvino/model.bin of artifact 'openvino' does not match"):
+        check_bundle(root, tiny[1], artifacts=["openvino"], write=False)
+    data = json.loads((root / "manifest.json").read_text())  # item 1: a path out of the bundle, in parity too
+    next(a for a in data["artifacts"] if a["name"] == "onnx-int8")["path"] = "../../onnx-int8/model.onnx"
+    (root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(IntegrityError, match="manifest field path of artifact 'onnx-int8'.* leaves the bundle"):
+        check_bundle(root, tiny[1], artifacts=["onnx-int8"], write=False, verify=False)
+
+
+def test_the_export_table_names_each_artifact_precision_as_the_manifest_does(bundle):
+    """Issue 10 item 17: the precision column is edgecls.manifest.precision_name (tensorrt: fp16, not fp32)."""
+    from edgecls.manifest import precision_name
+
+    rows = {line.split()[0]: line.split()[1] for line in bundle.table.splitlines()[2:] if line.strip()}
+    for art in Manifest.load(bundle.bundle).artifacts:
+        assert rows[art.name] == precision_name(art) == art.precision, art.name
+
+
 def test_openvino_int8_accuracy_aware(tiny, tmp_path):
     """max_map_drop switches NNCF to quantize_with_accuracy_control with validation mAP as the metric."""
     pytest.importorskip("nncf")

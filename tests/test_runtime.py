@@ -101,6 +101,8 @@ def _quantize(src: Path, dst: Path) -> None:
 
 def build_bundle(root: Path, *, openvino: bool) -> dict:
     """A bundle like the exporter's: onnx (fp32), onnx-int8 (Q/DQ) and, with ``openvino``, OpenVINO IRs (fp16, int8)."""
+    from dataclasses import replace
+
     from edgecls._io import sha256_file
     from edgecls.manifest import Artifact, Manifest
     from edgecls.preprocess import PreprocessSpec
@@ -128,8 +130,16 @@ def build_bundle(root: Path, *, openvino: bool) -> dict:
     manifest = Manifest(class_names=CLASSES, preprocess=PreprocessSpec(img_size=IMG), backbone="tiny",
                         thresholds=(0.5, 0.5, 0.5), input_shape=("batch", 3, IMG, IMG), output_shape=("batch", 3),
                         artifacts=tuple(arts))
-    manifest.save(root)
     add_metadata(root / "onnx" / "model.onnx", manifest, thresholds["onnx"])
+    # as the exporter does: each artifact's sha256 is of its final file (the ONNX with its metadata), and
+    # details["files"] holds every file of its folder (an IR's .bin too)
+    def final(a):
+        files = {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted((root / a.name).rglob("*"))
+                 if p.is_file()}
+        return replace(a, sha256=sha256_file(root / a.path), details={**a.details, "files": files})
+
+    manifest = replace(manifest, artifacts=tuple(final(a) for a in arts))
+    manifest.save(root)
     return {"root": root, "reference": ref, "manifest": manifest}
 
 

@@ -41,7 +41,7 @@ from edgecls.bench._machine import (
 )
 from edgecls.bench._report import DEFAULT_MAX_BUSY, Check, check_targets, format_markdown, format_table, plot_rows
 from edgecls.bench._worker import PYTORCH, TORCH_VARIANTS, RowSpec, child_env, measure
-from edgecls.errors import ConfigError, DataError
+from edgecls.errors import ConfigError, DataError, IntegrityError
 
 __all__ = ["BenchConfig", "BenchResult", "BenchRow", "Check", "Comparison", "CpuShare", "Machine", "Peak", "RowDiff",
            "compare", "load_baseline", "run"]
@@ -75,6 +75,8 @@ class BenchConfig:
             machine that gets busier or quieter during the run shifts every row alike; figures are the medians.
         max_busy: A speed target is not judged when other processes (and hypervisor steal) took more than this
             share of all CPUs while one of the rows it compares ran (0.1: 10%; 1 judges whatever the load).
+        verify: Check each artifact's files against the sha256 in the bundle's manifest before timing it (a file
+            that differs, or a path that leaves the bundle, ends the bench with an error).
     """
 
     bundle: str
@@ -94,9 +96,10 @@ class BenchConfig:
     row_timeout: float = 900.0
     rounds: int = 1
     max_busy: float = DEFAULT_MAX_BUSY
+    verify: bool = True
 
     def __post_init__(self) -> None:
-        from edgecls.runtime.backends import BACKEND_NAMES
+        from edgecls.runtime.backends import BACKEND_NAMES, check_threads
 
         for name in ("backends", "artifacts", "batch", "torch_variants"):
             value = getattr(self, name)
@@ -114,8 +117,7 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"--{name} must be an integer >= {low}, got {value!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"--threads must be a positive integer, got {self.threads!r}")
+        check_threads(self.threads)
         if not self.max_seconds > 0 or not self.row_timeout > 0:
             raise ConfigError("--max-seconds and row_timeout must be positive")
         if not self.min_seconds >= 0:
@@ -269,6 +271,7 @@ def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str,
     from edgecls.runtime.classifier import _model_path, _precision_for, check_artifact_files
 
     planned = []
+    verified: set[Path] = set()  # each file hashed once, whichever backends time it
     arts = [manifest.artifact(n) for n in cfg.artifacts] if cfg.artifacts else list(manifest.artifacts)
     for art in arts:
         for backend in BACKEND_NAMES:
@@ -291,7 +294,10 @@ def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str,
                 path = _model_path(root, art, backend)
                 asked = _precision_for(art, backend)
             try:
-                check_artifact_files(root, art, path)
+                check_artifact_files(root, art, path, verify=cfg.verify and path not in verified)
+                verified.add(path)
+            except IntegrityError:
+                raise
             except ConfigError as exc:
                 not_run.append((f"{art.name} on {backend}", str(exc)))
                 continue

@@ -319,7 +319,7 @@ def _export_into(ctx: Any, targets: Sequence[Target], tmp: Path, skipped: list[s
         write_reference,
     )
     from edgecls.export.parity import run_backend
-    from edgecls.manifest import Artifact, Manifest
+    from edgecls.manifest import Artifact, Manifest, precision_name
 
     config, ckpt = ctx.config, ctx.checkpoint
     val = ctx.validation()
@@ -349,7 +349,7 @@ def _export_into(ctx: Any, targets: Sequence[Target], tmp: Path, skipped: list[s
                             sha256="", thresholds=tuple(float(t) for t in ref_thresholds), parent=built.parent,
                             calibration=built.calibration, details=details)
         runner, reason = target.runner(artifact, tmp)
-        row: dict[str, Any] = {"artifact": target.name, "precision": built.precision}
+        row: dict[str, Any] = {"artifact": target.name, "precision": precision_name(artifact)}
         if runner is None:
             not_run[target.name] = reason
             artifact = replace(artifact, parity={"not_run": reason})
@@ -490,21 +490,25 @@ def _load_parity_images(bundle: Path, data: str | Path, doc: dict[str, Any], nam
 
 
 def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[str] | None = None,
-                 budgets: Budgets | None = None, write: bool = True) -> BundleCheck:
+                 budgets: Budgets | None = None, write: bool = True, verify: bool = True) -> BundleCheck:
     """Re-run the parity check of an exported bundle on this machine, from the bundle alone (no torch needed).
 
     Loads the stored PyTorch reference logits and the same parity images from ``data``, runs every artifact (or
     those named) that can run here through its runtime backend (a TensorRT artifact through an engine where this
     machine has TensorRT and a GPU, CoreML on macOS), re-tunes its thresholds, and, with ``write``, updates each
-    measured artifact's entry in ``parity.json`` and its parity and thresholds in ``manifest.json``.
+    measured artifact's entry in ``parity.json`` and its parity and thresholds in ``manifest.json``. Each file is
+    checked before it runs as the runtime checks it (:func:`edgecls.runtime.classifier.check_artifact_files`: inside
+    the bundle and, with ``verify``, equal to the sha256 the manifest records).
 
     Raises:
         ConfigError: Not a bundle, or an unknown artifact name.
+        IntegrityError: A file leaves the bundle or differs from the manifest's sha256.
         DataError: ``data`` lacks images the bundle was checked on, or has other classes.
     """
     from edgecls.export.bundle import read_parity, read_reference, write_parity
     from edgecls.export.parity import run_backend
-    from edgecls.manifest import Manifest
+    from edgecls.manifest import Manifest, precision_name
+    from edgecls.runtime.classifier import check_artifact_files
 
     root = Path(bundle)
     manifest = Manifest.load(root)
@@ -532,17 +536,18 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
         runner, reason = target.runner(artifact, root)
         if runner is None:
             not_run[artifact.name] = reason
-            rows.append({"artifact": artifact.name, "precision": artifact.precision, "not_run": reason})
+            rows.append({"artifact": artifact.name, "precision": precision_name(artifact), "not_run": reason})
             updated.append(artifact)
             continue
         log.info("parity: %s on %s", artifact.name, runner.backend)
-        logits, info = run_backend(root / (runner.path or artifact.path), images, backend=runner.backend,
+        model = check_artifact_files(root, artifact, root / (runner.path or artifact.path), verify=verify)
+        logits, info = run_backend(model, images, backend=runner.backend,
                                    device=runner.device, precision_hint=runner.precision_hint,
                                    emulate_qdq=runner.emulate_qdq)
         report = _report(artifact.name, artifact.details, artifact.precision, info, ref["logits"], logits,
                          _Images(targets, known), budgets, ref_thresholds, split, runner)
         reports[artifact.name] = report
-        rows.append({"artifact": artifact.name, "precision": artifact.precision, "report": report.to_dict(),
+        rows.append({"artifact": artifact.name, "precision": precision_name(artifact), "report": report.to_dict(),
                      "latency_ms": info.get("latency_ms")})
         updated.append(replace(artifact, parity=report.to_dict(), thresholds=report.thresholds))
     if write and reports:

@@ -345,8 +345,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ran_on = f"{rep['backend']}/{rep['device']}".strip("/")
         if rep.get("backend_precision"):
             ran_on += f" ({rep['backend_precision']})"
-        body.append([
-            rep["artifact"], rep["precision"], ran_on, _fmt(rep["max_abs_diff"], ".2e"),
+        body.append([  # the artifact's precision (edgecls.manifest.precision_name), as doctor and predict name it
+            rep["artifact"], row.get("precision") or rep["precision"], ran_on, _fmt(rep["max_abs_diff"], ".2e"),
             _fmt(rep["mean_abs_diff"], ".2e"), _fmt(rep["map_artifact"], ".4f"), _fmt(rep["map_drop"], "+.4f"),
             _fmt(rep["agreement"], ".4f"), _fmt(ms, ".2f") if ms is not None else "-",
             ("ok" if rep["passed"] else "FAILED") + f" ({rep.get('broken') or rep['budget']})",

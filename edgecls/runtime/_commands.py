@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
 from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, limit_text, size_text
 from edgecls.runtime.classifier import Classifier, Prediction
 from edgecls.runtime.pipeline import (
     DEFAULT_BACKOFF,
@@ -190,7 +191,8 @@ class PredictSummary:
     def format(self) -> str:
         b = self.backend.get("backend", {})
         what = f"{self.images} images ({self.errors} unreadable) in {self.seconds:.2f} s, " \
-               f"{self.images_per_second:.1f} img/s on {b.get('name')}/{b.get('device')} ({b.get('precision')})"
+               f"{self.images_per_second:.1f} img/s on {b.get('name')}/{b.get('device')}, " \
+               f"precision {self.backend.get('precision') or b.get('precision')}"
         text = ("interrupted after " if self.interrupted else "") + what + (f"; wrote {self.out}" if self.out else "")
         return text + (f"\nscored {self.score.format()}" if self.score is not None else "")
 
@@ -210,10 +212,14 @@ def predict_paths(
     progress: bool | None = None,
     stdout: IO[str] | None = None,
     truth: str | Path | None = None,
+    verify: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> PredictSummary:
     """Classify images, folders (recursive) and globs with a bundle; write one row per image in input order.
 
-    An unreadable image is an error row (counted in ``errors``) and the run goes on. An ``out`` that is the same
+    An unreadable image is an error row (counted in ``errors``) and the run goes on; so is one whose header declares
+    more than ``max_pixels`` pixels (None or 0: no limit), refused before it is decoded. ``verify``: check the model
+    files against the manifest's sha256 before loading them (see :class:`Classifier`). An ``out`` that is the same
     file as an input image (or lies inside the bundle) is refused before anything is written. ``truth``: a label
     file (any that ``edgecls.data.load_dataset`` reads, with the bundle's classes) to score the predictions against;
     the summary then holds a :class:`~edgecls.runtime.scoring.TruthScore` (exact matches and label accuracy).
@@ -227,7 +233,8 @@ def predict_paths(
         raise ConfigError(f"no images found in {', '.join(map(str, paths))} (extensions: jpg, jpeg, png, bmp, webp, "
                           "tif, tiff)")
     refuse_overwriting_inputs([("--out", out)], images, bundle)
-    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
+                     max_pixels=max_pixels)
     true_labels = None
     if truth is not None:
         from edgecls.runtime.scoring import read_truth
@@ -304,6 +311,31 @@ class StreamSummary:
         return ("interrupted: " if self.interrupted else "") + text
 
 
+def _limit_frames(opener: Callable[[Source], Any], max_pixels: int | None) -> Callable[[Source], Any]:
+    """``opener`` that refuses a source whose reported frame size is over ``max_pixels``, before a frame is read."""
+    if not max_pixels:
+        return opener
+
+    def guarded(src: Source) -> Any:
+        cap = opener(src)
+        try:
+            from edgecls.runtime.pipeline import _cv2
+
+            cv2 = _cv2()
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        except Exception:
+            w = h = 0
+        if w * h > max_pixels:
+            cap.release()
+            from edgecls.errors import DataError
+
+            raise DataError(f"{src.label}: frames of {size_text(w, h)}, over --max-pixels {limit_text(max_pixels)}; "
+                            "raise --max-pixels to read it")
+        return cap
+
+    return guarded
+
+
 def has_display() -> bool:
     """A GUI display is plausible: not Linux, or DISPLAY / WAYLAND_DISPLAY is set."""
     if not sys.platform.startswith("linux"):
@@ -330,6 +362,8 @@ def run_stream(
     frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     stdout: IO[str] | None = None,
     opener: Callable[[Source], Any] = open_capture,
+    verify: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> StreamSummary:
     """Classify a camera, video file, stream URL or GStreamer pipeline frame by frame.
 
@@ -340,6 +374,8 @@ def run_stream(
     :class:`edgecls.errors.DataError`; a try that brings no frame within ``frame_timeout`` seconds counts as failed
     (see :func:`stream_frames`). ``batch``: the most
     frames of a video file inferred together when they are already decoded (see :func:`stream_frames`).
+    ``max_pixels``: a source whose frames are larger (by the size it reports when opened) is refused; ``verify``: as
+    for :func:`predict_paths`.
     """
     src = parse_source(camera, source)
     refuse_overwriting_inputs([("--save", save), ("--jsonl", jsonl)], [src.target] if src.kind == "file" else [],
@@ -348,7 +384,9 @@ def run_stream(
         show = has_display()
         log.debug("run: %s", "showing a window" if show else "headless (no display)")
     display = Display(f"edgecls - {src.label}") if show else None
-    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads)
+    clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
+                     max_pixels=max_pixels)
+    opener = _limit_frames(opener, clf.max_pixels)
     stats = StreamStats()
     outputs: list[str] = []
     lines, owned = (None, False)
@@ -433,14 +471,14 @@ class DoctorReport:
                 out.append(f"  cannot run here: {self.error}")
             for i, c in enumerate(self.choices):
                 head = "auto ->  " if i == 0 else "then     "
-                out.append(f"  {head}{c['artifact']} on {c['backend']} {c['device'] or ''} "
-                           f"(precision {c['precision'] or 'default'})")
+                out.append(f"  {head}{c['artifact']} on {c['backend']} {c['device'] or ''}, "
+                           f"precision {c['precision']}")
                 if i == 0:
                     out.append(f"           because: {c['reason']}")
             if self.loaded:
                 b = self.loaded.get("backend", {})
-                out.append(f"  loaded:  {b.get('name')} on {b.get('device')}, precision {b.get('precision')}, "
-                           f"{b.get('load_seconds')} s")
+                out.append(f"  loaded:  {b.get('name')} on {b.get('device')}, precision "
+                           f"{self.loaded.get('precision') or b.get('precision')}, {b.get('load_seconds')} s")
         return "\n".join(out) + "\n"
 
 
@@ -451,11 +489,16 @@ def doctor_report(
     device: str | None = None,
     artifact: str | None = None,
     load: bool = False,
+    verify: bool = True,
 ) -> DoctorReport:
-    """Backends and devices of this machine; with a bundle, the choices ``auto`` makes (``load``: and load it)."""
-    from edgecls.manifest import Manifest
+    """Backends and devices of this machine; with a bundle, the choices ``auto`` makes (``load``: and load it).
+
+    The first choice's files are checked as a load would check them (inside the bundle; with ``verify``, their
+    sha256), so a tampered bundle shows here as ``cannot run here``.
+    """
+    from edgecls.manifest import Manifest, precision_name
     from edgecls.runtime.backends import available_backends, cpu_int8_support, cpu_name
-    from edgecls.runtime.classifier import plan
+    from edgecls.runtime.classifier import check_artifact_files, plan
 
     fast, why = cpu_int8_support()
     statuses = [
@@ -476,14 +519,18 @@ def doctor_report(
             manifest = Manifest.load(root)
             choices = plan(manifest, root, backend=backend, device=device, artifact=artifact)
             report.choices = [{"artifact": c.artifact.name, "backend": c.backend, "device": c.device,
-                               "precision": c.precision, "reason": c.reason, "path": str(c.path)} for c in choices]
+                               "precision": precision_name(c.artifact, c.precision), "compute_precision": c.precision,
+                               "reason": c.reason, "path": str(c.path)} for c in choices]
+            if not load:
+                check_artifact_files(root, choices[0].artifact, choices[0].path, verify=verify)
         if load or not root.is_dir():
-            with Classifier(root, backend, device, artifact=artifact) as clf:
+            with Classifier(root, backend, device, artifact=artifact, verify=verify) as clf:
                 report.loaded = clf.info()
                 if not report.choices:
                     report.choices = [{"artifact": clf.artifact.name, "backend": clf.backend.name,
-                                       "device": clf.backend.device, "precision": clf.backend.precision,
-                                       "reason": clf.reason, "path": str(clf.choice.path)}]
+                                       "device": clf.backend.device, "precision": clf.precision_name,
+                                       "compute_precision": clf.backend.precision, "reason": clf.reason,
+                                       "path": str(clf.choice.path)}]
     except EdgeclsError as exc:
         report.error = str(exc)
     return report
@@ -498,11 +545,12 @@ def doctor(
     load: bool = False,
     as_json: bool = False,
     stdout: IO[str] | None = None,
+    verify: bool = True,
 ) -> DoctorReport:
     """Write the :func:`doctor_report` as text (or JSON) and return it."""
     from edgecls._io import to_json
 
-    report = doctor_report(bundle, backend=backend, device=device, artifact=artifact, load=load)
+    report = doctor_report(bundle, backend=backend, device=device, artifact=artifact, load=load, verify=verify)
     stream = stdout or sys.stdout
     stream.write(to_json(report.to_dict()) if as_json else report.format())
     stream.flush()

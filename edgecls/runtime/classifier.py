@@ -17,24 +17,28 @@ import mmap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, overload
 
 import numpy as np
 
 from edgecls.errors import ConfigError, EdgeclsError
-from edgecls.manifest import MANIFEST_NAME, Artifact, Manifest
+from edgecls.manifest import MANIFEST_NAME, Artifact, Manifest, precision_name
 from edgecls.metrics import sigmoid
-from edgecls.preprocess import ImageSource, PreprocessSpec, preprocess
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, ImageSource, PreprocessSpec, preprocess
 from edgecls.runtime.backends import (
     BACKEND_NAMES,
     Backend,
     Candidate,
     auto_candidates,
     backend_module,
+    check_input_size,
+    check_threads,
     device_kind,
     normalize_precision,
+    one_line,
     probe,
 )
+from edgecls.runtime.integrity import artifact_paths, bundle_file, check_inside, companions, verify_files
 
 log = logging.getLogger("edgecls.runtime")
 
@@ -148,13 +152,28 @@ def _string_pair(buf: bytes) -> tuple[str, str]:
 
 
 def _artifact_path(root: Path, art: Artifact) -> Path:
-    return (root / art.path).resolve()
+    """The artifact's file, resolved; an IntegrityError when its manifest path leaves the bundle."""
+    return bundle_file(root, art.path, field="path", artifact=art.name)
 
 
-def check_artifact_files(root: Path, art: Artifact, path: Path | None = None) -> Path:
-    """The model path to load (the artifact's unless given); a ConfigError naming it when it (or an IR's .bin) is
-    missing."""
-    path = path or _artifact_path(root, art)
+def check_artifact_files(root: Path, art: Artifact, path: Path | None = None, *, verify: bool = True) -> Path:
+    """The one check before a bundle's model file is opened (predict, run, doctor, parity and bench all call it).
+
+    Returns the model path to load (the artifact's unless ``path`` is given). Raises
+    :class:`edgecls.errors.IntegrityError` when a path the manifest names for the artifact, ``path`` or a file an
+    engine reads beside it (an IR's .bin, engine.json) leaves the bundle (absolute, ``..``, a symlink out), and, with
+    ``verify``, when the files that will be opened differ from the sha256 the manifest records (see
+    :mod:`edgecls.runtime.integrity`); a :class:`ConfigError` naming the file when it (or an IR's .bin) is missing.
+    """
+    named = artifact_paths(root, art)
+    path = check_inside(root, path, field="the model file", artifact=art.name) if path is not None \
+        else named[f"artifacts[{art.name}].path"]
+    beside = companions(Path(path), art.format)
+    inside = sorted(path.rglob("*")) if path.is_dir() else []  # a folder artifact (.mlpackage): every file in it
+    for extra in (*beside, *inside):
+        if extra.exists() or extra.is_symlink():
+            check_inside(root, extra, field=f"beside {Path(path).name}" if extra in beside else
+                         f"inside {Path(path).name}", artifact=art.name)
     missing = [] if path.exists() else [path]
     if art.format == "openvino" and path.suffix == ".xml" and not path.with_suffix(".bin").exists():
         missing.append(path.with_suffix(".bin"))
@@ -164,7 +183,18 @@ def check_artifact_files(root: Path, art: Artifact, path: Path | None = None) ->
             f"bundle {root}: artifact {art.name!r} needs {names}, which is missing; re-export the bundle "
             "(edgecls export) or choose another artifact with --artifact"
         )
+    if verify:
+        verify_artifact_files(root, art, path)
     return path
+
+
+def verify_artifact_files(root: Path, art: Artifact, path: Path) -> None:
+    """Hash the files a backend opens for ``art`` at ``path`` (the model, an IR's .bin, engine.json), each once, and
+    compare them with the manifest's record; an :class:`edgecls.errors.IntegrityError` when one differs.
+
+    Call :func:`check_artifact_files` first (containment and existence); it calls this with ``verify=True``.
+    """
+    verify_files(root, art, [path, *(p for p in companions(Path(path), art.format) if p.is_file())])
 
 
 def _precision_for(art: Artifact, backend: str) -> str | None:
@@ -195,10 +225,12 @@ def _tensorrt_model(root: Path, art: Artifact) -> Path:
     import json
 
     path = _artifact_path(root, art)
-    onnx = (root / art.details["onnx"]).resolve() if art.details.get("onnx") else path.with_name("model.onnx")
+    onnx = bundle_file(root, art.details["onnx"], field="details.onnx", artifact=art.name) if art.details.get("onnx") \
+        else path.with_name("model.onnx")
     if path.suffix.lower() not in (".engine", ".plan"):
         return path
-    settings_file = root / art.details["settings"] if art.details.get("settings") else path.with_name("engine.json")
+    settings_file = bundle_file(root, art.details["settings"], field="details.settings", artifact=art.name) \
+        if art.details.get("settings") else path.with_name("engine.json")
     try:
         built = json.loads(settings_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -312,7 +344,7 @@ def _find_bundle(model: Path) -> tuple[Path, Manifest, Artifact] | None:
         if (folder / MANIFEST_NAME).is_file():
             manifest = Manifest.load(folder)
             for art in manifest.artifacts:
-                if _artifact_path(folder, art) == target:
+                if (folder / art.path).resolve() == target:  # contained or not: check_artifact_files decides
                     return folder, manifest, art
     return None
 
@@ -363,7 +395,7 @@ def _manifest_from_metadata(model: Path) -> tuple[Manifest, Artifact]:
 
         ops = {op.get_type_name() for op in core().read_model(str(model)).get_ops()}
         fmt, precision = "openvino", ("int8" if "FakeQuantize" in ops else "fp32")
-    art = Artifact(name=model.stem, path=str(model.resolve()), format=fmt, precision=precision, sha256="",
+    art = Artifact(name=model.stem, path=model.resolve().name, format=fmt, precision=precision, sha256="",
                    thresholds=tuple(thresholds))
     return manifest, art
 
@@ -380,8 +412,13 @@ class Classifier:
         backend: ``auto`` (the fastest installed backend that works here) or onnxruntime, openvino, tensorrt, coreml.
         device: narrows ``auto`` (cpu, gpu/cuda, npu, ane) or names the backend's device (``GPU.1``, ``cuda:0``).
         artifact: force one artifact of the bundle by name, e.g. ``onnx-int8``.
-        threads: CPU threads for inference (backend default when None).
+        threads: CPU threads for inference (backend default when None; at most the CPUs this process can use).
         precision: override the precision asked of the backend (default: what the artifact's parity run used).
+        verify: check the model files against the sha256 the bundle's manifest records (hashed while the engine
+            loads them; a file that differs raises :class:`edgecls.errors.IntegrityError` before the classifier
+            exists, so it never runs); paths that leave the bundle are always refused, before anything is read.
+        max_pixels: images (paths, encoded bytes) whose header declares more pixels are refused before decoding
+            (None or 0: no limit); ~100 MP by default.
     """
 
     def __init__(
@@ -393,8 +430,15 @@ class Classifier:
         artifact: str | None = None,
         threads: int | None = None,
         precision: str | None = None,
+        verify: bool = True,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         start = time.perf_counter()
+        check_threads(threads)
+        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
+                                       or max_pixels < 0):
+            raise ConfigError(f"--max-pixels must be a whole number >= 0 (0: no limit), got {max_pixels!r}")
+        self.max_pixels = max_pixels or None
         source = Path(bundle_or_model)
         if source.is_dir():
             root, manifest = source, Manifest.load(source)
@@ -410,8 +454,9 @@ class Classifier:
                         from edgecls.runtime.backends import _missing
 
                         raise _missing("openvino", probe_status)
-                root = source.parent
+                root = source.resolve().parent
                 manifest, art = _manifest_from_metadata(source)
+                verify = False  # a bare model file: no manifest records its sha256
             else:
                 raise ConfigError(f"{source}: no manifest.json found around this model; pass the bundle folder")
             if artifact and artifact != art.name:
@@ -428,7 +473,8 @@ class Classifier:
 
         self.manifest = manifest
         self.root = root
-        self.backend, self.choice = self._open(root, choices, threads=threads, auto=backend == "auto")
+        self.backend, self.choice = self._open(root, choices, threads=threads, auto=backend == "auto", verify=verify,
+                                               img_size=manifest.preprocess.img_size)
         self.artifact = self.choice.artifact
         self.class_names = tuple(manifest.class_names)
         self.thresholds = np.asarray(self.artifact.thresholds or manifest.thresholds, dtype=np.float64)
@@ -444,23 +490,43 @@ class Classifier:
                  self.backend.device, self.reason)
 
     @staticmethod
-    def _open(root: Path, choices: list[Choice], *, threads: int | None, auto: bool) -> tuple[Backend, Choice]:
+    def _open(root: Path, choices: list[Choice], *, threads: int | None, auto: bool, verify: bool,
+              img_size: int) -> tuple[Backend, Choice]:
+        from concurrent.futures import ThreadPoolExecutor
+
         failures = []
         for choice in choices:
-            check_artifact_files(root, choice.artifact, choice.path)
+            check_artifact_files(root, choice.artifact, choice.path, verify=False)
             module = backend_module(choice.backend)
+            # The sha256 check runs beside the engine's load (hashlib and the engines release the GIL), so it costs
+            # little load time; its verdict comes before __init__ returns, so a file that differs never runs.
+            hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecls-verify") if verify else None
+            verdict = hashing.submit(verify_artifact_files, root, choice.artifact, choice.path) if hashing else None
             try:
                 backend = module.load(choice.path, device=choice.device, threads=threads, precision=choice.precision)
-            except ConfigError:
-                raise
             except Exception as exc:
-                if not auto:
+                _raise_verdict(verdict)  # a changed file explains a failed load best
+                if isinstance(exc, ConfigError) or (not auto and isinstance(exc, EdgeclsError)):
                     raise
-                text = str(exc) if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {exc}"
+                if not auto:
+                    from edgecls.errors import UnsupportedOption
+
+                    raise UnsupportedOption(f"{choice.backend} cannot load {choice.path} (artifact "
+                                            f"{choice.artifact.name!r}): {one_line(exc)}") from exc
+                text = one_line(exc)
                 failures.append(f"{choice.backend} with {choice.artifact.name}: {text}")
                 log.warning("auto: %s cannot run %s here (%s); trying the next choice", choice.backend,
                             choice.artifact.name, text)
                 continue
+            finally:
+                if hashing is not None:
+                    hashing.shutdown(wait=True)
+            try:
+                _raise_verdict(verdict)
+                check_input_size(backend, img_size, where=f"bundle {root}, artifact {choice.artifact.name!r}")
+            except ConfigError:
+                backend.close()
+                raise
             if failures:
                 choice = Choice(choice.artifact, choice.path, choice.backend, choice.device, choice.precision,
                                 f"{choice.reason} (skipped: {' | '.join(failures)})", choice.candidate)
@@ -471,16 +537,32 @@ class Classifier:
         raise UnsupportedOption("no backend could run this bundle here: " + " | ".join(failures))
 
     # ------------------------------------------------------------------------------------------------------------
-    def predict(self, image: ImageSource) -> Prediction:
-        """Classify one image: a path, an HxWx3 BGR uint8 array or encoded bytes."""
+    @overload
+    def predict(self, image: ImageSource) -> Prediction: ...
+
+    @overload
+    def predict(self, image: list[ImageSource] | tuple[ImageSource, ...]) -> list[Prediction]: ...
+
+    def predict(self, image: Any) -> Prediction | list[Prediction]:
+        """Classify one image: a path, an HxWx3 BGR uint8 array or encoded bytes.
+
+        A list (or tuple) of images gives a list of predictions, in order, as :meth:`predict_batch` does.
+        """
+        if isinstance(image, (list, tuple)):
+            return self.predict_batch(image)
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[ImageSource], *, batch_size: int = 32) -> list[Prediction]:
         """Classify several images, in order; an unreadable one raises :class:`edgecls.errors.DataError`."""
+        if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)):
+            raise ConfigError(f"predict_batch takes a list of images, got one {type(images).__name__}; use "
+                              "predict(image) for a single image")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         results: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            tensors = np.stack([preprocess(img, self.spec) for img in chunk])
+            tensors = np.stack([preprocess(img, self.spec, max_pixels=self.max_pixels) for img in chunk])
             names = [_source_name(img, start + i) for i, img in enumerate(chunk)]
             results.extend(self.predictions(self.probs(tensors), names))
         return results
@@ -511,6 +593,7 @@ class Classifier:
             "bundle": str(self.root),
             "artifact": {"name": self.artifact.name, "path": str(self.choice.path), "format": self.artifact.format,
                          "precision": self.artifact.precision},
+            "precision": self.precision_name,
             "backend": self.backend.info(),
             "reason": self.reason,
             "class_names": list(self.class_names),
@@ -518,6 +601,11 @@ class Classifier:
             "preprocess": self.spec.to_dict(),
             "load_seconds": round(self.load_seconds, 4),
         }
+
+    @property
+    def precision_name(self) -> str:
+        """The artifact's precision as every command names it (:func:`edgecls.manifest.precision_name`)."""
+        return precision_name(self.artifact, self.backend.precision)
 
     def close(self) -> None:
         self.backend.close()
@@ -530,7 +618,16 @@ class Classifier:
 
     def __repr__(self) -> str:
         b = self.backend
-        return f"<Classifier {self.artifact.name} on {b.name}/{b.device} ({b.precision})>"
+        return f"<Classifier {self.artifact.name} on {b.name}/{b.device} ({self.precision_name})>"
+
+
+def _raise_verdict(verdict: Any) -> None:
+    """Wait for a background :func:`verify_artifact_files` and raise what it raised (an IntegrityError)."""
+    if verdict is None:
+        return
+    error = verdict.exception()
+    if error is not None:
+        raise error
 
 
 def _source_name(image: Any, index: int) -> str:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError, UnsupportedOption
-from edgecls.preprocess import IMAGE_EXTENSIONS, preprocess
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, preprocess
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -222,12 +222,12 @@ def _not_regular(path: str) -> str | None:
     return f"{path}: not a regular file ({kind}); skipped"
 
 
-def _load(path: str, spec: Any) -> tuple[np.ndarray | None, str | None]:
+def _load(path: str, spec: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
     why = _not_regular(path)
     if why is not None:
         return None, why
     try:
-        return preprocess(path, spec), None
+        return preprocess(path, spec, max_pixels=max_pixels), None
     except DataError as exc:
         return None, str(exc)
     except Exception as exc:  # a decoder crash on one odd file must not end the run
@@ -263,7 +263,7 @@ def predict_files(
             path = next(todo, None)
             if path is None:
                 return
-            inflight.append((path, pool.submit(_load, path, spec)))
+            inflight.append((path, pool.submit(_load, path, spec, classifier.max_pixels)))
 
     def flush(rows: list[tuple[str, np.ndarray | None, str | None]]) -> list["Prediction"]:
         tensors = [t for _, t, _ in rows if t is not None]

@@ -93,6 +93,7 @@ class Backend(abc.ABC):
     precision: str = ""
     input_name: str = ""
     output_name: str = ""
+    input_shape: tuple[Any, ...] = ()  # (N, C, H, W) as the model declares it; None, -1 or a name for a dynamic dim
     model_path: Path
     load_seconds: float = 0.0
     reason: str = ""  # why auto chose it (empty when asked for explicitly)
@@ -149,6 +150,51 @@ def normalize_precision(value: str | None) -> str | None:
     return _PRECISION_ALIASES[key]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None, *, option: str = "--threads") -> int | None:
+    """``threads`` when it is None or 1..the CPUs present; a ConfigError naming ``option`` and the maximum otherwise."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"{option} must be at least 1, got {threads!r}")
+    most = usable_cpus()
+    if threads > most:
+        raise ConfigError(f"{option} {threads} is more than the {most} CPU(s) this process can use; "
+                          f"use {option} {most} or fewer (or leave it out for the backend's default)")
+    return threads
+
+
+def check_input_size(backend: "Backend", img_size: int, *, where: str) -> None:
+    """The model's input (N, 3, H, W) must take ``img_size`` (the manifest's preprocessing); dynamic dims pass."""
+    shape = tuple(getattr(backend, "input_shape", ()) or ())
+    if len(shape) != 4:
+        return
+    fixed = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in shape]
+    channels, height, width = fixed[1:]
+    if (channels not in (None, 3)) or (height not in (None, img_size)) or (width not in (None, img_size)):
+        dims = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape)
+        raise ConfigError(f"{where}: the manifest's preprocess.img_size is {img_size}, but the model "
+                          f"{Path(str(backend.model_path)).name} takes input {dims} (N, C, H, W); the manifest and the "
+                          "model disagree, re-export the bundle")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An engine's exception as one short line (its type unless ours, whitespace and newlines collapsed)."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, EdgeclsError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def as_input(batch: np.ndarray) -> np.ndarray:
     """Check a batch is (N, C, H, W) and make it C-contiguous float32 (no copy when it already is)."""
     arr = np.asarray(batch)
@@ -170,6 +216,74 @@ def has_qdq(path: str | Path) -> bool:
             return mm.find(b"DequantizeLinear") >= 0 or mm.find(b"QLinearConv") >= 0
     except (OSError, ValueError):
         return False
+
+
+def check_model_file(path: str | Path, backend: str) -> None:
+    """A ConfigError (one line) when ``path`` cannot be the model its suffix says: an ONNX file must parse as a
+    protobuf ModelProto with a graph, an OpenVINO IR .xml must be XML. Cheap (the top-level fields only), and it keeps
+    engines from trying every frontend they have on random bytes."""
+    import mmap
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", ".xml") or not path.is_file():
+        return
+    kind = "an ONNX model" if suffix == ".onnx" else "an OpenVINO IR (.xml)"
+    try:
+        with open(path, "rb") as f:
+            if suffix == ".xml":
+                ok = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+            elif path.stat().st_size == 0:
+                ok = False
+            else:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    ok = _protobuf_has_graph(mm)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    if not ok:
+        raise ConfigError(f"{path}: not {kind} (its bytes do not parse as one), so {backend} cannot load it; "
+                          "the file is damaged or is not a model: re-export the bundle")
+
+
+def _protobuf_has_graph(buf: Any) -> bool:
+    """Walk a protobuf message's top-level fields; True when they parse to the end and field 7 (graph) is there."""
+    pos, end, graph = 0, len(buf), False
+    try:
+        while pos < end:
+            tag, pos = _varint(buf, pos)
+            number, wire = tag >> 3, tag & 7
+            if number == 0:
+                return False
+            if wire == 0:
+                _, pos = _varint(buf, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                size, pos = _varint(buf, pos)
+                pos += size
+                graph = graph or number == 7
+            else:
+                return False
+            if pos > end:
+                return False
+    except IndexError:
+        return False
+    return graph
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
 
 
 def user_cache_dir(*parts: str) -> Path:
@@ -344,8 +458,7 @@ def open_backend(
     if not path.exists():
         raise ConfigError(f"{path}: model file not found")
     precision = normalize_precision(precision_hint)
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be at least 1, got {threads}")
+    check_threads(threads, option="threads")
     loaders = backends_for_file(path)
     if not loaders:
         raise UnsupportedOption(
@@ -396,7 +509,7 @@ def open_first(
         except ConfigError:
             raise
         except Exception as exc:  # not installed properly, no such device here, engine build failed ...
-            text = str(exc) if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {exc}"
+            text = one_line(exc)
             failures.append(f"{cand.backend} on {dev}: {text}")
             log.warning("auto: %s on %s cannot run %s (%s); trying the next backend", cand.backend, dev, path.name,
                         text)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import UnsupportedOption
+from edgecls.errors import ConfigError, UnsupportedOption
 from edgecls.runtime.backends import (
     RANK_ORT_COREML,
     RANK_ORT_CPU,
@@ -30,8 +30,10 @@ from edgecls.runtime.backends import (
     BackendStatus,
     Candidate,
     as_input,
+    check_model_file,
     cpu_int8_support,
     has_qdq,
+    one_line,
     user_cache_dir,
 )
 
@@ -131,6 +133,7 @@ class OrtBackend(Backend):
                  emulate_qdq: bool = False) -> None:
         ort = _ort()
         start = time.perf_counter()
+        check_model_file(path, NAME)
         available = ort.get_available_providers()
         providers, gpu = _parse_device(device, available)
         quantized = has_qdq(path)
@@ -154,7 +157,13 @@ class OrtBackend(Backend):
             opts.inter_op_num_threads = 1
         self._threads = threads
         asked = [(p, _provider_options(p, gpu, precision)) for p in providers]
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=asked)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=asked)
+        except Exception as exc:
+            if any(code in str(exc) for code in ("INVALID_PROTOBUF", "INVALID_GRAPH", "NO_SUCHFILE")):
+                raise ConfigError(f"{path}: onnxruntime cannot load this file as an ONNX model ({one_line(exc)}); "
+                                  "re-export the bundle") from None
+            raise
         used = self.session.get_providers()
         if used[0] != providers[0]:
             log.warning("onnxruntime: asked for %s but the session runs on %s (silent fallback; check the %s "

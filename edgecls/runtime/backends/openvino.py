@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import UnsupportedOption
+from edgecls.errors import ConfigError, UnsupportedOption
 from edgecls.runtime.backends import (
     RANK_OPENVINO_CPU_OTHER,
     RANK_OPENVINO_CPU_X86,
@@ -31,8 +31,10 @@ from edgecls.runtime.backends import (
     BackendStatus,
     Candidate,
     as_input,
+    check_model_file,
     cpu_int8_support,
     is_x86,
+    one_line,
 )
 
 NAME = "openvino"
@@ -132,11 +134,18 @@ class OpenVinoBackend(Backend):
         start = time.perf_counter()
         available = list(core().available_devices)
         dev = _resolve_device(device, available)
-        model = core().read_model(str(path))
+        check_model_file(path, NAME)
+        try:
+            model = core().read_model(str(path))
+        except Exception as exc:
+            raise ConfigError(f"{path}: openvino cannot read this model file ({one_line(exc)}); re-export the "
+                              "bundle") from None
         quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
         if precision == "int8" and not quantized:
             raise UnsupportedOption(f"{path.name} has no quantized layers; int8 needs the int8 artifact")
         inp = model.input(0)
+        self.input_shape = tuple(d.get_length() if d.is_static else None for d in inp.get_partial_shape()) \
+            if inp.get_partial_shape().rank.is_static else ()
         self.input_name = inp.get_any_name()
         self.output_name = model.output(0).get_any_name()
         self._static_batch = self._fix_batch(ov, model, dev)

@@ -292,6 +292,7 @@ class TensorRTBackend(Backend):
         self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
         shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        self.input_shape = tuple(int(d) for d in shape)
         if shape[0] == -1:
             max_shape = tuple(self.engine.get_tensor_profile_shape(self.input_name, 0)[2])
         else:
