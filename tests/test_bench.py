@@ -452,26 +452,28 @@ def test_a_target_is_not_judged_when_others_took_the_cpu_during_its_rows(measure
 
 def test_a_bench_under_load_says_not_judged(exported):
     """A real (tiny) bench with a busy loop on every CPU beside it: every row records the others' share, and the
-    targets that compare those rows print "not judged: machine busy (N%)" instead of PASS or MISS."""
+    targets that compare those rows print "not judged: machine busy (N%)" instead of PASS or MISS. (The batch target
+    compares every row whatever its parity, so the tiny model's INT8 accuracy does not decide what is judged.)"""
     from dataclasses import replace
 
     bundle, data, _ = exported
     procs = _spinners(60)
     try:
         result = run(BenchConfig(bundle=str(bundle), backends=("onnxruntime",), torch_variants=(), isolate=False,
-                                 **FAST))
+                                 **{**FAST, "batch": (1, 8)}))
     finally:
         _stop(procs)
     if any(r.busy is None for r in result.rows):
         pytest.skip("no /proc/stat on this OS")
     assert all(r.busy > 0.10 for r in result.rows), [(r.label, r.busy) for r in result.rows]
-    ort = next(c for c in result.checks if c.name == "ONNX Runtime INT8 vs ONNX Runtime FP32 (CPU)")
-    assert ort.passed is None and ort.busy > 0.10 and ort.value is not None
-    assert f"[not judged: machine busy ({100 * ort.busy:.0f}%)] ONNX Runtime INT8" in result.table()
+    name = "throughput at batch >= 8 beats batch 1 per image"
+    batched = next(c for c in result.checks if c.name == name)
+    assert batched.passed is None and batched.busy > 0.10 and batched.value is not None
+    assert f"[not judged: machine busy ({100 * batched.busy:.0f}%)] {name}" in result.table()
     assert "not judged: machine busy" in result.markdown()
     assert json.loads(json.dumps(result.to_dict()))["rows"][0]["busy"] == result.rows[0].busy
     judged = check_targets(replace(result, config=replace(result.config, max_busy=1.0)))
-    assert next(c for c in judged if c.name == ort.name).passed is not None
+    assert next(c for c in judged if c.name == name).passed is not None
 
 
 def test_machine_info_reads_this_machine():

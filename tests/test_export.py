@@ -746,6 +746,24 @@ def test_fp16_budget_judges_decisions_not_one_probability():
         Budgets(fp16_min_agreement=1.5)
 
 
+def test_agreement_compares_both_models_at_thresholds_tuned_alike():
+    """The reference's own thresholds may come from other outputs (training evaluates under bf16 autocast on CPUs
+    that have it, or on another split): an artifact whose outputs equal the reference's still agrees on every
+    decision, since both are re-tuned the same way on the parity images; both at the reference's thresholds is
+    reported beside it."""
+    rng = np.random.default_rng(2)
+    targets = (rng.random((60, 3)) < 0.4).astype(np.float32)
+    ref = (3 * targets - 1.5 + rng.normal(size=(60, 3))).astype(np.float32)
+    off = np.array([0.05, 0.93, 0.5])  # thresholds that do not fit these outputs
+    same = check_parity(ref, ref.copy(), targets, None, precision="fp16", budgets=Budgets(),
+                        reference_thresholds=off)
+    assert same.agreement == 1.0 and same.agreement_at_reference == 1.0 and same.passed
+    flipped = ref.copy()
+    flipped[:6, 0] = -flipped[:6, 0]
+    bad = check_parity(ref, flipped, targets, None, precision="fp16", budgets=Budgets(), reference_thresholds=off)
+    assert bad.agreement < 0.99 and not bad.passed and "(--fp16-min-agreement)" in bad.broken
+
+
 def test_old_parity_budgets_and_reports_still_load():
     """parity.json and manifest entries written before the FP16 decision budgets (a max |dp| budget, no `broken`)
     load: the stored budget is kept, the new ones take their defaults."""

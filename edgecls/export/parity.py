@@ -114,8 +114,9 @@ class ParityReport:
         num_samples: Images compared.
         max_abs_diff: Max |p_artifact - p_reference| over every image and class (p = sigmoid(logit)).
         mean_abs_diff: Mean of the same.
-        agreement: Share of (image, class) decisions that agree, the artifact at its own re-tuned thresholds and
-            the reference at its thresholds (how the two would be deployed).
+        agreement: Share of (image, class) decisions that agree, each model at thresholds tuned the same way on
+            these images (the artifact at its re-tuned thresholds, the reference re-tuned alike), so an artifact whose
+            outputs equal the reference's agrees fully whatever split the reference's own thresholds came from.
         agreement_at_reference: The same with both at the reference thresholds.
         map_reference: mAP of the reference (known labels only).
         map_artifact: mAP of the artifact.
@@ -256,7 +257,8 @@ def check_parity(
     drop = map_ref - map_art
     decisions_ref = p_ref >= t_ref
     max_diff = float(diff.max()) if diff.size else 0.0
-    agreement = _agreement(p_art >= t_art, decisions_ref)
+    t_same = tune_thresholds(p_ref, targets, known) if reference_thresholds is not None else t_ref
+    agreement = _agreement(p_art >= t_art, p_ref >= t_same)
     broken = _broken(precision, budgets, max_diff, agreement, drop)
     return ParityReport(
         artifact=artifact,
