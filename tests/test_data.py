@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,18 @@ def test_missing_and_corrupt_images_are_skipped_with_one_warning(tmp_path, caplo
     assert "images/corrupt.jpg" in warnings[0].getMessage()
     stats = inspect_dataset(ds)
     assert stats.skipped == 2 and any("2 image(s) skipped" in p for p in stats.problems)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_fifo_listed_as_an_image_is_skipped_unopened(tmp_path):
+    """Opening a FIFO blocks until something writes to it: a label file that lists one gets it skipped as not a
+    regular file (and loading finishes)."""
+    root = _dataset_with_bad_images(tmp_path)
+    os.mkfifo(root / "images" / "pipe.jpg")
+    with open(root / "labels.csv", "a") as f:
+        f.write("pipe.jpg,1,1\n")
+    ds = load_dataset(root)
+    assert {s.path.name: s.reason for s in ds.skipped}["pipe.jpg"] == "not a regular file; skipped"
 
 
 def test_strict_raises_listing_bad_images(tmp_path):

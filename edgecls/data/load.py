@@ -208,8 +208,8 @@ def _check_duplicates(parsed: _Parsed) -> None:
 
 
 def _image_problem(path: Path, decode: bool) -> str | None:
-    if not path.is_file():
-        return "file not found"
+    if not path.is_file():  # a FIFO or a device is never opened: reading one would block or never end
+        return "not a regular file; skipped" if path.exists() else "file not found"
     if decode:
         from edgecls.preprocess import decode_image
 
