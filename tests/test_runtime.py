@@ -491,7 +491,7 @@ def test_doctor_report_shows_the_auto_choice(full_bundle):
 
 
 def test_collect_images_expands_folders_globs_and_keeps_order(image_dir):
-    from edgecls.runtime.pipeline import collect_images
+    from edgecls.runtime.files import collect_images
 
     found = collect_images([image_dir / "img03.png", image_dir, str(image_dir / "img0[12].*"), "missing.jpg"])
     names = [Path(p).name for p in found]
@@ -503,7 +503,7 @@ def test_collect_images_expands_folders_globs_and_keeps_order(image_dir):
 
 def test_predict_files_error_row_in_order(full_bundle, image_dir):
     from edgecls.runtime import Classifier
-    from edgecls.runtime.pipeline import collect_images, predict_files
+    from edgecls.runtime.files import collect_images, predict_files
 
     clf = Classifier(full_bundle["root"], backend="openvino", artifact="openvino")
     paths = collect_images([image_dir])
@@ -521,7 +521,7 @@ def test_predict_files_error_row_in_order(full_bundle, image_dir):
 def test_predict_paths_formats(onnx_bundle, image_dir, tmp_path):
     import csv
 
-    from edgecls.runtime._commands import predict_paths
+    from edgecls.runtime.commands import predict_paths
 
     out = io.StringIO()
     summary = predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="json", stdout=out, batch=4)
@@ -559,7 +559,7 @@ class _InterruptingStream(io.StringIO):
 
 
 def test_ctrl_c_closes_the_json_array(onnx_bundle, image_dir):
-    from edgecls.runtime._commands import predict_paths
+    from edgecls.runtime.commands import predict_paths
 
     out = _InterruptingStream()
     summary = predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="json", stdout=out, batch=2)
@@ -574,7 +574,7 @@ def test_ctrl_c_closes_the_json_array(onnx_bundle, image_dir):
 def test_run_stream_on_a_video_file(onnx_bundle, tmp_path):
     import cv2
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     video = make_video(tmp_path / "in.mp4", frames=20)
     summary = run_stream(onnx_bundle["root"], source=str(video), backend="onnxruntime", show=False,
@@ -604,7 +604,7 @@ def test_video_results_equal_classifier_on_frames(onnx_bundle, tmp_path):
     import cv2
 
     from edgecls.runtime import Classifier
-    from edgecls.runtime.pipeline import parse_source, stream_frames
+    from edgecls.runtime.stream import parse_source, stream_frames
 
     video = make_video(tmp_path / "in.mp4", frames=6)
     clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
@@ -623,7 +623,7 @@ def test_video_frames_decoded_ahead_are_inferred_together(onnx_bundle, tmp_path)
 
     from edgecls.errors import ConfigError
     from edgecls.runtime import Classifier
-    from edgecls.runtime.pipeline import parse_source, stream_frames
+    from edgecls.runtime.stream import parse_source, stream_frames
 
     video = make_video(tmp_path / "in.mp4", frames=12)
     clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
@@ -652,7 +652,7 @@ def test_video_frames_decoded_ahead_are_inferred_together(onnx_bundle, tmp_path)
 
 
 def test_camera_that_cannot_open(onnx_bundle):
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     with pytest.raises(DataError, match="cannot open camera 99"):
         run_stream(onnx_bundle["root"], camera=99, backend="onnxruntime", show=False, stdout=io.StringIO())
@@ -694,7 +694,7 @@ class FakeCamera:
 
 
 def test_camera_drop_is_reopened_then_gives_up(onnx_bundle):
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     opened = []
 
@@ -725,7 +725,7 @@ def test_a_source_that_opens_but_never_delivers_gives_up(onnx_bundle, delay):
     of ``backoff`` and the run ends with the error (it used to start the back-off again after every open)."""
     import time
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     opened: list[float] = []
 
@@ -745,7 +745,7 @@ def test_a_source_that_opens_but_never_delivers_gives_up(onnx_bundle, delay):
 
 
 def test_reconnect_tries_become_doubling_delays():
-    from edgecls.runtime.pipeline import DEFAULT_BACKOFF, backoff_delays
+    from edgecls.runtime.stream import DEFAULT_BACKOFF, backoff_delays
 
     assert backoff_delays(3) == DEFAULT_BACKOFF and backoff_delays(0) == () and backoff_delays(2, 0.1) == (0.1, 0.2)
     with pytest.raises(ConfigError, match="--reconnect-tries must be an integer >= 0"):
@@ -755,7 +755,7 @@ def test_reconnect_tries_become_doubling_delays():
 def test_latest_frame_keeps_only_the_newest():
     import time
 
-    from edgecls.runtime.pipeline import LatestFrame
+    from edgecls.runtime.stream import LatestFrame
 
     cam = FakeCamera(frames=200, delay=0.001)
     reader = LatestFrame(cam)
@@ -774,7 +774,7 @@ def test_latest_frame_keeps_only_the_newest():
 def test_ctrl_c_finalises_the_saved_video(onnx_bundle, tmp_path):
     import cv2
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     class Interrupt(io.StringIO):
         def write(self, text: str) -> int:
@@ -793,7 +793,7 @@ def test_ctrl_c_finalises_the_saved_video(onnx_bundle, tmp_path):
 def test_show_without_gui_is_a_clear_error(onnx_bundle, tmp_path):
     import cv2
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     if "GTK" in cv2.getBuildInformation() or "QT" in cv2.getBuildInformation().upper().split("GUI")[-1][:200]:
         pytest.skip("this OpenCV has a GUI")
@@ -815,7 +815,7 @@ def test_runtime_never_imports_torch(onnx_bundle, image_dir, tmp_path):
     code = textwrap.dedent(f"""
         import io, json, sys
         sys.modules["openvino"] = None  # as if not installed
-        from edgecls.runtime._commands import predict_paths, run_stream
+        from edgecls.runtime.commands import predict_paths, run_stream
         s = predict_paths({str(onnx_bundle["root"])!r}, [{str(image_dir)!r}], fmt="jsonl", stdout=io.StringIO())
         v = run_stream({str(onnx_bundle["root"])!r}, source={str(video)!r}, show=False, stdout=io.StringIO())
         print(json.dumps({{"torch": "torch" in sys.modules, "backend": s.backend["backend"]["name"],

@@ -282,7 +282,7 @@ def test_outputs_that_are_inputs_are_refused(runner, bundle, images, tmp_path):
 
 _LIST = """
 import json, sys
-from edgecls.runtime.pipeline import collect_images
+from edgecls.runtime.files import collect_images
 print(json.dumps([collect_images([p]) for p in sys.argv[1:]]))
 """
 

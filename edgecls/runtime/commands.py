@@ -20,21 +20,17 @@ from typing import IO, Any, Callable, Sequence
 from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.preprocess import DEFAULT_MAX_PIXELS, limit_text, size_text
 from edgecls.runtime.classifier import Classifier, Prediction
-from edgecls.runtime.pipeline import (
+from edgecls.runtime.files import Progress, collect_images, predict_files
+from edgecls.runtime.stream import (
     DEFAULT_BACKOFF,
     DEFAULT_FRAME_TIMEOUT,
-    Display,
-    Progress,
     Source,
     StreamStats,
-    VideoSink,
-    collect_images,
-    draw_overlay,
     open_capture,
     parse_source,
-    predict_files,
     stream_frames,
 )
+from edgecls.runtime.video import Display, VideoSink, draw_overlay
 
 log = logging.getLogger("edgecls.runtime")
 
@@ -319,7 +315,7 @@ def _limit_frames(opener: Callable[[Source], Any], max_pixels: int | None) -> Ca
     def guarded(src: Source) -> Any:
         cap = opener(src)
         try:
-            from edgecls.runtime.pipeline import _cv2
+            from edgecls.runtime.stream import _cv2
 
             cv2 = _cv2()
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
@@ -498,7 +494,7 @@ def doctor_report(
     """
     from edgecls.manifest import Manifest, precision_name
     from edgecls.runtime.backends import available_backends, cpu_int8_support, cpu_name
-    from edgecls.runtime.classifier import check_artifact_files, plan
+    from edgecls.runtime.plan import check_artifact_files, plan
 
     fast, why = cpu_int8_support()
     statuses = [
