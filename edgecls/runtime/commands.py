@@ -8,6 +8,7 @@ closed, the video file is finalised) and returns a summary with ``interrupted=Tr
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -382,6 +383,8 @@ def run_stream(
     display = Display(f"edgecls - {src.label}") if show else None
     clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
                      max_pixels=max_pixels)
+    if opener is open_capture:  # bind --frame-timeout before wrapping: stream_frames only binds the bare open_capture
+        opener = functools.partial(open_capture, timeout=frame_timeout)
     opener = _limit_frames(opener, clf.max_pixels)
     stats = StreamStats()
     outputs: list[str] = []
