@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,6 +291,60 @@ def test_tensorrt_not_installed_names_the_extra(onnx_bundle):
         pytest.skip("tensorrt is installed here")
     with pytest.raises(MissingDependency, match=r'pip install "edgecls\[tensorrt\]"'):
         open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="tensorrt")
+
+
+def test_explicit_tensorrt_without_it_is_an_error_that_says_what_runs_here(onnx_bundle, image_dir):
+    """Asked-for and got must match: an explicit TensorRT that is not installed never becomes another engine (such as
+    ONNX Runtime's TensorRT provider); the error names the extra and the backends this machine does run."""
+    from edgecls._deps import has
+    from edgecls.runtime import Classifier, available_backends, open_backend
+    from edgecls.runtime.backends import tensorrt as trt_backend
+
+    if has("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    here = ", ".join(f"{s.name} ({', '.join(s.devices)})" for s in available_backends() if s.usable)
+    assert "onnxruntime (cpu)" in here
+    expected = r'pip install "edgecls\[tensorrt\]".*; available here: ' + re.escape(here) + "$"
+    with pytest.raises(MissingDependency, match=expected):
+        Classifier(onnx_bundle["root"], backend="tensorrt")
+    with pytest.raises(MissingDependency, match=expected):
+        open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="tensorrt")
+    if not has("cuda") and not has("cuda.bindings"):  # the backend itself: no cuda-python, no other engine either
+        with pytest.raises(MissingDependency, match=r"needs cuda-python.*available here: " + re.escape(here)):
+            trt_backend.load(onnx_bundle["root"] / "onnx/model.onnx", device=None, threads=None, precision=None)
+
+
+def test_plan_is_public_and_the_classifier_loads_its_first_choice(onnx_bundle):
+    from edgecls.manifest import Manifest
+    from edgecls.runtime import Choice, Classifier, plan
+
+    root = onnx_bundle["root"]
+    manifest = Manifest.load(root)
+    choices = plan.plan(manifest, root, backend="onnxruntime")
+    assert len(choices) == 1 and isinstance(choices[0], Choice)
+    first = choices[0]
+    assert first.backend == "onnxruntime" and first.reason.startswith("onnxruntime as requested; artifact ")
+    assert first.path == plan.model_path(root, first.artifact, "onnxruntime")
+    assert first.precision == plan.precision_for(first.artifact, "onnxruntime")
+    with Classifier(root, backend="onnxruntime") as clf:
+        assert (clf.artifact, clf.choice.path, clf.backend.precision, clf.reason) == \
+            (first.artifact, first.path, first.precision, first.reason)
+    every, not_run = plan.plan_all(manifest, root, backends=("onnxruntime",))
+    assert [(c.artifact.name, c.backend, c.device, c.precision) for c in every] == \
+        [("onnx", "onnxruntime", "cpu", "f32"), ("onnx-int8", "onnxruntime", "cpu", "int8")] and not_run == []
+    assert {c.path for c in every} == {root / "onnx/model.onnx", root / "onnx-int8/model.onnx"}
+
+
+def test_emulate_qdq_goes_through_open_backend(onnx_bundle):
+    from edgecls.runtime import open_backend
+
+    path = onnx_bundle["root"] / "onnx-int8/model.onnx"
+    with open_backend(path, backend="onnxruntime", emulate_qdq=True) as emulated:
+        assert emulated.info()["qdq"].startswith("emulated")
+        np.testing.assert_allclose(emulated.infer(reference_input()), onnx_bundle["reference"], atol=0.5)
+    for backend in ("auto", "openvino"):
+        with pytest.raises(ConfigError, match=f"emulate_qdq needs the onnxruntime backend, not '{backend}'"):
+            open_backend(path, backend=backend, emulate_qdq=True)
 
 
 @pytest.mark.tensorrt
