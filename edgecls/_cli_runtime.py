@@ -141,7 +141,7 @@ def register(cli_group: click.Group) -> None:
     def doctor(bundle: str | None, backend: str, device: str | None, artifact: str | None, load: bool,
                as_json: bool, verify: bool) -> None:
         """Show the backends and devices of this machine and what auto would choose for BUNDLE."""
-        from edgecls.runtime.commands import doctor as run_doctor
+        from edgecls.runtime.doctor import doctor as run_doctor
 
         report = run_doctor(bundle, backend=backend, device=device, artifact=artifact, load=load, as_json=as_json,
                             verify=verify)

@@ -35,17 +35,18 @@ Loading:
   options such as ONNX Runtime's Q/DQ emulation go through it.
 * :func:`available_backends` -> ``list[BackendStatus]``: installed or not, devices, version, the extra to install.
 
-Commands' logic (no click; :mod:`edgecls.runtime.commands`): :func:`predict_paths`, :func:`run_stream`,
-:func:`doctor_report` / :class:`DoctorReport`. Files, streams and video: :mod:`edgecls.runtime.files`
-(:func:`collect_images`, :func:`predict_files`), :mod:`edgecls.runtime.stream` (:func:`parse_source`,
-:func:`stream_frames`), :mod:`edgecls.runtime.video` (overlay, display, video writer). Model metadata without a
-bundle: :mod:`edgecls.runtime.metadata`.
+Commands' logic (no click): :mod:`edgecls.runtime.commands` (:func:`predict_paths`, :func:`run_stream`) and
+:mod:`edgecls.runtime.doctor` (:func:`doctor_report`, :class:`DoctorReport`). Files, streams and video:
+:mod:`edgecls.runtime.files` (:func:`collect_images`, :func:`predict_files`), :mod:`edgecls.runtime.stream`
+(:func:`parse_source`, :func:`stream_frames`), :mod:`edgecls.runtime.video` (overlay, display, video writer). Model
+metadata without a bundle: :mod:`edgecls.runtime.metadata`.
 """
 
 from edgecls.runtime import plan
 from edgecls.runtime.backends import Backend, BackendStatus, available_backends, open_backend, open_first
 from edgecls.runtime.classifier import Classifier, Prediction
-from edgecls.runtime.commands import DoctorReport, doctor_report, predict_paths, run_stream
+from edgecls.runtime.commands import predict_paths, run_stream
+from edgecls.runtime.doctor import DoctorReport, doctor_report
 from edgecls.runtime.plan import Choice, check_artifact_files
 
 __all__ = [
