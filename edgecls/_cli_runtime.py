@@ -1,4 +1,4 @@
-"""`edgecls predict`, `edgecls run` and `edgecls doctor`: thin click commands over :mod:`edgecls.runtime.commands`.
+"""`edgecls predict`, `edgecls run` and `edgecls doctor`: thin click commands over :mod:`edgecls.runtime._commands`.
 
 ``edgecls.cli`` calls :func:`register` to add them to its group. Each body parses flags, calls one library function and
 prints its summary; library errors become one-line ``Error: ...`` messages (exit 1), Ctrl-C exits 130 after every
