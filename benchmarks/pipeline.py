@@ -196,7 +196,7 @@ def measure(bundle: Path, images: list[Path], video: Path, *, batch: int, backen
 
     from edgecls.preprocess import preprocess, preprocess_batch
     from edgecls.runtime import Classifier
-    from edgecls.runtime._commands import predict_paths, run_stream
+    from edgecls.runtime.commands import predict_paths, run_stream
 
     row: dict = {"bundle": bundle.name}
     samples: dict[str, list[float]] = {k: [] for k in ("pure_batch1_fps", "stream_fps", "pure_batched_ips",

@@ -84,7 +84,7 @@ def register(cli_group: click.Group) -> None:
           2  usage error (an unknown option or a bad value)
           1  failure: nothing or not everything was classified (bad bundle, backend, --out ...)
           130  interrupted (Ctrl-C) after the rows so far were written"""
-        from edgecls.runtime._commands import predict_paths
+        from edgecls.runtime.commands import predict_paths
 
         summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
                                 batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth,
@@ -122,8 +122,8 @@ def register(cli_group: click.Group) -> None:
 
         Headless (--no-show) without --jsonl prints one JSON line per frame. A camera or stream that drops is
         reopened with back-off --reconnect-tries times, then the run ends with an error."""
-        from edgecls.runtime._commands import run_stream
-        from edgecls.runtime.pipeline import backoff_delays
+        from edgecls.runtime.commands import run_stream
+        from edgecls.runtime.stream import backoff_delays
 
         summary = run_stream(bundle, camera=camera, source=source, backend=backend, device=device, artifact=artifact,
                              threads=threads, show=show, save=save, jsonl=jsonl, realtime=realtime,
@@ -141,7 +141,7 @@ def register(cli_group: click.Group) -> None:
     def doctor(bundle: str | None, backend: str, device: str | None, artifact: str | None, load: bool,
                as_json: bool, verify: bool) -> None:
         """Show the backends and devices of this machine and what auto would choose for BUNDLE."""
-        from edgecls.runtime._commands import doctor as run_doctor
+        from edgecls.runtime.doctor import doctor as run_doctor
 
         report = run_doctor(bundle, backend=backend, device=device, artifact=artifact, load=load, as_json=as_json,
                             verify=verify)

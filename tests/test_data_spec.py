@@ -118,10 +118,10 @@ def test_the_split_defaults_are_defined_once():
 def test_one_image_extension_list_for_datasets_and_the_runtime():
     import edgecls.data
     import edgecls.preprocess
-    import edgecls.runtime.pipeline
+    import edgecls.runtime.files
 
     assert edgecls.data.IMAGE_EXTENSIONS is edgecls.preprocess.IMAGE_EXTENSIONS
-    assert edgecls.runtime.pipeline.IMAGE_EXTENSIONS is edgecls.preprocess.IMAGE_EXTENSIONS
+    assert edgecls.runtime.files.IMAGE_EXTENSIONS is edgecls.preprocess.IMAGE_EXTENSIONS
 
 
 def test_the_spec_imports_without_torch():

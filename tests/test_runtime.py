@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -292,6 +293,60 @@ def test_tensorrt_not_installed_names_the_extra(onnx_bundle):
         open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="tensorrt")
 
 
+def test_explicit_tensorrt_without_it_is_an_error_that_says_what_runs_here(onnx_bundle, image_dir):
+    """Asked-for and got must match: an explicit TensorRT that is not installed never becomes another engine (such as
+    ONNX Runtime's TensorRT provider); the error names the extra and the backends this machine does run."""
+    from edgecls._deps import has
+    from edgecls.runtime import Classifier, available_backends, open_backend
+    from edgecls.runtime.backends import tensorrt as trt_backend
+
+    if has("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    here = ", ".join(f"{s.name} ({', '.join(s.devices)})" for s in available_backends() if s.usable)
+    assert "onnxruntime (cpu)" in here
+    expected = r'pip install "edgecls\[tensorrt\]".*; available here: ' + re.escape(here) + "$"
+    with pytest.raises(MissingDependency, match=expected):
+        Classifier(onnx_bundle["root"], backend="tensorrt")
+    with pytest.raises(MissingDependency, match=expected):
+        open_backend(onnx_bundle["root"] / "onnx/model.onnx", backend="tensorrt")
+    if not has("cuda") and not has("cuda.bindings"):  # the backend itself: no cuda-python, no other engine either
+        with pytest.raises(MissingDependency, match=r"needs cuda-python.*available here: " + re.escape(here)):
+            trt_backend.load(onnx_bundle["root"] / "onnx/model.onnx", device=None, threads=None, precision=None)
+
+
+def test_plan_is_public_and_the_classifier_loads_its_first_choice(onnx_bundle):
+    from edgecls.manifest import Manifest
+    from edgecls.runtime import Choice, Classifier, plan
+
+    root = onnx_bundle["root"]
+    manifest = Manifest.load(root)
+    choices = plan.plan(manifest, root, backend="onnxruntime")
+    assert len(choices) == 1 and isinstance(choices[0], Choice)
+    first = choices[0]
+    assert first.backend == "onnxruntime" and first.reason.startswith("onnxruntime as requested; artifact ")
+    assert first.path == plan.model_path(root, first.artifact, "onnxruntime")
+    assert first.precision == plan.precision_for(first.artifact, "onnxruntime")
+    with Classifier(root, backend="onnxruntime") as clf:
+        assert (clf.artifact, clf.choice.path, clf.backend.precision, clf.reason) == \
+            (first.artifact, first.path, first.precision, first.reason)
+    every, not_run = plan.plan_all(manifest, root, backends=("onnxruntime",))
+    assert [(c.artifact.name, c.backend, c.device, c.precision) for c in every] == \
+        [("onnx", "onnxruntime", "cpu", "f32"), ("onnx-int8", "onnxruntime", "cpu", "int8")] and not_run == []
+    assert {c.path for c in every} == {root / "onnx/model.onnx", root / "onnx-int8/model.onnx"}
+
+
+def test_emulate_qdq_goes_through_open_backend(onnx_bundle):
+    from edgecls.runtime import open_backend
+
+    path = onnx_bundle["root"] / "onnx-int8/model.onnx"
+    with open_backend(path, backend="onnxruntime", emulate_qdq=True) as emulated:
+        assert emulated.info()["qdq"].startswith("emulated")
+        np.testing.assert_allclose(emulated.infer(reference_input()), onnx_bundle["reference"], atol=0.5)
+    for backend in ("auto", "openvino"):
+        with pytest.raises(ConfigError, match=f"emulate_qdq needs the onnxruntime backend, not '{backend}'"):
+            open_backend(path, backend=backend, emulate_qdq=True)
+
+
 @pytest.mark.tensorrt
 def test_tensorrt_engine_matches_onnx(onnx_bundle, tmp_path, monkeypatch):
     from edgecls.runtime import open_backend
@@ -491,7 +546,7 @@ def test_doctor_report_shows_the_auto_choice(full_bundle):
 
 
 def test_collect_images_expands_folders_globs_and_keeps_order(image_dir):
-    from edgecls.runtime.pipeline import collect_images
+    from edgecls.runtime.files import collect_images
 
     found = collect_images([image_dir / "img03.png", image_dir, str(image_dir / "img0[12].*"), "missing.jpg"])
     names = [Path(p).name for p in found]
@@ -503,7 +558,7 @@ def test_collect_images_expands_folders_globs_and_keeps_order(image_dir):
 
 def test_predict_files_error_row_in_order(full_bundle, image_dir):
     from edgecls.runtime import Classifier
-    from edgecls.runtime.pipeline import collect_images, predict_files
+    from edgecls.runtime.files import collect_images, predict_files
 
     clf = Classifier(full_bundle["root"], backend="openvino", artifact="openvino")
     paths = collect_images([image_dir])
@@ -521,7 +576,7 @@ def test_predict_files_error_row_in_order(full_bundle, image_dir):
 def test_predict_paths_formats(onnx_bundle, image_dir, tmp_path):
     import csv
 
-    from edgecls.runtime._commands import predict_paths
+    from edgecls.runtime.commands import predict_paths
 
     out = io.StringIO()
     summary = predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="json", stdout=out, batch=4)
@@ -559,7 +614,7 @@ class _InterruptingStream(io.StringIO):
 
 
 def test_ctrl_c_closes_the_json_array(onnx_bundle, image_dir):
-    from edgecls.runtime._commands import predict_paths
+    from edgecls.runtime.commands import predict_paths
 
     out = _InterruptingStream()
     summary = predict_paths(onnx_bundle["root"], [image_dir], backend="onnxruntime", fmt="json", stdout=out, batch=2)
@@ -574,7 +629,7 @@ def test_ctrl_c_closes_the_json_array(onnx_bundle, image_dir):
 def test_run_stream_on_a_video_file(onnx_bundle, tmp_path):
     import cv2
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     video = make_video(tmp_path / "in.mp4", frames=20)
     summary = run_stream(onnx_bundle["root"], source=str(video), backend="onnxruntime", show=False,
@@ -604,7 +659,7 @@ def test_video_results_equal_classifier_on_frames(onnx_bundle, tmp_path):
     import cv2
 
     from edgecls.runtime import Classifier
-    from edgecls.runtime.pipeline import parse_source, stream_frames
+    from edgecls.runtime.stream import parse_source, stream_frames
 
     video = make_video(tmp_path / "in.mp4", frames=6)
     clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
@@ -623,7 +678,7 @@ def test_video_frames_decoded_ahead_are_inferred_together(onnx_bundle, tmp_path)
 
     from edgecls.errors import ConfigError
     from edgecls.runtime import Classifier
-    from edgecls.runtime.pipeline import parse_source, stream_frames
+    from edgecls.runtime.stream import parse_source, stream_frames
 
     video = make_video(tmp_path / "in.mp4", frames=12)
     clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
@@ -652,7 +707,7 @@ def test_video_frames_decoded_ahead_are_inferred_together(onnx_bundle, tmp_path)
 
 
 def test_camera_that_cannot_open(onnx_bundle):
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     with pytest.raises(DataError, match="cannot open camera 99"):
         run_stream(onnx_bundle["root"], camera=99, backend="onnxruntime", show=False, stdout=io.StringIO())
@@ -694,7 +749,7 @@ class FakeCamera:
 
 
 def test_camera_drop_is_reopened_then_gives_up(onnx_bundle):
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     opened = []
 
@@ -725,7 +780,7 @@ def test_a_source_that_opens_but_never_delivers_gives_up(onnx_bundle, delay):
     of ``backoff`` and the run ends with the error (it used to start the back-off again after every open)."""
     import time
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     opened: list[float] = []
 
@@ -745,7 +800,7 @@ def test_a_source_that_opens_but_never_delivers_gives_up(onnx_bundle, delay):
 
 
 def test_reconnect_tries_become_doubling_delays():
-    from edgecls.runtime.pipeline import DEFAULT_BACKOFF, backoff_delays
+    from edgecls.runtime.stream import DEFAULT_BACKOFF, backoff_delays
 
     assert backoff_delays(3) == DEFAULT_BACKOFF and backoff_delays(0) == () and backoff_delays(2, 0.1) == (0.1, 0.2)
     with pytest.raises(ConfigError, match="--reconnect-tries must be an integer >= 0"):
@@ -755,7 +810,7 @@ def test_reconnect_tries_become_doubling_delays():
 def test_latest_frame_keeps_only_the_newest():
     import time
 
-    from edgecls.runtime.pipeline import LatestFrame
+    from edgecls.runtime.stream import LatestFrame
 
     cam = FakeCamera(frames=200, delay=0.001)
     reader = LatestFrame(cam)
@@ -774,7 +829,7 @@ def test_latest_frame_keeps_only_the_newest():
 def test_ctrl_c_finalises_the_saved_video(onnx_bundle, tmp_path):
     import cv2
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     class Interrupt(io.StringIO):
         def write(self, text: str) -> int:
@@ -793,7 +848,7 @@ def test_ctrl_c_finalises_the_saved_video(onnx_bundle, tmp_path):
 def test_show_without_gui_is_a_clear_error(onnx_bundle, tmp_path):
     import cv2
 
-    from edgecls.runtime._commands import run_stream
+    from edgecls.runtime.commands import run_stream
 
     if "GTK" in cv2.getBuildInformation() or "QT" in cv2.getBuildInformation().upper().split("GUI")[-1][:200]:
         pytest.skip("this OpenCV has a GUI")
@@ -815,7 +870,7 @@ def test_runtime_never_imports_torch(onnx_bundle, image_dir, tmp_path):
     code = textwrap.dedent(f"""
         import io, json, sys
         sys.modules["openvino"] = None  # as if not installed
-        from edgecls.runtime._commands import predict_paths, run_stream
+        from edgecls.runtime.commands import predict_paths, run_stream
         s = predict_paths({str(onnx_bundle["root"])!r}, [{str(image_dir)!r}], fmt="jsonl", stdout=io.StringIO())
         v = run_stream({str(onnx_bundle["root"])!r}, source={str(video)!r}, show=False, stdout=io.StringIO())
         print(json.dumps({{"torch": "torch" in sys.modules, "backend": s.backend["backend"]["name"],

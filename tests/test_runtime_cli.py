@@ -148,6 +148,18 @@ def test_errors_are_one_line_messages(runner, bundle, tmp_path):
     assert result.exit_code == 1 and "no 'nope' artifact" in result.output
 
 
+def test_an_explicit_backend_that_is_missing_is_an_error_not_another_backend(runner, bundle, images):
+    from edgecls._deps import has
+
+    if has("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    for command in (["predict", str(bundle), str(images)], ["doctor", str(bundle), "--load"]):
+        result = runner.invoke(_cli(), [*command, "--backend", "tensorrt"])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert 'pip install "edgecls[tensorrt]"' in result.output and "available here: onnxruntime (cpu)" in \
+            result.output, result.output
+
+
 def test_predict_scores_against_true_labels(runner, bundle, images, tmp_path):
     """--truth: the summary counts the images whose predicted labels are all right and the label accuracy, over the
     known labels of the images the label file lists (NA left out); unreadable and unlisted images are not scored."""
@@ -282,7 +294,7 @@ def test_outputs_that_are_inputs_are_refused(runner, bundle, images, tmp_path):
 
 _LIST = """
 import json, sys
-from edgecls.runtime.pipeline import collect_images
+from edgecls.runtime.files import collect_images
 print(json.dumps([collect_images([p]) for p in sys.argv[1:]]))
 """
 

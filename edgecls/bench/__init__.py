@@ -41,7 +41,7 @@ from edgecls.bench._machine import (
 )
 from edgecls.bench._report import DEFAULT_MAX_BUSY, Check, check_targets, format_markdown, format_table, plot_rows
 from edgecls.bench._worker import PYTORCH, TORCH_VARIANTS, RowSpec, child_env, measure
-from edgecls.errors import ConfigError, DataError, IntegrityError
+from edgecls.errors import ConfigError, DataError
 
 __all__ = ["BenchConfig", "BenchResult", "BenchRow", "Check", "Comparison", "CpuShare", "Machine", "Peak", "RowDiff",
            "compare", "load_baseline", "run"]
@@ -248,18 +248,6 @@ def _model_size_mb(path: Path) -> float:
     return round(total, 3)
 
 
-def _openvino_precisions(device: str, asked: str | None, artifact_precision: str) -> list[str | None]:
-    """The inference precisions a float IR is timed at on ``device``: the one its parity ran with, then the other
-    float precisions the device computes in (bf16 on AVX512-BF16/AMX CPUs, f16 on GPUs)."""
-    if artifact_precision == "int8":
-        return [asked]
-    from edgecls.runtime.backends.openvino import _PRECISION_CAPS, _caps
-
-    caps = _caps(device.split(":")[0].split(".")[0])
-    found = [p for p, cap in _PRECISION_CAPS.items() if cap in caps]
-    return [asked] + [p for p in found if p != asked]
-
-
 def _parity_passed(art: Any) -> bool | None:
     parity = art.parity or {}
     return parity.get("passed") if "not_run" not in parity else None
@@ -267,53 +255,20 @@ def _parity_passed(art: Any) -> bool | None:
 
 def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any],
                     not_run: list[tuple[str, str]]) -> list[_Planned]:
-    from edgecls.runtime.backends import BACKEND_NAMES, backend_module, probe
-    from edgecls.runtime.classifier import _model_path, _precision_for, check_artifact_files
+    from edgecls.runtime.plan import plan_all
 
+    choices, skipped = plan_all(manifest, root, backends=cfg.backends, artifacts=cfg.artifacts, verify=cfg.verify)
+    not_run.extend(skipped)
     planned = []
-    verified: set[Path] = set()  # each file hashed once, whichever backends time it
-    arts = [manifest.artifact(n) for n in cfg.artifacts] if cfg.artifacts else list(manifest.artifacts)
-    for art in arts:
-        for backend in BACKEND_NAMES:
-            if cfg.backends and backend not in cfg.backends:
-                continue
-            module = backend_module(backend)
-            portable = art.format == "tensorrt" and backend == "onnxruntime"
-            if art.format not in module.FORMATS and not portable:
-                continue
-            status = probe(backend)
-            if not status.usable:
-                not_run.append((f"{art.name} on {backend}", status.reason or "no usable device here"))
-                continue
-            if portable:  # the Q/DQ ONNX an engine is built from, on ONNX Runtime's CPU/CUDA providers
-                path = (root / art.details["onnx"]).resolve() if art.details.get("onnx") else root / art.path
-                if path.suffix.lower() != ".onnx":
-                    continue
-                asked = "int8" if art.precision == "int8" else "f32"
-            else:
-                path = _model_path(root, art, backend)
-                asked = _precision_for(art, backend)
-            try:
-                check_artifact_files(root, art, path, verify=cfg.verify and path not in verified)
-                verified.add(path)
-            except IntegrityError:
-                raise
-            except ConfigError as exc:
-                not_run.append((f"{art.name} on {backend}", str(exc)))
-                continue
-            thresholds = np.asarray(art.thresholds or manifest.thresholds, dtype=np.float64)
-            for cand in module.candidates(status):
-                if portable and cand.device == "tensorrt":
-                    continue
-                precisions = _openvino_precisions(cand.device, asked, art.precision) if backend == "openvino" \
-                    else [asked]
-                for precision in precisions:
-                    shown = "int8" if art.precision == "int8" else precision or "default"
-                    label = f"{art.name} · {backend} {cand.device.lower()} {shown}"
-                    spec = RowSpec(label=label, kind="backend", model=str(path), backend=backend, device=cand.device,
-                                   precision=precision, artifact=art.name, **base)
-                    planned.append(_Planned(spec, _model_size_mb(path), thresholds, _parity_passed(art),
-                                            art.precision == "int8"))
+    for c in choices:
+        art = c.artifact
+        shown = "int8" if art.precision == "int8" else c.precision or "default"
+        label = f"{art.name} · {c.backend} {str(c.device).lower()} {shown}"
+        spec = RowSpec(label=label, kind="backend", model=str(c.path), backend=c.backend, device=c.device,
+                       precision=c.precision, artifact=art.name, **base)
+        thresholds = np.asarray(art.thresholds or manifest.thresholds, dtype=np.float64)
+        planned.append(_Planned(spec, _model_size_mb(c.path), thresholds, _parity_passed(art),
+                                art.precision == "int8"))
     return planned
 
 

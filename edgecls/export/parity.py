@@ -290,17 +290,10 @@ def run_backend(model_path: Path, images: np.ndarray, *, backend: str, device: s
     The returned info is the backend's ``info()`` plus ``latency_ms`` and ``latency_p90_ms``: median and 90th
     percentile batch-1 latency over ``timing_runs`` runs after two warm-up runs (0 skips the timing).
     """
-    from edgecls.runtime.backends import normalize_precision, open_backend
+    from edgecls.runtime.backends import open_backend
 
-    if emulate_qdq:
-        if backend != "onnxruntime":
-            raise ConfigError(f"emulate_qdq needs the onnxruntime backend, not {backend!r}")
-        from edgecls.runtime.backends import onnxruntime as ort_backend
-
-        runner = ort_backend.load(Path(model_path), device=device, threads=None,
-                                  precision=normalize_precision(precision_hint), emulate_qdq=True)
-    else:
-        runner = open_backend(model_path, backend=backend, device=device, precision_hint=precision_hint)
+    runner = open_backend(model_path, backend=backend, device=device, precision_hint=precision_hint,
+                          emulate_qdq=emulate_qdq)
     try:
         outs = [runner.infer(images[i : i + batch]) for i in range(0, len(images), batch)]
         logits = np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)

@@ -16,6 +16,7 @@ that loads the model; the ranks below encode the preference TensorRT > CUDA > Op
 from __future__ import annotations
 
 import abc
+import contextlib
 import difflib
 import functools
 import importlib
@@ -24,7 +25,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 
@@ -431,12 +432,37 @@ def device_kind(device: str | None) -> str | None:
     return None
 
 
-def _missing(name: str, status: BackendStatus) -> MissingDependency:
+def available_text() -> str:
+    """What runs here, for error messages: ``onnxruntime (cpu), openvino (CPU)``, or ``none`` when nothing does."""
+    usable = [f"{s.name} ({', '.join(s.devices)})" for s in available_backends() if s.usable]
+    return ", ".join(usable) or "none"
+
+
+def missing_backend(name: str, status: BackendStatus) -> MissingDependency:
+    """The error for an explicitly requested backend that is not installed: the extra to install and what runs here."""
     module = backend_module(name)
     why = f" ({status.reason})" if status.reason else ""
     return MissingDependency(
-        f"backend {name!r} is not installed{why}; install it with: pip install \"edgecls[{module.EXTRA}]\""
+        f"backend {name!r} is not installed{why}; install it with: pip install \"edgecls[{module.EXTRA}]\"; "
+        f"available here: {available_text()}"
     )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One load :func:`open_first` may try: a model file on a backend and device, at a precision.
+
+    ``why`` becomes the loaded backend's ``reason``; ``label`` names the attempt in failure messages and
+    ``artifact`` the bundle artifact it runs, if any.
+    """
+
+    backend: str
+    path: Path
+    device: str | None
+    precision: str | None
+    why: str = ""
+    label: str = ""
+    artifact: str | None = None
 
 
 def open_backend(
@@ -446,34 +472,40 @@ def open_backend(
     device: str | None = None,
     threads: int | None = None,
     precision_hint: str | None = None,
+    emulate_qdq: bool = False,
 ) -> Backend:
     """Load ``model_path`` (.onnx, OpenVINO .xml, .mlpackage, TensorRT .engine) on a backend.
 
     ``backend="auto"`` tries the fastest installed backend that can load this file and works on this machine and
     logs what it chose and why; ``device`` narrows auto to cpu/gpu/npu or names a backend's device exactly.
-    An explicit backend that is not installed raises :class:`MissingDependency` naming the extra; an explicit device
-    it does not have raises :class:`UnsupportedOption` listing the available ones.
+    An explicit backend that is not installed raises :class:`MissingDependency` naming the extra (and what runs here);
+    an explicit device it does not have raises :class:`UnsupportedOption` listing the available ones.
+    ``emulate_qdq`` (backend ``onnxruntime`` only) runs a Q/DQ ONNX by its ONNX definition on float kernels instead of
+    this CPU's fused int8 kernels (what the TensorRT export's parity run uses).
     """
     path = Path(model_path)
     if not path.exists():
         raise ConfigError(f"{path}: model file not found")
     precision = normalize_precision(precision_hint)
     check_threads(threads, option="threads")
+    options = backend_options(backend, emulate_qdq=emulate_qdq)
     loaders = backends_for_file(path)
     if not loaders:
         raise UnsupportedOption(
             f"{path}: no backend loads {path.suffix or 'this'} files; use .onnx, .xml (OpenVINO), .mlpackage or .engine"
         )
     if backend != "auto":
-        module = backend_module(backend)
+        backend_module(backend)
         if backend not in loaders:
             raise UnsupportedOption(
                 f"backend {backend!r} cannot load {path.name}; backends for it: {', '.join(loaders)}"
             )
         status = probe(backend)
         if not status.installed:
-            raise _missing(backend, status)
-        return module.load(path, device=device, threads=threads, precision=precision)
+            raise missing_backend(backend, status)
+        loaded, _, _ = open_first([Attempt(backend, path, device, precision)], threads=threads, explicit=True,
+                                  wrap=False, options=options, subject=f"load {path.name}")
+        return loaded
 
     kind = device_kind(device)
     candidates = auto_candidates(kind=kind, backends=loaders)
@@ -483,55 +515,86 @@ def open_backend(
         statuses = "; ".join(f"{s.name}: {s.reason or 'no device'}" for s in map(probe, loaders))
         where = f" with a {kind} device" if kind else ""
         raise UnsupportedOption(f"no installed backend can run {path.name}{where} on this machine ({statuses})")
-    return open_first(candidates, path, threads=threads, precision=precision, device_override=device)
+    # device_override (e.g. cuda:1) replaces the candidates' default device when it names an index
+    indexed = device if device and any(c in device for c in ":.") else None
+    attempts = [Attempt(c.backend, path, indexed or c.device, precision, c.why, f"{c.backend} on {indexed or c.device}")
+                for c in candidates]
+    start = time.perf_counter()
+    loaded, _, failures = open_first(attempts, threads=threads, options=options, subject=f"load {path.name}")
+    if failures:
+        loaded.reason = f"{loaded.reason} (skipped: {' | '.join(failures)})"
+    log.info("auto: chose %s on %s (%s) for %s, loaded in %.2f s: %s", loaded.name, loaded.device,
+             loaded.precision, path.name, time.perf_counter() - start, loaded.reason)
+    return loaded
+
+
+def backend_options(backend: str, *, emulate_qdq: bool = False) -> dict[str, Any]:
+    """The backend-specific load options :func:`open_backend` and the Classifier pass on; a ConfigError when the
+    backend does not take one (``emulate_qdq`` is onnxruntime's)."""
+    if not emulate_qdq:
+        return {}
+    if backend != "onnxruntime":
+        raise ConfigError(f"emulate_qdq needs the onnxruntime backend, not {backend!r}")
+    return {"emulate_qdq": True}
 
 
 def open_first(
-    candidates: Sequence[Candidate],
-    path: Path,
+    attempts: Sequence[Attempt],
     *,
     threads: int | None,
-    precision: str | None,
-    device_override: str | None = None,
-) -> Backend:
-    """Load ``path`` on the first candidate that works, logging the ones that failed; raise if none does.
+    subject: str,
+    explicit: bool = False,
+    wrap: bool = True,
+    options: dict[str, Any] | None = None,
+    guard: Callable[[Attempt], ContextManager[Callable[[], None]]] | None = None,
+    accept: Callable[[Backend, Attempt], None] | None = None,
+) -> tuple[Backend, int, list[str]]:
+    """The one fallback loop: load the first attempt that works; returns it, its index and the failures before it.
 
-    ``device_override`` (e.g. ``cuda:1``) replaces the candidates' default device when it names an index.
-    A :class:`ConfigError` (bad input) ends the search at once; any other failure moves on to the next candidate.
+    A :class:`ConfigError` (bad input) ends the search at once; with ``explicit`` (the user named the backend: one
+    attempt) any failure is raised, an engine's own exception as :class:`UnsupportedOption` when ``wrap``; otherwise a
+    failure is logged and the next attempt is tried. ``guard(attempt)`` is entered around each load and yields a
+    ``verdict()`` that raises what a check running beside the load found (the Classifier's sha256 check), raised
+    before the load's own error; ``accept(backend, attempt)`` checks a loaded backend (a ConfigError closes it and
+    ends the search). The loaded backend's ``reason`` is the attempt's ``why``. ``subject`` ends the final error:
+    "no backend could {subject} here".
     """
     failures: list[str] = []
-    indexed = device_override if device_override and any(c in device_override for c in ":.") else None
-    for cand in candidates:
-        dev = indexed or cand.device
-        start = time.perf_counter()
+    for index, att in enumerate(attempts):
+        with (guard(att) if guard is not None else contextlib.nullcontext(_no_verdict)) as verdict:
+            try:
+                loaded = backend_module(att.backend).load(att.path, device=att.device, threads=threads,
+                                                          precision=att.precision, **(options or {}))
+            except Exception as exc:  # not installed properly, no such device here, engine build failed ...
+                verdict()  # a changed file explains a failed load best
+                if isinstance(exc, ConfigError) or (explicit and (isinstance(exc, EdgeclsError) or not wrap)):
+                    raise
+                if explicit:
+                    of = f" (artifact {att.artifact!r})" if att.artifact else ""
+                    raise UnsupportedOption(f"{att.backend} cannot load {att.path}{of}: {one_line(exc)}") from exc
+                text = one_line(exc)
+                failures.append(f"{att.label}: {text}")
+                log.warning("auto: %s cannot run %s (%s); trying the next choice", att.label, att.path.name, text)
+                continue
         try:
-            loaded = backend_module(cand.backend).load(path, device=dev, threads=threads, precision=precision)
+            verdict()
+            if accept is not None:
+                accept(loaded, att)
         except ConfigError:
+            loaded.close()
             raise
-        except Exception as exc:  # not installed properly, no such device here, engine build failed ...
-            text = one_line(exc)
-            failures.append(f"{cand.backend} on {dev}: {text}")
-            log.warning("auto: %s on %s cannot run %s (%s); trying the next backend", cand.backend, dev, path.name,
-                        text)
-            continue
-        skipped = f" (skipped: {' | '.join(failures)})" if failures else ""
-        loaded.reason = f"{cand.why}{skipped}"
-        log.info("auto: chose %s on %s (%s) for %s, loaded in %.2f s: %s", loaded.name, loaded.device,
-                 loaded.precision, path.name, time.perf_counter() - start, loaded.reason)
-        return loaded
-    raise UnsupportedOption(f"no backend could load {path.name} here: " + " | ".join(failures))
+        loaded.reason = att.why
+        return loaded, index, failures
+    raise UnsupportedOption(f"no backend could {subject} here: " + " | ".join(failures))
 
 
-def check_device(requested: str, available: Sequence[str], backend: str) -> None:
-    """Raise UnsupportedOption when ``requested`` is not one of ``available``."""
-    if requested not in available:
-        raise UnsupportedOption(
-            f"{backend} has no device {requested!r} on this machine; available: {', '.join(available) or 'none'}"
-        )
+def _no_verdict() -> None:
+    return None
 
 
 __all__ = [
     "BACKEND_NAMES",
+    "Attempt",
     "Backend",
     "BackendStatus",
     "Candidate",
@@ -539,7 +602,9 @@ __all__ = [
     "available_backends",
     "backend_module",
     "cpu_int8_support",
+    "missing_backend",
     "normalize_precision",
     "open_backend",
+    "open_first",
     "probe",
 ]

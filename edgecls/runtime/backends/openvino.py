@@ -67,6 +67,12 @@ def _caps(device: str) -> list[str]:
         return []
 
 
+def precision_caps(device: str) -> list[str]:
+    """The float inference precisions (f32, f16, bf16) OpenVINO's ``device`` computes in (``GPU.1`` -> GPU's)."""
+    caps = _caps(device.split(":")[0].split(".")[0])
+    return [p for p, cap in _PRECISION_CAPS.items() if cap in caps]
+
+
 def _full_name(device: str) -> str:
     try:
         return str(core().get_property(device, "FULL_DEVICE_NAME"))

@@ -8,8 +8,8 @@ execution API ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`
 
 Why ``cuda-python`` for memory: TensorRT only runs engines on device buffers; ``cuda.bindings.runtime`` (the
 ``cuda-python`` package, NVIDIA's official bindings) gives cudaMalloc / cudaMemcpyAsync / streams without torch,
-pycuda or polygraphy. Where ``cuda-python`` is missing but ONNX Runtime ships its TensorRT execution provider, an
-ONNX model runs there instead (logged), which builds and caches its own engines.
+pycuda or polygraphy. Where ``cuda-python`` is missing, loading is an error naming the extra and what runs here;
+ONNX Runtime's TensorRT execution provider is asked for as ``--backend onnxruntime --device tensorrt``.
 
 Precision: ``f32`` (TF32 disabled, for parity), ``f16`` (``BuilderFlag.FP16``), ``int8`` (the ONNX must hold Q/DQ
 nodes, i.e. the bundle's onnx-int8 / tensorrt artifact; ``BuilderFlag.INT8`` plus ``FP16`` for the layers left in
@@ -378,22 +378,18 @@ class TensorRTBackend(Backend):
 
 
 def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
+    """A :class:`TensorRTBackend`; without cuda-python a :class:`MissingDependency` that names the extra and what
+    runs here (never a switch to another engine: ONNX Runtime's TensorRT provider is ``--backend onnxruntime
+    --device tensorrt``)."""
     path = Path(path)
     try:
         _cudart()
-    except MissingDependency:
-        from edgecls.runtime.backends import probe as probe_backend
+    except MissingDependency as exc:
+        from edgecls.runtime.backends import available_text
 
-        ort = probe_backend("onnxruntime")
-        if path.suffix.lower() == ".onnx" and "tensorrt" in ort.devices:
-            log.warning("tensorrt: cuda-python is not installed; running %s through ONNX Runtime's TensorRT "
-                        "execution provider instead", path.name)
-            from edgecls.runtime.backends import onnxruntime as ort_backend
-
-            gpu = device.partition(":")[2] if device else ""
-            return ort_backend.load(path, device=f"tensorrt:{gpu}" if gpu else "tensorrt", threads=threads,
-                                    precision=precision)
-        raise
+        raise MissingDependency(f"backend 'tensorrt' needs cuda-python, which is not installed; install it with: "
+                                f"pip install \"edgecls[tensorrt]\" (or pip install cuda-python); available here: "
+                                f"{available_text()}") from exc
     if threads is not None:
         log.debug("tensorrt: threads=%s has no effect on a GPU engine", threads)
     return TensorRTBackend(path, device=device, threads=threads, precision=precision)

@@ -1,4 +1,5 @@
-"""The library side of `edgecls predict`, `edgecls run` and `edgecls doctor`: load, run, write outputs, summarise.
+"""The library side of `edgecls predict` and `edgecls run`: load, run, write outputs, summarise (`edgecls doctor`'s is
+:mod:`edgecls.runtime.doctor`).
 
 No click here: the CLI parses flags, calls one of these and prints the summary. Outputs are written as results
 arrive and flushed; Ctrl-C (KeyboardInterrupt) stops the run, closes every output properly (a JSON array is still
@@ -12,30 +13,25 @@ import functools
 import json
 import logging
 import os
-import platform
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
-from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.errors import ConfigError
 from edgecls.preprocess import DEFAULT_MAX_PIXELS, limit_text, size_text
 from edgecls.runtime.classifier import Classifier, Prediction
-from edgecls.runtime.pipeline import (
+from edgecls.runtime.files import Progress, collect_images, predict_files
+from edgecls.runtime.stream import (
     DEFAULT_BACKOFF,
     DEFAULT_FRAME_TIMEOUT,
-    Display,
-    Progress,
     Source,
     StreamStats,
-    VideoSink,
-    collect_images,
-    draw_overlay,
     open_capture,
     parse_source,
-    predict_files,
     stream_frames,
 )
+from edgecls.runtime.video import Display, VideoSink, draw_overlay
 
 log = logging.getLogger("edgecls.runtime")
 
@@ -320,7 +316,7 @@ def _limit_frames(opener: Callable[[Source], Any], max_pixels: int | None) -> Ca
     def guarded(src: Source) -> Any:
         cap = opener(src)
         try:
-            from edgecls.runtime.pipeline import _cv2
+            from edgecls.runtime.stream import _cv2
 
             cv2 = _cv2()
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
@@ -387,7 +383,7 @@ def run_stream(
     display = Display(f"edgecls - {src.label}") if show else None
     clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
                      max_pixels=max_pixels)
-    if opener is open_capture:  # the timeouts stream_frames would give it, kept under the pixel guard
+    if opener is open_capture:  # bind --frame-timeout before wrapping: stream_frames only binds the bare open_capture
         opener = functools.partial(open_capture, timeout=frame_timeout)
     opener = _limit_frames(opener, clf.max_pixels)
     stats = StreamStats()
@@ -434,127 +430,3 @@ def run_stream(
         clf.close()
     return StreamSummary(src.label, stats.frames, stats.dropped, stats.reconnects, stats.seconds, stats.fps,
                          stats.mean_latency_ms, info, outputs, interrupted, output_closed, stats.engine_p50_ms)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# doctor
-
-
-@dataclass
-class DoctorReport:
-    """What this machine offers the runtime, and what ``auto`` would pick for a bundle."""
-
-    python: str
-    platform: str
-    cpu: str
-    cpu_int8: bool
-    cpu_int8_reason: str
-    backends: list[dict[str, Any]]
-    bundle: str | None = None
-    choices: list[dict[str, Any]] = field(default_factory=list)
-    loaded: dict[str, Any] | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def format(self) -> str:
-        out = [f"python    {self.python}", f"platform  {self.platform}",
-               f"cpu       {self.cpu} (INT8 fast: {'yes' if self.cpu_int8 else 'no'}; {self.cpu_int8_reason})", "",
-               "backends"]
-        for b in self.backends:
-            state = (b["version"] or "installed").split("-")[0] if b["installed"] else "not installed"
-            devices = ", ".join(b["devices"]) or "-"
-            why = f"  ({b['reason']})" if b["reason"] else ""
-            extra = "" if b["installed"] else f'  pip install "edgecls[{b["extra"]}]"'
-            out.append(f"  {b['name']:<12s} {state:<22s} devices: {devices}{why}{extra}")
-        if self.bundle:
-            out += ["", f"bundle    {self.bundle}"]
-            if self.error:
-                out.append(f"  cannot run here: {self.error}")
-            for i, c in enumerate(self.choices):
-                head = "auto ->  " if i == 0 else "then     "
-                out.append(f"  {head}{c['artifact']} on {c['backend']} {c['device'] or ''}, "
-                           f"precision {c['precision']}")
-                if i == 0:
-                    out.append(f"           because: {c['reason']}")
-            if self.loaded:
-                b = self.loaded.get("backend", {})
-                out.append(f"  loaded:  {b.get('name')} on {b.get('device')}, precision "
-                           f"{self.loaded.get('precision') or b.get('precision')}, {b.get('load_seconds')} s")
-        return "\n".join(out) + "\n"
-
-
-def doctor_report(
-    bundle: str | Path | None = None,
-    *,
-    backend: str = "auto",
-    device: str | None = None,
-    artifact: str | None = None,
-    load: bool = False,
-    verify: bool = True,
-) -> DoctorReport:
-    """Backends and devices of this machine; with a bundle, the choices ``auto`` makes (``load``: and load it).
-
-    The first choice's files are checked as a load would check them (inside the bundle; with ``verify``, their
-    sha256), so a tampered bundle shows here as ``cannot run here``.
-    """
-    from edgecls.manifest import Manifest, precision_name
-    from edgecls.runtime.backends import available_backends, cpu_int8_support, cpu_name
-    from edgecls.runtime.classifier import check_artifact_files, plan
-
-    fast, why = cpu_int8_support()
-    statuses = [
-        {"name": s.name, "installed": s.installed, "devices": list(s.devices), "reason": s.reason,
-         "version": s.version, "extra": s.extra}
-        for s in available_backends()
-    ]
-    report = DoctorReport(
-        python=sys.version.split()[0], platform=f"{platform.system()} {platform.machine()} ({platform.platform()})",
-        cpu=cpu_name(), cpu_int8=fast, cpu_int8_reason=why, backends=statuses,
-        bundle=str(bundle) if bundle else None,
-    )
-    if bundle is None:
-        return report
-    try:
-        root = Path(bundle)
-        if root.is_dir():
-            manifest = Manifest.load(root)
-            choices = plan(manifest, root, backend=backend, device=device, artifact=artifact)
-            report.choices = [{"artifact": c.artifact.name, "backend": c.backend, "device": c.device,
-                               "precision": precision_name(c.artifact, c.precision), "compute_precision": c.precision,
-                               "reason": c.reason, "path": str(c.path)} for c in choices]
-            if not load:
-                check_artifact_files(root, choices[0].artifact, choices[0].path, verify=verify)
-        if load or not root.is_dir():
-            with Classifier(root, backend, device, artifact=artifact, verify=verify) as clf:
-                report.loaded = clf.info()
-                if not report.choices:
-                    report.choices = [{"artifact": clf.artifact.name, "backend": clf.backend.name,
-                                       "device": clf.backend.device, "precision": clf.precision_name,
-                                       "compute_precision": clf.backend.precision, "reason": clf.reason,
-                                       "path": str(clf.choice.path)}]
-    except EdgeclsError as exc:
-        report.error = str(exc)
-    return report
-
-
-def doctor(
-    bundle: str | Path | None = None,
-    *,
-    backend: str = "auto",
-    device: str | None = None,
-    artifact: str | None = None,
-    load: bool = False,
-    as_json: bool = False,
-    stdout: IO[str] | None = None,
-    verify: bool = True,
-) -> DoctorReport:
-    """Write the :func:`doctor_report` as text (or JSON) and return it."""
-    from edgecls._io import to_json
-
-    report = doctor_report(bundle, backend=backend, device=device, artifact=artifact, load=load, verify=verify)
-    stream = stdout or sys.stdout
-    stream.write(to_json(report.to_dict()) if as_json else report.format())
-    stream.flush()
-    return report
