@@ -156,3 +156,24 @@ def test_options_from_covers_every_kind_of_field():
                      "--check / --no-check check [default: yes]", "[required]"):
         assert expected in text, (expected, text)
     assert re.search(r"-t, --tag TEXT a tag --sizes", text)  # a repeated flag shows no default
+
+
+def test_bench_reads_a_yaml_config_and_the_flags_override_it(tmp_path):
+    """`bench --config` is BenchConfig as YAML, like train's: unknown keys are refused with the closest one, bad values
+    name the file, and a flag given overrides the file (here a bad `rounds` in the file, then the empty bundle's
+    error once --rounds fixes it)."""
+    runner = CliRunner()
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    config = tmp_path / "bench.yaml"
+    config.write_text("warmpu: 1\n")
+    result = runner.invoke(cli, ["bench", str(bundle), "--config", str(config)])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {config}: unknown key 'warmpu'; did you mean 'warmup'? (valid keys: "
+        + ", ".join(f.name for f in dataclasses.fields(__import__("edgecls.bench").bench.BenchConfig)) + ")"]
+    config.write_text("warmup: 1\nrounds: 0\nbatch: [1, 8]\n")
+    result = runner.invoke(cli, ["bench", str(bundle), "--config", str(config)])
+    assert result.exit_code == 1 and "Error: --rounds must be an integer >= 1, got 0" in result.output, result.output
+    result = runner.invoke(cli, ["bench", str(bundle), "--config", str(config), "--rounds", "2"])
+    assert result.exit_code == 1 and "no manifest here" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output

@@ -39,6 +39,8 @@ def _bench_options() -> list[click.Option]:
 
 @click.command(cls=ConfigCommand, options=_bench_options)
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML file of BenchConfig fields (keys mirror these flags); the flags given override it")
 @click.option("--in-process", is_flag=True, help="run every row in this process (no per-row peak RSS)")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="write every figure as JSON here")
 @click.option("--md", "md_out", type=click.Path(dir_okay=False), help="write the Markdown table here")
@@ -50,8 +52,8 @@ def _bench_options() -> list[click.Option]:
 @click.option("--map-tolerance", type=float, default=0.002, show_default=True,
               help="with --baseline: |mAP change| of a row that still counts as the same accuracy")
 @user_errors
-def bench(bundle: str, in_process: bool, json_out: str | None, md_out: str | None, plot_out: str | None,
-          baseline: str | None, tolerance: float, map_tolerance: float, **flags: Any) -> None:
+def bench(bundle: str, config_path: str | None, in_process: bool, json_out: str | None, md_out: str | None,
+          plot_out: str | None, baseline: str | None, tolerance: float, map_tolerance: float, **flags: Any) -> None:
     """Time and score every artifact of BUNDLE on every backend here, beside PyTorch, in one table."""
     from edgecls._io import atomic_write_text, to_json
     from edgecls.bench import BenchConfig, compare, load_baseline, run
@@ -63,7 +65,9 @@ def bench(bundle: str, in_process: bool, json_out: str | None, md_out: str | Non
         values["batch"] = _batches(values["batch"])
     if "torch_variants" in values and values["torch_variants"].strip().lower() == "none":
         values["torch_variants"] = ()
-    cfg = build_config(BenchConfig, overrides={"bundle": bundle, "isolate": not in_process, **values})
+    if in_process:
+        values["isolate"] = False
+    cfg = build_config(BenchConfig, yaml_path=config_path, overrides={"bundle": bundle, **values})
     stored = None
     if baseline:  # a bad file or tolerance fails before the measuring starts
         check_tolerances(tolerance, map_tolerance)
