@@ -20,9 +20,26 @@ from edgecls.errors import ConfigError
 T = TypeVar("T")
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, flag: bool = True, **kwargs: Any) -> Any:
-    """A dataclass field with help text; ``flag=False`` keeps it out of the generated CLI options."""
-    metadata = {"help": help, "flag": flag}
+def field(default: Any = dataclasses.MISSING, *, help: str, flag: bool = True, cli_name: str | None = None,
+          short: str | None = None, multiple: bool = False, required: bool = False,
+          choices: tuple[str, ...] | None = None, shown: str | None = None, switch: bool = False,
+          **kwargs: Any) -> Any:
+    """A dataclass field with help text and how its command-line flag looks (``edgecls.cli.options`` reads it).
+
+    Args:
+        default: The field's default (omit it for a required field).
+        help: What the field means; the flag's help text.
+        flag: False keeps it out of the generated CLI options (an argument, or set another way).
+        cli_name: The flag's name when it is not the field's (``--target`` for ``targets``).
+        short: A one-letter alias (``-t``).
+        multiple: A tuple field whose flag is repeated (``--target a --target b``), not comma-separated.
+        required: The flag must be given.
+        choices: The values a ``str`` field accepts.
+        shown: What the help shows as the default when the value itself says little (``"all here"`` for ``()``).
+        switch: A bool flag without a ``--no-`` form.
+    """
+    metadata = {"help": help, "flag": flag, "cli_name": cli_name, "short": short, "multiple": multiple,
+                "required": required, "choices": choices, "shown": shown, "switch": switch}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from edgecls._cli_export import register
+from edgecls.cli.export import register
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")

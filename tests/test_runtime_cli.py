@@ -21,7 +21,7 @@ def _cli() -> click.Group:
             return cli
     except ImportError:
         pass
-    from edgecls._cli_runtime import register
+    from edgecls.cli.runtime import register
 
     group = click.Group()
     register(group)

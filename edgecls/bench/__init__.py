@@ -41,6 +41,7 @@ from edgecls.bench._machine import (
 )
 from edgecls.bench._report import DEFAULT_MAX_BUSY, Check, check_targets, format_markdown, format_table, plot_rows
 from edgecls.bench._worker import PYTORCH, TORCH_VARIANTS, RowSpec, child_env, measure
+from edgecls.config import field as config_field
 from edgecls.errors import ConfigError, DataError
 
 __all__ = ["BenchConfig", "BenchResult", "BenchRow", "Check", "Comparison", "CpuShare", "Machine", "Peak", "RowDiff",
@@ -79,24 +80,30 @@ class BenchConfig:
             that differs, or a path that leaves the bundle, ends the bench with an error).
     """
 
-    bundle: str
-    data: str | None = None
-    split: str = "valid"
-    backends: tuple[str, ...] = ()
-    artifacts: tuple[str, ...] = ()
-    batch: tuple[int, ...] = (1, 8, 32)
-    warmup: int = 10
-    iters: int = 50
-    min_seconds: float = 1.0
-    max_seconds: float = 10.0
-    threads: int | None = None
-    torch_variants: tuple[str, ...] = TORCH_VARIANTS
-    checkpoint: str | None = None
-    isolate: bool = True
-    row_timeout: float = 900.0
-    rounds: int = 1
-    max_busy: float = DEFAULT_MAX_BUSY
-    verify: bool = True
+    bundle: str = config_field(help="an edgecls export bundle folder", flag=False)
+    data: str | None = config_field(None, help="dataset of the bundle, for the mAP/F1 columns", shown="none")
+    split: str = config_field("valid", help="split of --data to measure on")
+    backends: tuple[str, ...] = config_field((), help="comma-separated backend names", shown="all here")
+    artifacts: tuple[str, ...] = config_field((), help="only this artifact of the bundle (repeatable)",
+                                              cli_name="--artifact", multiple=True)
+    batch: tuple[int, ...] = config_field((1, 8, 32), help="batch sizes whose throughput is measured")
+    warmup: int = config_field(10, help="untimed calls before timing")
+    iters: int = config_field(50, help="timed batch-1 calls, at least")
+    min_seconds: float = config_field(1.0, help="each timed loop also lasts at least this long (--max-seconds still "
+                                                "ends it)")
+    max_seconds: float = config_field(10.0, help="time budget of one timed loop")
+    threads: int | None = config_field(None, help="CPU threads per engine", shown="all usable cores")
+    torch_variants: tuple[str, ...] = config_field(
+        TORCH_VARIANTS, help=f"PyTorch reference rows ({', '.join(TORCH_VARIANTS)}), or none")
+    checkpoint: str | None = config_field(None, help="checkpoint of the PyTorch rows", shown="the bundle's source")
+    isolate: bool = config_field(True, help="run each row in a fresh interpreter", flag=False)
+    row_timeout: float = config_field(900.0, help="seconds one isolated row may take", flag=False)
+    rounds: int = config_field(1, help="measure every row this many times, interleaved; report the medians")
+    max_busy: float = config_field(
+        DEFAULT_MAX_BUSY, help="share of all CPUs other processes may take during the rows a speed target compares; "
+                               "above it the target reads 'not judged: machine busy (N%)'")
+    verify: bool = config_field(
+        True, help="check the model files against the sha256 in the bundle's manifest before timing them")
 
     def __post_init__(self) -> None:
         from edgecls.runtime.backends import BACKEND_NAMES, check_threads

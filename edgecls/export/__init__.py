@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgecls.config import field as config_field
 from edgecls.errors import ConfigError, DataError, EdgeclsError, MissingDependency, ParityError, UnsupportedOption
 from edgecls.export.parity import (
     DEFAULT_FP16_MAX_MAP_DROP,
@@ -89,25 +90,33 @@ class ExportConfig:
         openvino_precision: INFERENCE_PRECISION_HINT the OpenVINO artifacts are checked (and meant to run) with.
     """
 
-    checkpoint: str
-    targets: tuple[str, ...]
-    data: str
-    out: str
-    calib_split: str = "train"
-    calib_size: int = 300
-    opset: int = 18
-    max_batch: int = 32
-    max_map_drop: float | None = None
-    fp32_tolerance: float = DEFAULT_FP32_TOLERANCE
-    fp16_tolerance: float | None = DEFAULT_FP16_TOLERANCE
-    fp16_min_agreement: float = DEFAULT_FP16_MIN_AGREEMENT
-    fp16_max_map_drop: float = DEFAULT_FP16_MAX_MAP_DROP
-    allow_parity_failure: bool = False
-    force: bool = False
-    require_engine: bool = False
-    parity_split: str = "valid"
-    seed: int = 0
-    openvino_precision: str = "f32"
+    checkpoint: str = config_field(help="checkpoint file or training run folder", flag=False)
+    targets: tuple[str, ...] = config_field(
+        help="target names, or all (every target this machine can produce); repeat for several",
+        cli_name="--target", short="-t", multiple=True, required=True)
+    data: str = config_field(help="dataset of the checkpoint: calibration and parity images", required=True)
+    out: str = config_field(help="bundle folder to create", short="-o", required=True)
+    calib_split: str = config_field("train", help="split of the INT8 calibration images")
+    calib_size: int = config_field(300, help="calibration images")
+    opset: int = config_field(18, help="ONNX opset, >= 17")
+    max_batch: int = config_field(32, help="largest batch of TensorRT/CoreML")
+    max_map_drop: float | None = config_field(
+        None, help="INT8 budget (absolute mAP drop); setting it also makes openvino-int8 accuracy-aware",
+        shown=f"{DEFAULT_MAX_MAP_DROP}, plain quantization")
+    fp32_tolerance: float = config_field(DEFAULT_FP32_TOLERANCE, help="FP32 budget: max |delta p|")
+    fp16_tolerance: float | None = config_field(
+        DEFAULT_FP16_TOLERANCE, help="FP16/BF16 extra budget on max |delta p| (always reported)",
+        shown="none")
+    fp16_min_agreement: float = config_field(
+        DEFAULT_FP16_MIN_AGREEMENT, help="FP16/BF16 budget: share of decisions agreeing with PyTorch's")
+    fp16_max_map_drop: float = config_field(DEFAULT_FP16_MAX_MAP_DROP, help="FP16/BF16 budget: absolute mAP drop")
+    allow_parity_failure: bool = config_field(False, help="write the bundle even if a budget breaks", switch=True)
+    force: bool = config_field(False, help="replace an existing bundle", switch=True)
+    require_engine: bool = config_field(False, help="fail unless TensorRT engines can be built here", switch=True)
+    parity_split: str = config_field("valid", help="split the parity check runs on")
+    seed: int = config_field(0, help="seed of the calibration sample")
+    openvino_precision: str = config_field(
+        "f32", help="OpenVINO inference precision hint the IRs are checked with", choices=OPENVINO_PRECISIONS)
 
     def __post_init__(self) -> None:
         targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)

@@ -1,4 +1,4 @@
-"""The one place where library errors become click's one-line `Error: ...` (shared by every CLI module)."""
+"""The one place where library errors become click's one-line `Error: ...` (shared by every command module)."""
 
 from __future__ import annotations
 
