@@ -269,12 +269,17 @@ def test_label_file_with_na_missing_and_corrupt_images_trains(tmp_path, tiny_con
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_with_gloo(synth_small, tmp_path):
+    import socket
     import subprocess
     import sys
 
+    with socket.socket() as sock:  # a free port: a fixed one collides with another run of the suite on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     run = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", port,
         "-m", "edgecls.cli", "train", str(synth_small), "--out", str(run), "--backbone", "timm:test_efficientnet",
         "--no-pretrained", "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--workers", "0",
         "--no-progress", "--no-amp", "--device", "cpu",
