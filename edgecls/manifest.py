@@ -11,18 +11,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError
 from edgecls.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-
-
-def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
 
 
 def _json_type(value: Any) -> str:
@@ -104,7 +98,7 @@ class Artifact:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: artifacts[{index}] must be a JSON object, got {_json_type(data)}")
         label = f"{where}: artifacts[{index}]" + (f" ({data['name']!r})" if isinstance(data.get("name"), str) else "")
-        _check_keys(cls, data, label)
+        check_keys(cls, data, label)
         _check_types(cls, data, label, _ARTIFACT_TYPES)
         return cls(**data)
 
@@ -201,7 +195,7 @@ class Manifest:
                 f"{where}: schema version {version} is newer than this edgecls reads ({SCHEMA_VERSION}); "
                 "upgrade edgecls (pip install -U edgecls)"
             )
-        _check_keys(cls, data, where)
+        check_keys(cls, data, where)
         _check_types(cls, data, where, _MANIFEST_TYPES)
         values = dict(data)
         try:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError
 
 __all__ = [
@@ -276,21 +277,6 @@ def _clean_float(value: Any, key: str) -> float:
     return float(value)
 
 
-def _check_keys(d: Mapping[str, Any], cls: type, where: str) -> None:
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{where} must be a JSON object, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    missing = sorted(names - set(d))
-    if unknown or missing:
-        parts = []
-        if unknown:
-            parts.append(f"unknown field(s) {unknown}")
-        if missing:
-            parts.append(f"missing field(s) {missing}")
-        raise ConfigError(f"{where}: {' and '.join(parts)}; valid fields are {sorted(names)}")
-
-
 @dataclass(frozen=True)
 class ClassMetrics:
     """Metrics for one class at its threshold; ``nan`` where undefined (see the module docstring)."""
@@ -308,7 +294,7 @@ class ClassMetrics:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ClassMetrics:
-        _check_keys(d, cls, "per-class metrics")
+        check_keys(cls, d, "per-class metrics", required=[f.name for f in fields(cls)])
         support = d["support"]
         if isinstance(support, bool) or not isinstance(support, int):
             raise ConfigError(f"metrics field 'support' must be an integer, got {support!r}")
@@ -354,7 +340,7 @@ class MetricsReport:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MetricsReport:
         """Inverse of :meth:`to_dict`; accepts ``None`` for ``nan`` and rejects unknown or missing fields."""
-        _check_keys(d, cls, "metrics report")
+        check_keys(cls, d, "metrics report", required=[f.name for f in fields(cls)])
         num_samples = d["num_samples"]
         if isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise ConfigError(f"metrics field 'num_samples' must be an integer, got {num_samples!r}")

@@ -6,17 +6,27 @@ from the :class:`PreprocessSpec` stored in every checkpoint and bundle.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import enum
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Sequence, Union
 
 import numpy as np
 
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError, DataError
 
 ImageSource = Union[str, Path, bytes, bytearray, np.ndarray]
 
-RESIZE_MODES = ("squash", "shorter")
+
+class Resize(str, enum.Enum):
+    """How an image is brought to ``img_size`` (see :class:`PreprocessSpec`); ``TrainConfig.resize`` is one."""
+
+    SQUASH = "squash"
+    SHORTER = "shorter"
+
+
+RESIZE_MODES = tuple(m.value for m in Resize)
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
 # the image files a dataset folder and the runtime's file listing pick up (edgecls.data uses this one too)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -36,7 +46,7 @@ class PreprocessSpec:
     """
 
     img_size: int = 224
-    resize: str = "squash"
+    resize: str = Resize.SQUASH.value
     crop_pct: float = 1.0
     interpolation: str = "linear"
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -66,10 +76,7 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown preprocessing field(s) {unknown}; valid: {sorted(known)}")
+        check_keys(cls, data, "preprocessing")
         values = dict(data)
         for key in ("mean", "std"):
             if key in values:
@@ -310,7 +317,7 @@ def resize_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     size = spec.img_size
     interp = _interp(cv2, spec.interpolation)
     h, w = img.shape[:2]
-    if spec.resize == "squash":
+    if spec.resize == Resize.SQUASH:
         if (h, w) == (size, size):
             return img
         return cv2.resize(img, (size, size), interpolation=interp)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from edgecls.config import field
 from edgecls.data.spec import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from edgecls.errors import ConfigError
+from edgecls.preprocess import Resize
 
 
 class Strategy(str, enum.Enum):
@@ -47,11 +48,6 @@ class Augment(str, enum.Enum):
 class Head(str, enum.Enum):
     LINEAR = "linear"
     MLP = "mlp"
-
-
-class Resize(str, enum.Enum):
-    SQUASH = "squash"
-    SHORTER = "shorter"
 
 
 @dataclass(frozen=True)

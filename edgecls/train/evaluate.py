@@ -15,7 +15,7 @@ from edgecls.errors import ConfigError
 from edgecls.metrics import MetricsReport, compute_metrics, sigmoid
 from edgecls.preprocess import PreprocessSpec
 from edgecls.train._datasets import ImageDataset
-from edgecls.train._runtime import default_workers, resolve_device
+from edgecls.train._device import default_workers, resolve_device
 from edgecls.train.checkpoint import Checkpoint, load_checkpoint
 
 

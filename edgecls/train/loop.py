@@ -24,7 +24,7 @@ from edgecls.data import Dataset, load_dataset, pos_weight_from
 from edgecls.errors import ConfigError, DataError, TrainingDiverged
 from edgecls.metrics import MetricsReport, compute_metrics, mean_average_precision, sigmoid, tune_thresholds
 from edgecls.train._datasets import ImageDataset, build_augment
-from edgecls.train._runtime import (
+from edgecls.train._device import (
     Dist,
     Precision,
     choose_precision,
