@@ -162,13 +162,6 @@ class Manifest:
         have = ", ".join(a.name for a in self.artifacts) or "none"
         raise ConfigError(f"this bundle has no {name!r} artifact (it has: {have})")
 
-    def with_artifact(self, artifact: Artifact) -> "Manifest":
-        """A copy with ``artifact`` added, replacing one of the same name."""
-        from dataclasses import replace
-
-        kept = tuple(a for a in self.artifacts if a.name != artifact.name)
-        return replace(self, artifacts=kept + (artifact,))
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["preprocess"] = self.preprocess.to_dict()
