@@ -30,6 +30,7 @@ from edgecls.config import check_keys
 from edgecls.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "ClassMetrics",
     "MetricsReport",
     "average_precision",
@@ -40,7 +41,7 @@ __all__ = [
     "tune_thresholds",
 ]
 
-_DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.5  # the untuned decision threshold (the "at 0.5" reports, a class without known positives)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -217,7 +218,7 @@ def _best_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
     tps, fps, uniq = _binary_curve(scores, targets)  # uniq is descending
     positives = int(tps[-1])
     if positives == 0:
-        return _DEFAULT_THRESHOLD
+        return DEFAULT_THRESHOLD
     # Candidate i predicts the top i+1 score groups positive.
     # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + positives);
     # equal rationals divide to equal floats, so ties are exact.
@@ -253,7 +254,7 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, known: np.ndarray | 
         ``(K,)`` float32 thresholds; 0.5 for a class without known positives.
     """
     p, t, k = _prepare(probs, targets, known)
-    out = np.full(p.shape[1], _DEFAULT_THRESHOLD, dtype=np.float32)
+    out = np.full(p.shape[1], DEFAULT_THRESHOLD, dtype=np.float32)
     for j in range(p.shape[1]):
         m = k[:, j]
         if m.any():
@@ -373,7 +374,7 @@ def compute_metrics(
     targets: np.ndarray,
     known: np.ndarray | None,
     class_names: Sequence[str],
-    thresholds: float | Sequence[float] | np.ndarray = 0.5,
+    thresholds: float | Sequence[float] | np.ndarray = DEFAULT_THRESHOLD,
 ) -> MetricsReport:
     """All metrics of one evaluation, counting known entries only.
 

@@ -19,14 +19,15 @@ import functools
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgecls._deps import require
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError
 from edgecls.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
-from edgecls.train.config import Head
+from edgecls.train.config import DEFAULT_DROPOUT, Head
 
 require("torch", extra="train")  # MissingDependency naming the extra, not a bare ImportError, for `edgecls backbones`
 
@@ -99,8 +100,8 @@ class ModelSpec:
 
     backbone: str
     class_names: tuple[str, ...]
-    head: str = "linear"
-    dropout: float = 0.2
+    head: str = Head.LINEAR.value
+    dropout: float = DEFAULT_DROPOUT
     hidden: int = 512
 
     def __post_init__(self) -> None:
@@ -133,14 +134,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            hints = [
-                f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, n=1)) else repr(k)
-                for k in unknown
-            ]
-            raise ConfigError(f"unknown model spec field(s) {', '.join(hints)}; valid: {', '.join(known)}")
+        check_keys(cls, data, "model spec")
         values = dict(data)
         if "class_names" in values and not isinstance(values["class_names"], str):
             values["class_names"] = tuple(values["class_names"])
