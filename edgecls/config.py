@@ -29,8 +29,10 @@ def field(default: Any = dataclasses.MISSING, *, help: str, flag: bool = True, *
 
 
 def _closest(name: str, valid: list[str]) -> str | None:
-    close = difflib.get_close_matches(name, valid, n=1)
-    return close[0] if close else None
+    """The valid name closest to ``name``, ignoring case (``mAP`` -> ``map``); None when none is close."""
+    lowered = {v.lower(): v for v in valid}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1)
+    return lowered[close[0]] if close else None
 
 
 def _suggest(name: str, valid: list[str]) -> str:
