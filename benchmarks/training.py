@@ -37,7 +37,7 @@ def linear_probe(data: Path, img_size: int) -> dict:
 
     from edgecls.data import load_dataset
     from edgecls.metrics import mean_average_precision
-    from edgecls.train._runtime import resolve_device
+    from edgecls.train._device import resolve_device
     from edgecls.train.backbones import ModelSpec, build_model, default_preprocess
     from edgecls.train.evaluate import predict_logits
 

@@ -13,7 +13,7 @@ import enum
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from edgecls.errors import ConfigError
 
@@ -45,9 +45,62 @@ def field(default: Any = dataclasses.MISSING, *, help: str, flag: bool = True, c
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
+def _closest(name: str, valid: list[str]) -> str | None:
+    """The valid name closest to ``name``, ignoring case (``mAP`` -> ``map``); None when none is close."""
+    lowered = {v.lower(): v for v in valid}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1)
+    return lowered[close[0]] if close else None
+
+
 def _suggest(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = _closest(name, valid)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def check_keys(
+    valid: type | Iterable[str],
+    data: Mapping[str, Any],
+    where: str,
+    *,
+    noun: str = "field",
+    required: Iterable[str] = (),
+    dashes: bool = False,
+) -> None:
+    """Refuse a mapping whose keys are not ``valid``'s: the one unknown-key check of every config and record.
+
+    Args:
+        valid: A dataclass (its field names) or the valid names, in the order the message lists them.
+        data: The parsed mapping (YAML config, JSON record, keyword overrides).
+        where: Where ``data`` came from (a file, ``"manifest.json: artifacts[0]"``); the message starts with it.
+        noun: What a key is called in the message (``"field"`` for records, ``"key"`` for configs).
+        required: Names that must be present too.
+        dashes: Accept the flag spelling (``encoder-lr-scale`` for ``encoder_lr_scale``).
+
+    Raises:
+        ConfigError: ``data`` is not a mapping, has unknown keys (each named with its closest valid key) or lacks
+            a required one; the message lists the valid names.
+    """
+    names = [f.name for f in dataclasses.fields(valid)] if isinstance(valid, type) else list(valid)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of {noun}s, got {type(data).__name__}")
+
+    def spelled(key: Any) -> str:
+        return str(key).replace("-", "_") if dashes else str(key)
+
+    unknown = [k for k in data if spelled(k) not in names]
+    given = {spelled(k) for k in data}
+    missing = [n for n in required if n not in given]
+    if not unknown and not missing:
+        return
+    parts = []
+    if len(unknown) == 1:
+        parts.append(f"unknown {noun} {unknown[0]!r}{_suggest(spelled(unknown[0]), names)}")
+    elif unknown:
+        hints = [f"{k!r} (did you mean {c!r}?)" if (c := _closest(spelled(k), names)) else repr(k) for k in unknown]
+        parts.append(f"unknown {noun}s {', '.join(hints)}")
+    if missing:
+        parts.append(f"missing {noun}(s) {', '.join(missing)}")
+    raise ConfigError(f"{where}: {' and '.join(parts)} (valid {noun}s: {', '.join(names)})")
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -114,16 +167,8 @@ def _type_name(tp: Any) -> str:
 
 def config_from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     """Validate keys of ``data`` against the dataclass ``cls`` and coerce values; returns field -> value."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    out: dict[str, Any] = {}
-    for raw_key, value in data.items():
-        key = str(raw_key).replace("-", "_")
-        if key not in names:
-            raise ConfigError(
-                f"{source}: unknown key {raw_key!r}{_suggest(key, names)} (valid keys: {', '.join(names)})"
-            )
-        out[key] = coerce(cls, key, value, source=source)
-    return out
+    check_keys(cls, data, source, noun="key", dashes=True)
+    return {str(k).replace("-", "_"): coerce(cls, str(k).replace("-", "_"), v, source=source) for k, v in data.items()}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -11,18 +11,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError
-from edgecls.preprocess import PreprocessSpec
+from edgecls.preprocess import DEFAULT_IMG_SIZE, PreprocessSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-
-
-def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
 
 
 def _json_type(value: Any) -> str:
@@ -104,7 +98,7 @@ class Artifact:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: artifacts[{index}] must be a JSON object, got {_json_type(data)}")
         label = f"{where}: artifacts[{index}]" + (f" ({data['name']!r})" if isinstance(data.get("name"), str) else "")
-        _check_keys(cls, data, label)
+        check_keys(cls, data, label)
         _check_types(cls, data, label, _ARTIFACT_TYPES)
         return cls(**data)
 
@@ -139,7 +133,7 @@ class Manifest:
     source_checkpoint_sha256: str = ""
     input_name: str = "images"
     output_name: str = "logits"
-    input_shape: tuple[Any, ...] = ("batch", 3, 224, 224)
+    input_shape: tuple[Any, ...] = ("batch", 3, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE)
     output_shape: tuple[Any, ...] = ("batch", 0)
     output_activation: str = "sigmoid"
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -168,13 +162,6 @@ class Manifest:
         have = ", ".join(a.name for a in self.artifacts) or "none"
         raise ConfigError(f"this bundle has no {name!r} artifact (it has: {have})")
 
-    def with_artifact(self, artifact: Artifact) -> "Manifest":
-        """A copy with ``artifact`` added, replacing one of the same name."""
-        from dataclasses import replace
-
-        kept = tuple(a for a in self.artifacts if a.name != artifact.name)
-        return replace(self, artifacts=kept + (artifact,))
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["preprocess"] = self.preprocess.to_dict()
@@ -201,7 +188,7 @@ class Manifest:
                 f"{where}: schema version {version} is newer than this edgecls reads ({SCHEMA_VERSION}); "
                 "upgrade edgecls (pip install -U edgecls)"
             )
-        _check_keys(cls, data, where)
+        check_keys(cls, data, where)
         _check_types(cls, data, where, _MANIFEST_TYPES)
         values = dict(data)
         try:

@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "ClassMetrics",
     "MetricsReport",
     "average_precision",
@@ -39,7 +41,7 @@ __all__ = [
     "tune_thresholds",
 ]
 
-_DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.5  # the untuned decision threshold (the "at 0.5" reports, a class without known positives)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -216,7 +218,7 @@ def _best_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
     tps, fps, uniq = _binary_curve(scores, targets)  # uniq is descending
     positives = int(tps[-1])
     if positives == 0:
-        return _DEFAULT_THRESHOLD
+        return DEFAULT_THRESHOLD
     # Candidate i predicts the top i+1 score groups positive.
     # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + positives);
     # equal rationals divide to equal floats, so ties are exact.
@@ -252,7 +254,7 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, known: np.ndarray | 
         ``(K,)`` float32 thresholds; 0.5 for a class without known positives.
     """
     p, t, k = _prepare(probs, targets, known)
-    out = np.full(p.shape[1], _DEFAULT_THRESHOLD, dtype=np.float32)
+    out = np.full(p.shape[1], DEFAULT_THRESHOLD, dtype=np.float32)
     for j in range(p.shape[1]):
         m = k[:, j]
         if m.any():
@@ -276,21 +278,6 @@ def _clean_float(value: Any, key: str) -> float:
     return float(value)
 
 
-def _check_keys(d: Mapping[str, Any], cls: type, where: str) -> None:
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{where} must be a JSON object, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    missing = sorted(names - set(d))
-    if unknown or missing:
-        parts = []
-        if unknown:
-            parts.append(f"unknown field(s) {unknown}")
-        if missing:
-            parts.append(f"missing field(s) {missing}")
-        raise ConfigError(f"{where}: {' and '.join(parts)}; valid fields are {sorted(names)}")
-
-
 @dataclass(frozen=True)
 class ClassMetrics:
     """Metrics for one class at its threshold; ``nan`` where undefined (see the module docstring)."""
@@ -308,7 +295,7 @@ class ClassMetrics:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ClassMetrics:
-        _check_keys(d, cls, "per-class metrics")
+        check_keys(cls, d, "per-class metrics", required=[f.name for f in fields(cls)])
         support = d["support"]
         if isinstance(support, bool) or not isinstance(support, int):
             raise ConfigError(f"metrics field 'support' must be an integer, got {support!r}")
@@ -354,7 +341,7 @@ class MetricsReport:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MetricsReport:
         """Inverse of :meth:`to_dict`; accepts ``None`` for ``nan`` and rejects unknown or missing fields."""
-        _check_keys(d, cls, "metrics report")
+        check_keys(cls, d, "metrics report", required=[f.name for f in fields(cls)])
         num_samples = d["num_samples"]
         if isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise ConfigError(f"metrics field 'num_samples' must be an integer, got {num_samples!r}")
@@ -387,7 +374,7 @@ def compute_metrics(
     targets: np.ndarray,
     known: np.ndarray | None,
     class_names: Sequence[str],
-    thresholds: float | Sequence[float] | np.ndarray = 0.5,
+    thresholds: float | Sequence[float] | np.ndarray = DEFAULT_THRESHOLD,
 ) -> MetricsReport:
     """All metrics of one evaluation, counting known entries only.
 

@@ -6,20 +6,31 @@ from the :class:`PreprocessSpec` stored in every checkpoint and bundle.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import enum
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Sequence, Union
 
 import numpy as np
 
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError, DataError
 
 ImageSource = Union[str, Path, bytes, bytearray, np.ndarray]
 
-RESIZE_MODES = ("squash", "shorter")
+
+class Resize(str, enum.Enum):
+    """How an image is brought to ``img_size`` (see :class:`PreprocessSpec`); ``TrainConfig.resize`` is one."""
+
+    SQUASH = "squash"
+    SHORTER = "shorter"
+
+
+RESIZE_MODES = tuple(m.value for m in Resize)
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
 # the image files a dataset folder and the runtime's file listing pick up (edgecls.data uses this one too)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_IMG_SIZE = 224  # the usual ImageNet input size; a backbone says its own (train.backbones)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MAX_PIXELS = 100_000_000  # ~100 MP: an image whose header declares more is refused before decoding
@@ -35,8 +46,8 @@ class PreprocessSpec:
     Pixels are scaled by ``scale`` (1/255 gives [0, 1]) then normalised with ``mean`` and ``std`` per RGB channel.
     """
 
-    img_size: int = 224
-    resize: str = "squash"
+    img_size: int = DEFAULT_IMG_SIZE
+    resize: str = Resize.SQUASH.value
     crop_pct: float = 1.0
     interpolation: str = "linear"
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -66,10 +77,7 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown preprocessing field(s) {unknown}; valid: {sorted(known)}")
+        check_keys(cls, data, "preprocessing")
         values = dict(data)
         for key in ("mean", "std"):
             if key in values:
@@ -310,7 +318,7 @@ def resize_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     size = spec.img_size
     interp = _interp(cv2, spec.interpolation)
     h, w = img.shape[:2]
-    if spec.resize == "squash":
+    if spec.resize == Resize.SQUASH:
         if (h, w) == (size, size):
             return img
         return cv2.resize(img, (size, size), interpolation=interp)

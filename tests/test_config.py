@@ -54,3 +54,46 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
             f"p = atomic_write_text({str(tmp_path / 'out.json')!r}, '{{}}'); print(oct(os.stat(p).st_mode & 0o777))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0o644"
+
+
+def test_one_unknown_key_check_names_the_closest_field_everywhere():
+    """config.check_keys is the one check: YAML configs, preprocessing, manifests, metrics and parity records all
+    name where the record came from, each unknown key with its closest valid one, and the valid names."""
+    import numpy as np
+
+    from edgecls.config import check_keys
+    from edgecls.export.parity import Budgets, ParityReport
+    from edgecls.manifest import Manifest
+    from edgecls.metrics import compute_metrics
+    from edgecls.preprocess import PreprocessSpec
+
+    with pytest.raises(ConfigError, match=r"^preprocessing: unknown field 'img_siz'; did you mean 'img_size'\? "
+                                          r"\(valid fields: img_size, resize, "):
+        PreprocessSpec.from_dict({"img_siz": 64})
+    manifest = Manifest(class_names=("a",), preprocess=PreprocessSpec(img_size=32), backbone="x", thresholds=(0.5,))
+    with pytest.raises(ConfigError, match=r"^m\.json: unknown field 'tresholds'; did you mean 'thresholds'\?"):
+        Manifest.from_dict({**manifest.to_dict(), "tresholds": [0.5]}, where="m.json")
+    with pytest.raises(ConfigError, match=r"^parity budgets: unknown field 'max_map_dorp'; did you mean 'max_map_dr"):
+        Budgets.from_dict({"max_map_dorp": 0.01})
+    with pytest.raises(ConfigError, match=r"^parity report: unknown field 'pased'; did you mean 'passed'"):
+        ParityReport.from_dict({"pased": True})
+    report = compute_metrics(np.array([[0.7], [0.2]]), np.array([[1], [0]]), None, ["a"]).to_dict()
+    with pytest.raises(ConfigError, match=r"^metrics report: unknown fields 'mAP' \(did you mean 'map'\?\), 'zz' "
+                                          r"and missing field\(s\) hamming_loss \(valid fields: map, "):
+        type(compute_metrics(np.array([[0.7]]), np.array([[1]]), None, ["a"])).from_dict(
+            {**{k: v for k, v in report.items() if k != "hamming_loss"}, "mAP": 1.0, "zz": 0})
+    with pytest.raises(ConfigError, match=r"^run\.yaml: unknown key 'lr-rate' \(valid keys: lr, epochs\)$"):
+        check_keys(["lr", "epochs"], {"lr-rate": 1}, "run.yaml", noun="key", dashes=True)
+    check_keys(["encoder_lr_scale"], {"encoder-lr-scale": 1}, "flags", dashes=True)  # the flag spelling is fine
+    with pytest.raises(ConfigError, match=r"^x: expected a mapping of fields, got list"):
+        check_keys(["a"], [1], "x")
+
+
+def test_resize_modes_and_the_train_config_enum_are_one_list():
+    from edgecls.preprocess import RESIZE_MODES, PreprocessSpec, Resize
+    from edgecls.train import config as train_config
+
+    assert train_config.Resize is Resize and RESIZE_MODES == tuple(m.value for m in Resize) == ("squash", "shorter")
+    assert PreprocessSpec().resize == "squash" and type(PreprocessSpec().resize) is str  # manifests keep plain strings
+    with pytest.raises(ConfigError, match="invalid resize 'crop'; valid: squash, shorter"):
+        build_config(TrainConfig, overrides={"data": "d", "out": "o", "resize": "crop"})

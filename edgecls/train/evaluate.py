@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader
 
 from edgecls.data import Sample, Split, load_from_spec
 from edgecls.errors import ConfigError
-from edgecls.metrics import MetricsReport, compute_metrics, sigmoid
+from edgecls.metrics import DEFAULT_THRESHOLD, MetricsReport, compute_metrics, sigmoid
 from edgecls.preprocess import PreprocessSpec
 from edgecls.train._datasets import ImageDataset
-from edgecls.train._runtime import default_workers, resolve_device
+from edgecls.train._device import default_workers, resolve_device
 from edgecls.train.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -88,10 +88,11 @@ def evaluate(
     probs = sigmoid(logits)
     targets, known = part.targets(), part.known()
     names = ckpt.class_names
-    thresholds = ckpt.thresholds if ckpt.thresholds is not None else np.full(len(names), 0.5, dtype=np.float32)
+    untuned = np.full(len(names), DEFAULT_THRESHOLD, dtype=np.float32)
+    thresholds = ckpt.thresholds if ckpt.thresholds is not None else untuned
     return Evaluation(
         split=part.name,
-        at_half=compute_metrics(probs, targets, known, names, 0.5),
+        at_half=compute_metrics(probs, targets, known, names, DEFAULT_THRESHOLD),
         tuned=compute_metrics(probs, targets, known, names, thresholds),
         probs=probs,
         targets=targets,

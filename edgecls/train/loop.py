@@ -22,9 +22,16 @@ from edgecls._io import atomic_write_text
 from edgecls.config import build_config, dump_yaml, to_plain
 from edgecls.data import Dataset, load_dataset, pos_weight_from
 from edgecls.errors import ConfigError, DataError, TrainingDiverged
-from edgecls.metrics import MetricsReport, compute_metrics, mean_average_precision, sigmoid, tune_thresholds
+from edgecls.metrics import (
+    DEFAULT_THRESHOLD,
+    MetricsReport,
+    compute_metrics,
+    mean_average_precision,
+    sigmoid,
+    tune_thresholds,
+)
 from edgecls.train._datasets import ImageDataset, build_augment
-from edgecls.train._runtime import (
+from edgecls.train._device import (
     Dist,
     Precision,
     choose_precision,
@@ -504,7 +511,7 @@ class _Run:
                 logits, val_loss = self._validate(epoch)
                 probs = sigmoid(logits)
                 report = compute_metrics(probs, self.val_split.targets(), self.val_split.known(),
-                                         self.spec.class_names, 0.5)
+                                         self.spec.class_names, DEFAULT_THRESHOLD)
                 val_map = report.map
                 if self.scheduler is not None and not self.per_step:
                     if cfg.scheduler is Scheduler.PLATEAU:
@@ -590,7 +597,7 @@ class _Run:
         targets, known = self.val_split.targets(), self.val_split.known()
         thresholds = tune_thresholds(probs, targets, known)
         names = self.spec.class_names
-        at_half = compute_metrics(probs, targets, known, names, 0.5)
+        at_half = compute_metrics(probs, targets, known, names, DEFAULT_THRESHOLD)
         tuned = compute_metrics(probs, targets, known, names, thresholds)
         best.thresholds = thresholds
         best.metrics = {
