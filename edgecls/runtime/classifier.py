@@ -21,6 +21,15 @@ from typing import Any, Iterable, Sequence, overload
 
 import numpy as np
 
+from edgecls.bundle import (
+    ENGINE_SETTINGS_NAME,
+    META_PREFIX,
+    artifact_paths,
+    bundle_file,
+    check_inside,
+    companions,
+    verify_files,
+)
 from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.manifest import MANIFEST_NAME, Artifact, Manifest, precision_name
 from edgecls.metrics import sigmoid
@@ -38,13 +47,11 @@ from edgecls.runtime.backends import (
     one_line,
     probe,
 )
-from edgecls.runtime.integrity import artifact_paths, bundle_file, check_inside, companions, verify_files
 
 log = logging.getLogger("edgecls.runtime")
 
 _SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino", ".mlpackage": "coreml", ".mlmodel": "coreml",
                   ".engine": "tensorrt", ".plan": "tensorrt"}
-META_PREFIX = "edgecls."
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ def check_artifact_files(root: Path, art: Artifact, path: Path | None = None, *,
     :class:`edgecls.errors.IntegrityError` when a path the manifest names for the artifact, ``path`` or a file an
     engine reads beside it (an IR's .bin, engine.json) leaves the bundle (absolute, ``..``, a symlink out), and, with
     ``verify``, when the files that will be opened differ from the sha256 the manifest records (see
-    :mod:`edgecls.runtime.integrity`); a :class:`ConfigError` naming the file when it (or an IR's .bin) is missing.
+    :mod:`edgecls.bundle`); a :class:`ConfigError` naming the file when it (or an IR's .bin) is missing.
     """
     named = artifact_paths(root, art)
     path = check_inside(root, path, field="the model file", artifact=art.name) if path is not None \
@@ -230,7 +237,7 @@ def _tensorrt_model(root: Path, art: Artifact) -> Path:
     if path.suffix.lower() not in (".engine", ".plan"):
         return path
     settings_file = bundle_file(root, art.details["settings"], field="details.settings", artifact=art.name) \
-        if art.details.get("settings") else path.with_name("engine.json")
+        if art.details.get("settings") else path.with_name(ENGINE_SETTINGS_NAME)
     try:
         built = json.loads(settings_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
