@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="INT8 budget; setting it makes openvino-int8 accuracy-aware")
     args = parser.parse_args(argv)
 
+    from edgecls.bundle import size_mb
     from edgecls.export import ExportConfig, check_bundle, export
-    from edgecls.export.bundle import size_mb
 
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     print("[1/3] export --target all")

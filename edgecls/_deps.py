@@ -54,3 +54,34 @@ def has(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+# The distribution each library's version is read from (without importing it).
+_VERSION_DISTS = {
+    "torch": "torch", "torchvision": "torchvision", "timm": "timm", "onnx": "onnx", "onnxscript": "onnxscript",
+    "onnxslim": "onnxslim", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "nncf",
+    "coremltools": "coremltools", "tensorrt": "tensorrt", "numpy": "numpy", "opencv": "opencv-python-headless",
+}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of edgecls, Python and every installed library a run can touch, without importing any: what a
+    checkpoint, a bundle's manifest and a benchmark report record.
+
+    A library already imported reports its own ``__version__`` (torch's includes the build, e.g. ``+cu130``); another
+    the version of its installed distribution.
+    """
+    import platform
+    import sys
+    from importlib import metadata
+
+    import edgecls
+
+    versions = {"edgecls": edgecls.__version__, "python": platform.python_version()}
+    for name, dist in _VERSION_DISTS.items():
+        loaded = getattr(sys.modules.get("cv2" if name == "opencv" else name), "__version__", None)
+        try:
+            versions[name] = str(loaded) if loaded else metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -359,3 +359,15 @@ def preprocess_batch(sources: Sequence[ImageSource], spec: PreprocessSpec) -> np
     if not sources:
         return np.zeros((0, 3, spec.img_size, spec.img_size), dtype=np.float32)
     return np.stack([preprocess(s, spec) for s in sources])
+
+
+def preprocess_paths(paths: Sequence[Path], spec: PreprocessSpec, *, what: str) -> np.ndarray:
+    """Decode and preprocess image files into one float32 NCHW array; a :class:`DataError` naming ``what`` (the
+    calibration, the parity check, the benchmark) and the file when one cannot be read."""
+    out = np.empty((len(paths), 3, spec.img_size, spec.img_size), dtype=np.float32)
+    for i, path in enumerate(paths):
+        try:
+            out[i] = preprocess(path, spec)
+        except DataError as exc:
+            raise DataError(f"{what}: {exc}") from None
+    return out

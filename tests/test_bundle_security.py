@@ -189,7 +189,8 @@ def test_zeroed_ir_weights_are_refused(full_bundle, tmp_path):
 
 
 def test_each_file_is_hashed_once_per_load(onnx_bundle, monkeypatch):
-    from edgecls.runtime import Classifier, integrity
+    from edgecls import bundle as integrity
+    from edgecls.runtime import Classifier
 
     seen = []
     real = integrity.sha256_of

@@ -75,8 +75,8 @@ def test_the_checkpoint_and_the_bundle_carry_the_spec(run):
 def test_evaluate_export_and_bench_load_the_same_split(run):
     from edgecls.bench import BenchConfig
     from edgecls.bench import run as bench
-    from edgecls.export._calibration import load_images
-    from edgecls.export.bundle import read_reference
+    from edgecls.bundle import read_reference
+    from edgecls.export.context import load_images
     from edgecls.manifest import Manifest
     from edgecls.train.checkpoint import load_checkpoint
     from edgecls.train.evaluate import evaluate
@@ -113,8 +113,8 @@ def test_an_old_bundle_rechecks_and_benches_on_the_same_split(run, tmp_path):
 def test_an_old_checkpoint_exports_the_same_parity_split(run, tmp_path):
     import torch
 
+    from edgecls.bundle import read_reference
     from edgecls.export import ExportConfig, export
-    from edgecls.export.bundle import read_reference
 
     data, ckpt, bundle = run
     payload = torch.load(ckpt, weights_only=True)

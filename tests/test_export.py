@@ -33,12 +33,13 @@ def _train_tiny(data: Path, *, steps: int = 60):
     near-zero output channel like Lite0's checkpoint, and thresholds tuned on its validation split."""
     import torch
 
+    from edgecls._deps import library_versions
     from edgecls.data import load_dataset
     from edgecls.metrics import sigmoid, tune_thresholds
     from edgecls.preprocess import preprocess_batch
     from edgecls.synth import SYNTH_CLASSES
     from edgecls.train.backbones import ModelSpec, build_model, default_preprocess
-    from edgecls.train.checkpoint import Checkpoint, library_versions
+    from edgecls.train.checkpoint import Checkpoint
 
     torch.manual_seed(0)
     spec = ModelSpec(backbone=TINY, class_names=SYNTH_CLASSES)
@@ -203,7 +204,7 @@ def test_bundle_layout_and_manifest(bundle):
     assert {"torch", "onnx", "onnxruntime", "edgecls"} <= set(manifest.versions)
     names = {a.name for a in manifest.artifacts}
     assert {"onnx", "onnx-int8", "tensorrt", "tensorrt-int8"} <= names
-    from edgecls.export.bundle import sha256_path
+    from edgecls.bundle import sha256_path
 
     for art in manifest.artifacts:
         assert (root / art.path).exists() and sha256_path(root / art.path) == art.sha256, art.name

@@ -245,7 +245,7 @@ class _Planned:
 
 
 def _model_size_mb(path: Path) -> float:
-    from edgecls.export.bundle import size_mb
+    from edgecls.bundle import size_mb
 
     total = size_mb(path)
     if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
@@ -282,7 +282,7 @@ def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str,
 def _find_checkpoint(root: Path, manifest: Any, given: str | None) -> tuple[Path | None, str]:
     """The checkpoint of the PyTorch rows and, when there is none, why."""
     from edgecls._io import sha256_file
-    from edgecls.export.bundle import CONFIG_NAME
+    from edgecls.bundle import CONFIG_NAME
 
     if given:
         path = Path(given)
@@ -339,9 +339,9 @@ def _plan_torch(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str, Any
 
 def _eval_data(root: Path, manifest: Any, data: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Preprocessed images, targets and known-masks of ``split``, loaded the way the bundle's export loaded its data."""
+    from edgecls.bundle import read_parity
     from edgecls.data import DataSpec, load_from_spec
-    from edgecls.export._calibration import preprocess_paths
-    from edgecls.export.bundle import read_parity
+    from edgecls.preprocess import preprocess_paths
 
     try:
         settings = read_parity(root).get("data", {})
@@ -484,8 +484,7 @@ def _load_average() -> float | None:
 
 def _reference(root: Path, manifest: Any, config: BenchConfig) -> tuple[float | None, float]:
     """PyTorch's mAP on the parity split (when the bench scores that split) and the bundle's mAP budget."""
-    from edgecls.export.bundle import read_parity
-    from edgecls.export.parity import DEFAULT_MAX_MAP_DROP
+    from edgecls.bundle import DEFAULT_MAX_MAP_DROP, read_parity
 
     try:
         doc = read_parity(root)
@@ -504,7 +503,7 @@ def run(config: BenchConfig) -> BenchResult:
         ConfigError: Not a bundle, an unknown artifact, or a --checkpoint that is not the bundle's.
         DataError: ``data`` has other classes than the bundle, or the split has no readable image.
     """
-    from edgecls.export import library_versions
+    from edgecls._deps import library_versions
     from edgecls.manifest import Manifest
 
     root = Path(config.bundle)

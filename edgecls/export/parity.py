@@ -27,17 +27,19 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgecls.bundle import (
+    DEFAULT_FP16_MAX_MAP_DROP,
+    DEFAULT_FP16_MIN_AGREEMENT,
+    DEFAULT_FP16_TOLERANCE,
+    DEFAULT_FP32_TOLERANCE,
+    DEFAULT_MAX_MAP_DROP,
+)
 from edgecls.config import check_keys
 from edgecls.errors import ConfigError
 from edgecls.metrics import mean_average_precision, sigmoid, tune_thresholds
 
 __all__ = ["Budgets", "ParityReport", "budget_precision", "check_parity", "format_table", "run_backend"]
 
-DEFAULT_FP32_TOLERANCE = 1e-4
-DEFAULT_FP16_TOLERANCE = None  # max |delta p| is reported for FP16/BF16, and a budget only when asked for
-DEFAULT_FP16_MIN_AGREEMENT = 0.99
-DEFAULT_FP16_MAX_MAP_DROP = 0.01
-DEFAULT_MAX_MAP_DROP = 0.01
 PRECISIONS = ("fp32", "fp16", "bf16", "int8-weights", "int8")
 _RANK = {"fp32": 4, "fp16": 3, "bf16": 3, "int8-weights": 1, "int8": 0}
 _BACKEND_PRECISION = {"f32": "fp32", "fp32": "fp32", "f16": "fp16", "fp16": "fp16", "bf16": "bf16", "int8": "int8"}

@@ -9,11 +9,10 @@ import mmap
 from pathlib import Path
 from typing import Any
 
+from edgecls.bundle import META_PREFIX
 from edgecls.errors import ConfigError
 from edgecls.manifest import MANIFEST_NAME, Artifact, Manifest
 from edgecls.preprocess import PreprocessSpec
-
-META_PREFIX = "edgecls."
 
 
 def _varint(buf: Any, pos: int) -> tuple[int, int]:
@@ -75,7 +74,7 @@ def openvino_metadata(path: str | Path) -> dict[str, str]:
     model = core().read_model(str(path))
     meta = {}
     for key in ("manifest", "class_names", "thresholds", "preprocess"):
-        for name in (f"edgecls_{key}", key, f"edgecls.{key}"):
+        for name in (f"edgecls_{key}", key, META_PREFIX + key):
             if model.has_rt_info(["edgecls", name]):
                 meta[META_PREFIX + key] = model.get_rt_info(["edgecls", name]).astype(str)
                 break

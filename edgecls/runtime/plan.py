@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from edgecls.bundle import (
+    ENGINE_SETTINGS_NAME,
+    artifact_paths,
+    bundle_file,
+    check_inside,
+    companions,
+    verify_files,
+)
 from edgecls.errors import ConfigError, IntegrityError
 from edgecls.manifest import Artifact, Manifest
 from edgecls.runtime.backends import (
@@ -30,7 +38,6 @@ from edgecls.runtime.backends import (
     normalize_precision,
     probe,
 )
-from edgecls.runtime.integrity import artifact_paths, bundle_file, check_inside, companions, verify_files
 
 log = logging.getLogger("edgecls.runtime")
 
@@ -60,7 +67,7 @@ def check_artifact_files(root: Path, art: Artifact, path: Path | None = None, *,
     :class:`edgecls.errors.IntegrityError` when a path the manifest names for the artifact, ``path`` or a file an
     engine reads beside it (an IR's .bin, engine.json) leaves the bundle (absolute, ``..``, a symlink out), and, with
     ``verify``, when the files that will be opened differ from the sha256 the manifest records (see
-    :mod:`edgecls.runtime.integrity`); a :class:`ConfigError` naming the file when it (or an IR's .bin) is missing.
+    :mod:`edgecls.bundle`); a :class:`ConfigError` naming the file when it (or an IR's .bin) is missing.
     """
     named = artifact_paths(root, art)
     path = check_inside(root, path, field="the model file", artifact=art.name) if path is not None \
@@ -127,7 +134,7 @@ def _tensorrt_model(root: Path, art: Artifact) -> Path:
     if path.suffix.lower() not in (".engine", ".plan"):
         return path
     settings_file = bundle_file(root, art.details["settings"], field="details.settings", artifact=art.name) \
-        if art.details.get("settings") else path.with_name("engine.json")
+        if art.details.get("settings") else path.with_name(ENGINE_SETTINGS_NAME)
     try:
         built = json.loads(settings_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):

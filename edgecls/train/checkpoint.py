@@ -6,7 +6,6 @@ Saved with plain containers and tensors only, so :func:`torch.load` works with `
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import edgecls
+from edgecls._deps import library_versions
 from edgecls._io import atomic_save, to_json
 from edgecls.data.spec import DataSpec
 from edgecls.errors import CheckpointError
@@ -106,16 +105,6 @@ class Checkpoint:
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe copy (numpy scalars to Python, NaN to None) so the file loads with ``weights_only=True``."""
     return json.loads(to_json(data))
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"edgecls": edgecls.__version__, "python": platform.python_version(), "torch": str(torch.__version__)}
-    for name in ("torchvision", "timm", "numpy"):
-        try:
-            versions[name] = str(__import__(name).__version__)
-        except ImportError:
-            pass
-    return versions
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from edgecls._deps import library_versions
 from edgecls._io import atomic_write_text
 from edgecls.config import build_config, dump_yaml, to_plain
 from edgecls.data import Dataset, load_dataset, pos_weight_from
@@ -42,7 +43,7 @@ from edgecls.train._device import (
     seed_everything,
 )
 from edgecls.train.backbones import ModelSpec, MultiLabelNet, build_model, default_preprocess
-from edgecls.train.checkpoint import Checkpoint, library_versions, load_checkpoint, save_checkpoint
+from edgecls.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgecls.train.config import Optimizer, Scheduler, Strategy, TrainConfig
 from edgecls.train.evaluate import predict_logits
 from edgecls.train.losses import build_loss

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from edgecls.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.export._calibration import ExportContext
+    from edgecls.export.context import ExportContext
 
 __all__ = [
     "ALL",

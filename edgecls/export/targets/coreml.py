@@ -28,7 +28,7 @@ from edgecls.errors import EdgeclsError
 from edgecls.export.targets import Built, Runner, Target, register
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.export._calibration import ExportContext
+    from edgecls.export.context import ExportContext
 
 log = logging.getLogger("edgecls.export")
 

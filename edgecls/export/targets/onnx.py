@@ -1,8 +1,8 @@
 """ONNX targets: ``onnx`` (FP32) and ``onnx-int8`` (static Q/DQ quantization for ONNX Runtime).
 
 The FP32 graph is the root every other ONNX-based artifact (OpenVINO, TensorRT) is made from, so this module also
-holds the helpers they share: :func:`export_float_onnx`, :func:`head_nodes`, :func:`quantize_qdq`,
-:func:`check_qdq` and :func:`write_metadata`.
+holds the helpers they share: :func:`float_onnx` (made once per export), :func:`export_float_onnx`, :func:`head_nodes`,
+:func:`quantize_qdq`, :func:`check_qdq` and :func:`write_metadata`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from edgecls.errors import ConfigError, EdgeclsError, UnsupportedOption
 from edgecls.export.targets import Built, Runner, Target, register
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.export._calibration import ExportContext
+    from edgecls.export.context import ExportContext
 
 log = logging.getLogger("edgecls.export")
 
@@ -367,14 +367,34 @@ def ort_runner(artifact: Any, bundle: Path) -> tuple[Runner | None, str]:
     return Runner("onnxruntime", "cpu", None, artifact.path), ""
 
 
+def float_onnx(ctx: "ExportContext") -> tuple[Path, dict[str, Any]]:
+    """The FP32 ONNX every other artifact is made from (exported, simplified, checked) in the export's work folder,
+    and how it was made; made once per export."""
+
+    def make() -> tuple[Path, dict[str, Any]]:
+        path = ctx.workdir / "float.onnx"
+        details = export_float_onnx(ctx.model, ctx.img_size, path, opset=ctx.config.opset,
+                                    input_name=ctx.input_name, output_name=ctx.output_name)
+        return path, details
+
+    return ctx.once("float_onnx", make)
+
+
+def float_head_nodes(ctx: "ExportContext") -> list[str]:
+    """ONNX node names of the classifier head in :func:`float_onnx` (kept float by every quantizer)."""
+    import onnx
+
+    return ctx.once("head", lambda: head_nodes(onnx.load(str(float_onnx(ctx)[0]))))
+
+
 def _build_onnx(ctx: "ExportContext", folder: Path) -> Built:
-    src, details = ctx.float_onnx()
+    src, details = float_onnx(ctx)
     shutil.copyfile(src, folder / MODEL_FILE)
     return Built(path=f"{folder.name}/{MODEL_FILE}", precision="fp32", details=dict(details), finalize=write_metadata)
 
 
 def _build_onnx_int8(ctx: "ExportContext", folder: Path) -> Built:
-    src, float_details = ctx.float_onnx()
+    src, float_details = float_onnx(ctx)
     calib = ctx.calibration()
     details = quantize_qdq(src, folder / MODEL_FILE, calib.images, input_name=ctx.input_name,
                            symmetric_activations=False, reduce_range=True, workdir=ctx.workdir)

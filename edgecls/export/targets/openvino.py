@@ -21,7 +21,7 @@ from edgecls.errors import EdgeclsError
 from edgecls.export.targets import Built, Runner, Target, register
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.export._calibration import ExportContext
+    from edgecls.export.context import ExportContext
 
 log = logging.getLogger("edgecls.export")
 
@@ -87,8 +87,10 @@ def _details(ctx: "ExportContext", ov: Any) -> dict[str, Any]:
 
 
 def _build_openvino(ctx: "ExportContext", folder: Path) -> Built:
+    from edgecls.export.targets.onnx import float_onnx
+
     ov = _ov()
-    src, _ = ctx.float_onnx()
+    src, _ = float_onnx(ctx)
     model = ov.convert_model(str(src))
     ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=True)
     return Built(path=f"{folder.name}/{MODEL_FILE}", precision="fp16", parent="onnx", details=_details(ctx, ov),
@@ -114,20 +116,21 @@ def _advanced(nncf: Any) -> Any:
 
 def _build_openvino_int8(ctx: "ExportContext", folder: Path) -> Built:
     from edgecls._deps import require
+    from edgecls.export.targets.onnx import float_head_nodes, float_onnx
     from edgecls.metrics import mean_average_precision, sigmoid
 
     ov = _ov()
     nncf = require("nncf", extra="train")
     nncf.set_log_level(logging.ERROR)
     cfg = ctx.config
-    src, _ = ctx.float_onnx()
+    src, _ = float_onnx(ctx)
     # convert_model, not Core.read_model: read_model leaves each depthwise weight behind a Reshape, where NNCF does
     # not find it, so those convolutions stayed float (Lite0: 16 of 49 ran bf16/f32 on the CPU, 1.8x slower than
     # with all 49 in int8). The in-memory model is FP32 (compression to FP16 happens only on save).
     model = ov.convert_model(str(src))
     calib = ctx.calibration()
     calibration = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))])
-    ignored = head_ops(model, ctx.head_nodes())
+    ignored = head_ops(model, float_head_nodes(ctx))
     scope = nncf.IgnoredScope(names=ignored, validate=False)
     details = _details(ctx, ov)
     details.update({"quantizer": "nncf", "nncf": nncf.__version__, "preset": "performance (symmetric int8)",

@@ -21,17 +21,17 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecls.bundle import ENGINE_SETTINGS_NAME
 from edgecls.errors import UnsupportedOption
 from edgecls.export.targets import Built, Runner, Target, register
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.export._calibration import ExportContext
+    from edgecls.export.context import ExportContext
 
 log = logging.getLogger("edgecls.export")
 
 ONNX_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
-SETTINGS_FILE = "engine.json"
 BUILD_FILE = "BUILD.md"
 OPT_BATCH = 16
 WORKSPACE_MB = 1024
@@ -110,7 +110,7 @@ def _instructions(folder: str, settings: dict[str, Any], reason: str) -> str:
         "",
         f"No engine was built with this bundle: {reason}.",
         "A TensorRT engine only runs on the GPU model and TensorRT version that built it, so build it on the device.",
-        f"`{folder}/{ONNX_FILE}` is the graph to build from and `{folder}/{SETTINGS_FILE}` holds the settings "
+        f"`{folder}/{ONNX_FILE}` is the graph to build from and `{folder}/{ENGINE_SETTINGS_NAME}` holds the settings "
         f"(precision {settings['precision']}, batch {settings['min_batch']}..{settings['max_batch']}, "
         f"optimised for {settings['opt_batch']}).",
         "",
@@ -118,7 +118,7 @@ def _instructions(folder: str, settings: dict[str, Any], reason: str) -> str:
         "engine from these two files on first use (cached under ~/.cache/edgecls/tensorrt), measures it against "
         "the stored PyTorch reference and updates parity.json; `edgecls run` uses the same cache.",
         f"2. Or re-export there: `edgecls export CKPT --target {target} --data DATA --out BUNDLE --require-engine` "
-        f"writes `{folder}/{ENGINE_FILE}` and the GPU details into `{folder}/{SETTINGS_FILE}`.",
+        f"writes `{folder}/{ENGINE_FILE}` and the GPU details into `{folder}/{ENGINE_SETTINGS_NAME}`.",
         "3. Or with trtexec (TensorRT 10.x):",
         "",
         f"       {trtexec_command(folder, settings)}",
@@ -130,9 +130,9 @@ def _instructions(folder: str, settings: dict[str, Any], reason: str) -> str:
 
 def _build(ctx: "ExportContext", folder: Path, *, int8: bool) -> Built:
     from edgecls._io import write_json
-    from edgecls.export.targets.onnx import quantize_qdq
+    from edgecls.export.targets.onnx import float_onnx, quantize_qdq
 
-    src, float_details = ctx.float_onnx()
+    src, float_details = float_onnx(ctx)
     onnx_path = folder / ONNX_FILE
     details: dict[str, Any] = {"opset": float_details["opset"]}
     calibration = None
@@ -167,14 +167,14 @@ def _build(ctx: "ExportContext", folder: Path, *, int8: bool) -> Built:
         (folder / BUILD_FILE).write_text(_instructions(folder.name, settings, reason), encoding="utf-8")
         details["engine_built"] = False
         notes.append(f"{folder.name}: no TensorRT engine built here ({reason}); the bundle has {folder.name}/"
-                     f"{ONNX_FILE} and {folder.name}/{SETTINGS_FILE}. Build it on the device with `edgecls parity "
-                     f"BUNDLE DATA` there, or: {trtexec_command(folder.name, settings)} (see {folder.name}/"
+                     f"{ONNX_FILE} and {folder.name}/{ENGINE_SETTINGS_NAME}. Build it on the device with `edgecls "
+                     f"parity BUNDLE DATA` there, or: {trtexec_command(folder.name, settings)} (see {folder.name}/"
                      f"{BUILD_FILE})")
     settings["trtexec"] = trtexec_command(folder.name, settings)
-    write_json(folder / SETTINGS_FILE, settings)
+    write_json(folder / ENGINE_SETTINGS_NAME, settings)
     details["onnx"] = f"{folder.name}/{ONNX_FILE}"
     details["file_precision"] = "int8" if int8 else "fp32"
-    details["settings"] = f"{folder.name}/{SETTINGS_FILE}"
+    details["settings"] = f"{folder.name}/{ENGINE_SETTINGS_NAME}"
 
     def finalize(model_path: Path, metadata: dict[str, str]) -> None:
         from edgecls.export.targets.onnx import write_metadata

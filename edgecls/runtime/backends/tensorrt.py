@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.bundle import ENGINE_SETTINGS_NAME
 from edgecls.errors import ConfigError, MissingDependency, UnsupportedOption
 from edgecls.runtime.backends import (
     RANK_TENSORRT,
@@ -152,7 +153,7 @@ def engine_settings(onnx_path: Path, precision: str | None) -> dict[str, Any]:
     from edgecls.runtime.backends import normalize_precision
 
     settings: dict[str, Any] = {}
-    sidecar = onnx_path.with_name("engine.json")
+    sidecar = onnx_path.with_name(ENGINE_SETTINGS_NAME)
     if sidecar.is_file():
         try:
             data = json.loads(sidecar.read_text(encoding="utf-8"))

@@ -1,25 +1,13 @@
-"""The bundle on disk: written into a temporary folder beside the destination and renamed into place only when
-complete, so a crash, Ctrl-C or failed check never leaves a half-written bundle where a deployment would find it.
+"""Writing a bundle: into a temporary folder beside the destination, renamed into place only when complete, so a
+crash, Ctrl-C or failed check never leaves a half-written bundle where a deployment would find it; and its model card.
 
-Layout (one folder per target, named after it)::
-
-    BUNDLE/
-      manifest.json      the Manifest: classes, preprocessing, I/O, versions, per-artifact thresholds and parity
-      parity.json        the parity report (budgets, reference, one entry per artifact); `edgecls parity` updates it
-      reference.npz      the PyTorch reference logits on the parity split and the image names (parity without torch)
-      export.json        the resolved ExportConfig
-      README.md          model card
-      onnx/model.onnx  onnx-int8/model.onnx  openvino/model.xml+.bin  openvino-int8/...
-      coreml/model.mlpackage  coreml-int8/model.mlpackage
-      tensorrt/model.onnx + engine.json [+ model.engine | BUILD.md]   tensorrt-int8/...
+The layout and the data files are :mod:`edgecls.bundle`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -27,18 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 from edgecls.errors import ConfigError
 from edgecls.manifest import MANIFEST_NAME, Manifest
 
 log = logging.getLogger("edgecls.export")
-
-PARITY_NAME = "parity.json"
-REFERENCE_NAME = "reference.npz"
-CONFIG_NAME = "export.json"
-README_NAME = "README.md"
-PARITY_SCHEMA = 1
 
 
 class BundleWriter:
@@ -164,68 +144,6 @@ class BundleWriter:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a folder (an .mlpackage) as the hash of its sorted (relative path, file hash) list."""
-    from edgecls._io import sha256_file
-
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
-    return h.hexdigest()
-
-
-def folder_files(bundle: Path, folder: str) -> dict[str, str]:
-    """Every file of an artifact folder with its sha256 (model, weights, engine.json, BUILD.md ...)."""
-    from edgecls._io import sha256_file
-
-    root = bundle / folder
-    return {p.relative_to(bundle).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def size_mb(path: Path) -> float:
-    if path.is_file():
-        return path.stat().st_size / 1e6
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# parity.json and reference.npz
-
-
-def write_reference(bundle: Path, names: list[str], logits: np.ndarray, targets: np.ndarray, known: np.ndarray) -> None:
-    np.savez(bundle / REFERENCE_NAME, names=np.asarray(names, dtype=str), logits=logits.astype(np.float32),
-             targets=targets.astype(np.float32), known=known.astype(bool))
-
-
-def read_reference(bundle: Path) -> dict[str, np.ndarray]:
-    path = bundle / REFERENCE_NAME
-    if not path.is_file():
-        raise ConfigError(f"{bundle}: no {REFERENCE_NAME}; was it written by `edgecls export`?")
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in ("names", "logits", "targets", "known")}
-
-
-def read_parity(bundle: Path) -> dict[str, Any]:
-    path = bundle / PARITY_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{bundle}: no {PARITY_NAME}; was it written by `edgecls export`?") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    if int(data.get("schema_version", 0)) > PARITY_SCHEMA:
-        raise ConfigError(f"{path}: schema version {data['schema_version']} is newer than this edgecls reads")
-    return data
-
-
-def write_parity(bundle: Path, data: dict[str, Any]) -> None:
-    from edgecls._io import write_json
-
-    write_json(bundle / PARITY_NAME, {"schema_version": PARITY_SCHEMA, **data})
 
 
 # ---------------------------------------------------------------------------------------------------------------------

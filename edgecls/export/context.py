@@ -1,5 +1,7 @@
-"""What an export works from: the model, calibration and validation images (through the shared preprocessing), the
-PyTorch reference logits, and the FP32 ONNX every other artifact is derived from, each made once and cached.
+"""What an export works from (:class:`ExportContext`, the ``ctx`` every target's build receives): the model,
+calibration and validation images (through the shared preprocessing) and the PyTorch reference logits, each made once
+and cached. A target caches what it derives for the others in the same place (the FP32 ONNX every other artifact
+is made from: :func:`edgecls.export.targets.onnx.float_onnx`).
 
 Images are decoded and preprocessed once by :mod:`edgecls.preprocess` (the one implementation training evaluation,
 the runtime and the parity check share), so PyTorch and every backend see the very same float32 arrays.
@@ -72,19 +74,6 @@ def relative_names(paths: Sequence[Path], root: Path) -> list[str]:
     return [Path(os.path.relpath(p, root)).as_posix() for p in paths]
 
 
-def preprocess_paths(paths: Sequence[Path], spec: Any, *, what: str) -> np.ndarray:
-    """Decode and preprocess ``paths`` with the shared preprocessing into one float32 NCHW array."""
-    from edgecls.preprocess import preprocess
-
-    out = np.empty((len(paths), 3, spec.img_size, spec.img_size), dtype=np.float32)
-    for i, path in enumerate(paths):
-        try:
-            out[i] = preprocess(path, spec)
-        except DataError as exc:
-            raise DataError(f"{what}: {exc}") from None
-    return out
-
-
 def load_images(ckpt: Any, data: str | Path, split: str, *, limit: int | None = None, seed: int = 0,
                 purpose: str) -> ImageSet:
     """Load ``split`` of ``data`` exactly as the checkpoint's training run did and preprocess it.
@@ -95,6 +84,7 @@ def load_images(ckpt: Any, data: str | Path, split: str, *, limit: int | None = 
         DataError: the split has no readable image.
     """
     from edgecls.data import load_from_spec
+    from edgecls.preprocess import preprocess_paths
 
     part = load_from_spec(ckpt.data_spec, data=data, class_names=ckpt.class_names, owner="checkpoint").split(split)
     samples = list(part.samples)
@@ -161,7 +151,8 @@ class ExportContext:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.checkpoint.class_names)
 
-    def _once(self, key: str, make: Any) -> Any:
+    def once(self, key: str, make: Any) -> Any:
+        """``make()``'s result, made on the first call for ``key`` and cached for this export."""
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
@@ -169,39 +160,19 @@ class ExportContext:
     def calibration(self) -> ImageSet:
         """``calib_size`` images (seeded sample) of the calibration split, preprocessed."""
         cfg = self.config
-        return self._once("calibration", lambda: load_images(
+        return self.once("calibration", lambda: load_images(
             self.checkpoint, cfg.data, cfg.calib_split, limit=cfg.calib_size, seed=cfg.seed,
             purpose=f"calibration ({cfg.calib_split} split)"))
 
     def validation(self) -> ImageSet:
         """The whole parity split, preprocessed."""
         cfg = self.config
-        return self._once("validation", lambda: load_images(
+        return self.once("validation", lambda: load_images(
             self.checkpoint, cfg.data, cfg.parity_split, purpose=f"the parity check ({cfg.parity_split} split)"))
 
     def reference_logits(self) -> np.ndarray:
         """PyTorch FP32 logits on the parity split: what every artifact is compared with."""
-        return self._once("reference", lambda: torch_logits(self.model, self.validation().images))
-
-    def float_onnx(self) -> tuple[Path, dict[str, Any]]:
-        """The FP32 ONNX (exported, simplified, checked) in the work folder, and how it was made."""
-        from edgecls.export.targets.onnx import export_float_onnx
-
-        def make() -> tuple[Path, dict[str, Any]]:
-            path = self.workdir / "float.onnx"
-            details = export_float_onnx(self.model, self.img_size, path, opset=self.config.opset,
-                                        input_name=self.input_name, output_name=self.output_name)
-            return path, details
-
-        return self._once("float_onnx", make)
-
-    def head_nodes(self) -> list[str]:
-        """ONNX node names of the classifier head (kept float by every quantizer)."""
-        import onnx
-
-        from edgecls.export.targets.onnx import head_nodes
-
-        return self._once("head", lambda: head_nodes(onnx.load(str(self.float_onnx()[0]))))
+        return self.once("reference", lambda: torch_logits(self.model, self.validation().images))
 
     def exported_program(self) -> Any:
         """``torch.export`` program with a dynamic batch of 1..max_batch (CoreML converts from it)."""
@@ -213,4 +184,4 @@ class ExportContext:
             program = torch.export.export(self.model, (example,), dynamic_shapes=({0: batch},))
             return program.run_decompositions({})
 
-        return self._once("exported_program", make)
+        return self.once("exported_program", make)
