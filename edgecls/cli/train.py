@@ -44,7 +44,7 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
     from edgecls.errors import ConfigError
 
     _require_train()
-    from edgecls.train._report import format_report
+    from edgecls.train import format_report
     from edgecls.train.config import TrainConfig
     from edgecls.train.loop import fit
     from edgecls.train.loop import resume as resume_run
@@ -96,7 +96,7 @@ def evaluate(checkpoint: str, data: str, split: str, batch_size: int, device: st
     on a split of DATA, at 0.5 and at the checkpoint's tuned thresholds."""
     _require_train()
     from edgecls._io import to_json
-    from edgecls.train._report import format_report
+    from edgecls.train import format_report
     from edgecls.train.evaluate import evaluate as run_eval
 
     result = run_eval(checkpoint, data, split=split, batch_size=batch_size, device=device)

@@ -9,7 +9,7 @@ import os
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -28,15 +28,13 @@ from edgecls.bundle import (
 )
 from edgecls.errors import EdgeclsError, MissingDependency, ParityError, UnsupportedOption
 from edgecls.export.check import artifact_report
+from edgecls.export.config import ExportConfig, ExportResult, _check_options
 from edgecls.export.context import ExportContext
 from edgecls.export.parity import ParityReport, format_table, run_backend
 from edgecls.export.targets import ALL, Target, expand_targets, list_targets
 from edgecls.export.writer import BundleWriter, model_card
 from edgecls.manifest import Artifact, Manifest, precision_name
 from edgecls.metrics import mean_average_precision, sigmoid, tune_thresholds
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.export import ExportConfig, ExportResult
 
 log = logging.getLogger("edgecls.export")
 
@@ -88,8 +86,6 @@ def export(config: "ExportConfig") -> "ExportResult":
         ParityError: An artifact broke its budget (without ``allow_parity_failure``); the bundle is kept at
             ``<out>.parity-failed`` (``-2``, ``-3`` ... when that exists) for inspection; the message holds the report.
     """
-    from edgecls.export import _check_options
-
     targets = expand_targets(config.targets)
     if not targets:
         first = list_targets()[0]  # onnx, which every other target builds on
@@ -141,8 +137,6 @@ def export(config: "ExportConfig") -> "ExportResult":
 
 
 def _export_into(ctx: ExportContext, targets: Sequence[Target], tmp: Path, skipped: list[str]) -> "ExportResult":
-    from edgecls.export import ExportResult
-
     config, ckpt = ctx.config, ctx.checkpoint
     val = ctx.validation()
     reference = ctx.reference_logits()

@@ -21,7 +21,7 @@ import numpy as np
 from edgecls.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.export import ExportConfig
+    from edgecls.export.config import ExportConfig
 
 log = logging.getLogger("edgecls.export")
 
