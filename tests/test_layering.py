@@ -18,7 +18,6 @@ INIT_WITH_CODE = {
     "edgecls.export.targets": "the Target registry (kept as one file in this step)",
     "edgecls.train": "a lazy re-export (module __getattr__): importing one submodule must not import the others",
     "edgecls.bench": "the bench split (config, results, plan, run) comes next",
-    "edgecls.runtime.backends": "restructured in the same step on another branch",
 }
 
 # Imports of another package's private module that remain, each with the reason; remove an entry when it is fixed.

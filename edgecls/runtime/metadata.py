@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from edgecls.bundle import META_PREFIX
 from edgecls.errors import ConfigError
@@ -24,6 +24,43 @@ def _varint(buf: Any, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
+
+
+def _fields(buf: Any) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of each top-level length-delimited field of a protobuf message; a ValueError or
+    IndexError where the bytes are not a protobuf message (field 0, an unknown wire type, a field past the end)."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if pos + size > end:
+                raise IndexError("a field runs past the end")
+            yield number, pos, pos + size
+            pos += size
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+        if pos > end:
+            raise IndexError("a field runs past the end")
+
+
+def onnx_has_graph(buf: Any) -> bool:
+    """Whether ``buf`` parses to the end as a protobuf message with field 7 (an ONNX ModelProto's graph)."""
+    try:
+        return any(number == 7 for number, _, _ in list(_fields(buf)))
+    except (ValueError, IndexError):
+        return False
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -34,24 +71,10 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     props: dict[str, str] = {}
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            pos, end = 0, len(mm)
-            while pos < end:
-                tag, pos = _varint(mm, pos)
-                number, wire = tag >> 3, tag & 7
-                if wire == 0:
-                    _, pos = _varint(mm, pos)
-                elif wire == 1:
-                    pos += 8
-                elif wire == 5:
-                    pos += 4
-                elif wire == 2:
-                    size, pos = _varint(mm, pos)
-                    if number == 14:
-                        key, value = _string_pair(mm[pos : pos + size])
-                        props[key] = value
-                    pos += size
-                else:
-                    raise ValueError(f"unexpected wire type {wire}")
+            for number, start, stop in _fields(mm):
+                if number == 14:
+                    key, value = _string_pair(mm[start:stop])
+                    props[key] = value
     except (OSError, ValueError, IndexError) as exc:
         raise ConfigError(f"{path}: not a readable ONNX file ({exc})") from None
     return props

@@ -1,0 +1,210 @@
+"""What every backend shares: the :class:`Backend` interface, its status and candidate records, precision names,
+input checks and the model-file sniffing that gives a one-line error for a file that is not a model."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import ConfigError, EdgeclsError
+
+log = logging.getLogger("edgecls.runtime")
+
+
+PRECISIONS = ("f32", "f16", "bf16", "int8")
+
+
+PRECISIONS = ("f32", "f16", "bf16", "int8")
+_PRECISION_ALIASES = {
+    "fp32": "f32", "float32": "f32", "f32": "f32",
+    "fp16": "f16", "float16": "f16", "f16": "f16", "half": "f16",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "int8": "int8", "i8": "int8",
+}
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What :func:`available_backends` reports for one backend on this machine."""
+
+    name: str
+    installed: bool
+    devices: tuple[str, ...] = ()
+    reason: str = ""
+    version: str | None = None
+    extra: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.installed and bool(self.devices)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (backend, device) pair ``auto`` may choose, with what it is good at."""
+
+    backend: str
+    device: str  # passed to the backend's load()
+    kind: str  # cpu | gpu | npu | ane: what ``device="cpu"`` etc. match in auto mode
+    rank: int
+    formats: tuple[str, ...]  # artifact formats it runs, preferred first
+    int8_fast: bool  # runs INT8 faster than float on this hardware
+    why: str  # one line: why this is a good choice here
+
+
+class Backend(abc.ABC):
+    """A loaded model on one engine and device: float32 NCHW in, logits float32 (N, K) out."""
+
+    name: str = ""
+    device: str = ""
+    precision: str = ""
+    input_name: str = ""
+    output_name: str = ""
+    input_shape: tuple[Any, ...] = ()  # (N, C, H, W) as the model declares it; None, -1 or a name for a dynamic dim
+    model_path: Path
+    load_seconds: float = 0.0
+    reason: str = ""  # why auto chose it (empty when asked for explicitly)
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a float32 (N, 3, H, W) batch (any N) and return float32 logits (N, K)."""
+
+    def info(self) -> dict[str, Any]:
+        """Name, device, precision, providers, model path, load seconds and backend specifics."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "input_name": self.input_name,
+            "output_name": self.output_name,
+            "model": str(self.model_path),
+            "load_seconds": round(self.load_seconds, 4),
+        }
+        data.update(self._extra_info())
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+    def _extra_info(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release the engine (optional; garbage collection does it too)."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.device} ({self.precision}) {self.model_path}>"
+
+
+def normalize_precision(value: str | None) -> str | None:
+    """``fp32``/``f32``/``float32`` -> ``f32`` and so on; None stays None (the device's default)."""
+    if value is None:
+        return None
+    key = str(value).strip().lower()
+    if key in ("", "auto", "default"):
+        return None
+    if key not in _PRECISION_ALIASES:
+        raise ConfigError(f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)} (or fp32, fp16)")
+    return _PRECISION_ALIASES[key]
+
+
+def check_input_size(backend: "Backend", img_size: int, *, where: str) -> None:
+    """The model's input (N, 3, H, W) must take ``img_size`` (the manifest's preprocessing); dynamic dims pass."""
+    shape = tuple(getattr(backend, "input_shape", ()) or ())
+    if len(shape) != 4:
+        return
+    fixed = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in shape]
+    channels, height, width = fixed[1:]
+    if (channels not in (None, 3)) or (height not in (None, img_size)) or (width not in (None, img_size)):
+        dims = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape)
+        raise ConfigError(f"{where}: the manifest's preprocess.img_size is {img_size}, but the model "
+                          f"{Path(str(backend.model_path)).name} takes input {dims} (N, C, H, W); the manifest and the "
+                          "model disagree, re-export the bundle")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An engine's exception as one short line (its type unless ours, whitespace and newlines collapsed)."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, EdgeclsError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_input(batch: np.ndarray) -> np.ndarray:
+    """Check a batch is (N, C, H, W) and make it C-contiguous float32 (no copy when it already is)."""
+    arr = np.asarray(batch)
+    if arr.ndim != 4:
+        raise ConfigError(f"expected a (N, 3, H, W) batch, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def has_qdq(path: str | Path) -> bool:
+    """True when an ONNX file holds QuantizeLinear/DequantizeLinear nodes (an explicitly quantized model).
+
+    Op types are plain strings inside the protobuf, so a memory-mapped byte search finds them without the onnx
+    package and without reading the whole file into memory.
+    """
+    import mmap
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(b"DequantizeLinear") >= 0 or mm.find(b"QLinearConv") >= 0
+    except (OSError, ValueError):
+        return False
+
+
+def check_model_file(path: str | Path, backend: str) -> None:
+    """A ConfigError (one line) when ``path`` cannot be the model its suffix says: an ONNX file must parse as a
+    protobuf ModelProto with a graph, an OpenVINO IR .xml must be XML. Cheap (the top-level fields only), and it keeps
+    engines from trying every frontend they have on random bytes."""
+    import mmap
+
+    from edgecls.runtime.metadata import onnx_has_graph
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", ".xml") or not path.is_file():
+        return
+    kind = "an ONNX model" if suffix == ".onnx" else "an OpenVINO IR (.xml)"
+    try:
+        with open(path, "rb") as f:
+            if suffix == ".xml":
+                ok = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+            elif path.stat().st_size == 0:
+                ok = False
+            else:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    ok = onnx_has_graph(mm)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    if not ok:
+        raise ConfigError(f"{path}: not {kind} (its bytes do not parse as one), so {backend} cannot load it; "
+                          "the file is damaged or is not a model: re-export the bundle")
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$EDGECLS_CACHE_DIR`` or the platform's user cache folder (XDG on Linux), with ``parts`` appended."""
+    import os
+    import sys
+
+    root = os.environ.get("EDGECLS_CACHE_DIR")
+    if root:
+        base = Path(root)
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches" / "edgecls"
+    elif sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "edgecls" / "Cache"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecls"
+    return base.joinpath(*parts)
