@@ -47,6 +47,8 @@ def register(cli: click.Group) -> None:
     @click.option("--max-busy", type=float, default=0.10, show_default=True,
                   help="share of all CPUs other processes may take during the rows a speed target compares; above "
                        "it the target reads 'not judged: machine busy (N%)'")
+    @click.option("--targets", default=None, type=click.Path(dir_okay=False),
+                  help="a targets file (e.g. benchmarks/targets.yaml): judge its speed targets [default: judge none]")
     @click.option("--in-process", is_flag=True, help="run every row in this process (no per-row peak RSS)")
     @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="write every figure as JSON here")
     @click.option("--md", "md_out", type=click.Path(dir_okay=False), help="write the Markdown table here")
@@ -62,7 +64,8 @@ def register(cli: click.Group) -> None:
     @user_errors
     def bench(bundle: str, data: str | None, split: str, backends: str | None, artifacts: tuple[str, ...],
               batch: str, warmup: int, iters: int, min_seconds: float, max_seconds: float, threads: int | None,
-              torch_variants: str, checkpoint: str | None, rounds: int, max_busy: float, in_process: bool,
+              torch_variants: str, checkpoint: str | None, rounds: int, max_busy: float, targets: str | None,
+              in_process: bool,
               json_out: str | None,
               md_out: str | None, plot_out: str | None, baseline: str | None, tolerance: float,
               map_tolerance: float, verify: bool) -> None:
@@ -75,7 +78,7 @@ def register(cli: click.Group) -> None:
         cfg = BenchConfig(bundle=bundle, data=data, split=split, backends=_csv(backends), artifacts=artifacts,
                           batch=_batches(batch), warmup=warmup, iters=iters, min_seconds=min_seconds,
                           max_seconds=max_seconds, threads=threads, torch_variants=variants, checkpoint=checkpoint,
-                          isolate=not in_process, rounds=rounds, max_busy=max_busy, verify=verify)
+                          isolate=not in_process, rounds=rounds, max_busy=max_busy, verify=verify, targets=targets)
         stored = None
         if baseline:  # a bad file or tolerance fails before the measuring starts
             check_tolerances(tolerance, map_tolerance)
