@@ -44,7 +44,7 @@ test: $(STAMP)
 # that are missing, ~15 min) and compares it with benchmarks/results/backends-*.json: exit 1 when a row differs beyond
 # noise. Speed is only judged on the machine the results came from; elsewhere only accuracy is.
 bench-check: $(STAMP)
-	$(BIN)/python benchmarks/backends.py --build --check
+	$(BIN)/python benchmarks/backends.py --build --check --targets benchmarks/targets.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecls tests benchmarks

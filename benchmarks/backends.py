@@ -11,10 +11,12 @@ Steps:
   [3/4] benchmarks/results/backends-<model>.{json,md,png}; with --check, nothing is written: each run is compared
         with the committed backends-<model>.json instead (same CPU and threads: every row's time within
         --tolerance, mAP within 0.002; another machine: accuracy only), and the script exits 1 when they differ
-  [4/4] report: the issue-5 targets per model, and the one-line summary of each row
+  [4/4] report: the speed targets of --targets (benchmarks/targets.yaml: issue 5's) per model, and the one-line
+        summary of each row
 
 Run:  .venv/bin/python benchmarks/backends.py [--build] [--models lite0,mnv3l,r50] [--iters 50] [--threads 2]
-      [--rounds 3] [--check [--tolerance 0.25]]     (`make bench-check` runs it with --check)
+      [--rounds 3] [--targets benchmarks/targets.yaml] [--check [--tolerance 0.25]]
+      (`make bench-check` runs it with --check --targets benchmarks/targets.yaml)
 Requirements: benchmarks/requirements.txt (the `all` extra pinned to the versions the results were measured with).
 """
 
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 AQUARIUM = REPO.parent / "shared" / "datasets" / "aquarium" / "data.yaml"
 RESULTS = REPO / "benchmarks" / "results"
+TARGETS_FILE = REPO / "benchmarks" / "targets.yaml"
 
 COMMON = dict(img_size=224, workers=1, progress=False, seed=0)
 RECIPES = {
@@ -75,6 +78,7 @@ def main() -> int:
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--torch-variants", default="eager,channels_last,compile")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--targets", type=Path, default=TARGETS_FILE, help="the speed targets to judge")
     parser.add_argument("--check", action="store_true",
                         help="compare with the committed results instead of writing new ones; exit 1 if they differ")
     parser.add_argument("--tolerance", type=float, default=0.25, help="with --check: relative time change of a row "
@@ -113,7 +117,8 @@ def main() -> int:
     for name, bundle in bundles.items():
         cfg = BenchConfig(bundle=str(bundle), data=str(AQUARIUM), split="valid", iters=args.iters, rounds=args.rounds,
                           threads=args.threads, batch=tuple(int(b) for b in args.batch.split(",")),
-                          torch_variants=tuple(v for v in args.torch_variants.split(",") if v and v != "none"))
+                          torch_variants=tuple(v for v in args.torch_variants.split(",") if v and v != "none"),
+                          targets=str(args.targets))
         start = time.perf_counter()
         results[name] = run(cfg)
         print(f"      {name}: {len(results[name].rows)} rows in {(time.perf_counter() - start) / 60:.1f} min")

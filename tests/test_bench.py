@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgecls.bench import BenchConfig, BenchResult, BenchRow, run
+from edgecls.bench import BenchConfig, BenchResult, BenchRow, check_targets, load_targets, run
 from edgecls.bench._machine import Machine, measure_gemm_gflops, peak_estimate
-from edgecls.bench._report import check_targets
 from edgecls.errors import ConfigError, DataError
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
+TARGETS = REPO / "benchmarks" / "targets.yaml"  # the committed targets: the tests that judge verdicts use them
 FAST = dict(warmup=1, iters=5, min_seconds=0.0, max_seconds=0.5, batch=(1, 4), threads=1)
 
 
@@ -328,7 +328,7 @@ def test_targets_judge_ratios_and_flag_int8_slower_than_float(measured):
         _row("broken", "openvino", "int8", 1.0, {1: 900, 8: 990}, parity=False),
     ]
     fake = replace(measured, rows=rows, macs=int(0.4e9), config=BenchConfig(bundle=str(measured.bundle), batch=(1, 8)))
-    checks = {c.name: c for c in check_targets(fake)}
+    checks = {c.name: c for c in check_targets(fake, load_targets(TARGETS))}
     eager = checks["fastest artifact within its parity budget vs PyTorch eager FP32"]
     assert eager.value == pytest.approx(40 / 3, rel=0.01) and eager.passed  # the 1 ms row broke parity: not counted
     best = checks["fastest artifact within its parity budget vs the best PyTorch setting"]
@@ -342,19 +342,132 @@ def test_targets_judge_ratios_and_flag_int8_slower_than_float(measured):
     assert int8.value == pytest.approx(100 * 2 * 0.4 * 990 / fake.peak.int8_gops, rel=0.01)
 
 
+def test_the_thresholds_and_names_come_from_the_targets_file(measured, tmp_path):
+    """The same numbers judged against another file: its names, its thresholds, only its entries, in its order."""
+    from dataclasses import replace
+
+    rows = [
+        _row("pytorch eager", "pytorch", "f32", 40.0, {1: 25, 8: 30}, variant="eager"),
+        _row("onnx ort", "onnxruntime", "f32", 6.0, {1: 160, 8: 200}),
+        _row("onnx-int8 ort", "onnxruntime", "int8", 3.0, {1: 330, 8: 400}),
+    ]
+    fake = replace(measured, rows=rows, macs=int(0.4e9), config=BenchConfig(bundle=str(measured.bundle), batch=(1, 8)))
+    path = tmp_path / "strict.yaml"
+    path.write_text("targets:\n"
+                    "  - {name: int8 twice as fast, kind: engine_ratio, min: 2.5,\n"
+                    "     fast: {backend: onnxruntime, precision: int8},\n"
+                    "     slow: {backend: onnxruntime, precision: f32}}\n"
+                    "  - {name: a hundred times eager, kind: speedup_vs_pytorch, min: 100}\n", encoding="utf-8")
+    checks = check_targets(fake, load_targets(path))
+    assert [c.name for c in checks] == ["int8 twice as fast", "a hundred times eager"]
+    assert checks[0].value == 2.0 and checks[0].passed is False and checks[0].target == ">= 2.5x"
+    assert checks[1].value == pytest.approx(40 / 3, rel=0.01) and checks[1].passed is False  # 13x: PASS at 10x
+    assert check_targets(fake, ()) == []
+
+
+def test_the_committed_targets_file_reproduces_the_published_verdicts(measured):
+    """benchmarks/targets.yaml judged on the rows of benchmarks/results/backends-*.json gives the verdicts stored in
+    those files (judged by the targets the library hard-coded before they moved into that file)."""
+    import dataclasses
+
+    from edgecls.bench import Peak
+
+    row_fields = {f.name for f in dataclasses.fields(BenchRow)}
+    peak_fields = {f.name for f in dataclasses.fields(Peak)}
+    published = sorted((REPO / "benchmarks" / "results").glob("backends-*.json"))
+    assert published
+    for path in published:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        rows = [BenchRow(**{**{k: v for k, v in r.items() if k in row_fields},
+                            "throughput": {int(b): v for b, v in r["throughput"].items()},
+                            "p50_rounds": tuple(r.get("p50_rounds", ()))}) for r in doc["rows"]]
+        config = BenchConfig(bundle=str(measured.bundle), batch=tuple(doc["config"]["batch"]),
+                             max_busy=doc["config"].get("max_busy", 0.1), targets=str(TARGETS))
+        result = dataclasses.replace(measured, rows=rows, macs=doc["macs_per_image"], config=config,
+                                     peak=Peak(**{k: v for k, v in doc["peak"].items() if k in peak_fields}))
+        got = [(c.name, c.target, c.value, c.passed) for c in check_targets(result, load_targets(TARGETS))]
+        assert got == [(c["name"], c["target"], c["value"], c["passed"]) for c in doc["checks"]], path.name
+
+
+def test_without_a_targets_file_the_bench_judges_nothing(measured):
+    assert measured.config.targets is None and measured.checks == []
+    assert "targets:\n  none judged: no --targets file given (the bench only reports the rows)" in measured.table()
+    assert "| none judged: no --targets file given (the bench only reports the rows) | - | - | - | - |\n" in \
+        measured.markdown()
+    assert json.loads(json.dumps(measured.to_dict(), default=str))["checks"] == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("targets:\n  - {name: fast, kind: speedup_vs_torch, min: 10}\n",
+     "target 1 ('fast'): unknown kind 'speedup_vs_torch'; valid: speedup_vs_pytorch, "),
+    ("targets:\n  - {name: ok, kind: batching}\n  - {name: fast, kind: speedup_vs_pytorch, mn: 10}\n",
+     "target 2 ('fast'): speedup_vs_pytorch: unknown key 'mn' (did you mean 'min'?); valid: name, kind, min, variant"),
+    ("targets:\n  - {name: fast, kind: speedup_vs_pytorch, min: ten}\n",
+     "target 1 ('fast'): min must be a positive number, got 'ten'"),
+    ("targets:\n  - {name: fast, kind: speedup_vs_pytorch, min: 10, variant: eagr}\n",
+     "target 1 ('fast'): unknown variant 'eagr'; valid: eager, channels_last, compile"),
+    ("targets:\n  - {name: share, kind: peak_share, min: 40}\n",
+     "target 1 ('share'): min of a peak_share is a share of the peak (0.4 = 40%), got 40"),
+    ("targets:\n  - {name: ov, kind: engine_ratio, min: 2, fast: {backend: openvino, precision: int4},"
+     " slow: {backend: openvino, precision: f32}}\n",
+     "target 1 ('ov'): fast: unknown precision 'int4'; valid: int8, f32, f16, bf16, float"),
+    ("targets:\n  - {name: ov, kind: engine_ratio, min: 2}\n", "target 1 ('ov'): engine_ratio needs fast, slow"),
+    ("targets:\n  - {kind: batching}\n", "target 1: name is required"),
+    ("targets:\n  - {name: b, kind: batching}\n  - {name: b, kind: batching}\n",
+     "target 2 ('b'): a second target with this name"),
+    ("target:\n  - {name: b, kind: batching}\n", "expected a mapping with a 'targets:' list"),
+    ("targets: [\n  {name: b, kind: batching\n", "not valid YAML at line"),
+])
+def test_a_bad_targets_file_is_one_line_naming_the_file_and_the_entry(tmp_path, text, expected):
+    path = tmp_path / "targets.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_targets(path)
+    assert str(info.value).startswith(f"--targets {path}: ") and expected in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_bench_reads_the_targets_file_before_it_measures(tmp_path):
+    from edgecls.cli import cli
+
+    bad = tmp_path / "targets.yaml"
+    bad.write_text("targets:\n  - {name: fast, kind: speedup, min: 10}\n", encoding="utf-8")
+    not_a_bundle = tmp_path / "empty"
+    not_a_bundle.mkdir()
+    for path, expected in ((bad, f"Error: --targets {bad}: target 1 ('fast'): unknown kind 'speedup'; valid: "),
+                           (tmp_path / "gone.yaml", f"Error: --targets {tmp_path / 'gone.yaml'}: cannot read it")):
+        res = CliRunner().invoke(cli, ["bench", str(not_a_bundle), "--targets", str(path)])
+        assert res.exit_code == 1 and res.output.startswith(expected) and res.output.count("\n") == 1, res.output
+
+
+def test_cli_bench_with_the_committed_targets_judges_them(exported, tmp_path):
+    from edgecls.cli import cli
+
+    fast = ["--iters", "2", "--warmup", "1", "--min-seconds", "0", "--max-seconds", "0.2", "--batch", "1,8",
+            "--threads", "1", "--backends", "onnxruntime", "--torch-variants", "none", "--in-process"]
+    res = CliRunner().invoke(cli, ["bench", str(exported[0]), *fast, "--targets", str(TARGETS), "--json",
+                                   str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    names = [t.name for t in load_targets(TARGETS)]
+    assert f"] {names[3]}: " in res.output and f"] {names[-1]}: " in res.output  # ORT INT8 vs FP32, batching
+    assert "no --targets file" not in res.output
+    stored = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    assert stored["config"]["targets"] == str(TARGETS) and [c["name"] for c in stored["checks"]] == names
+
+
 def test_cli_help_lists_the_options():
     from edgecls.cli import cli
 
     res = CliRunner().invoke(cli, ["bench", "--help"])
     assert res.exit_code == 0
     for flag in ("--data", "--split", "--backends", "--batch", "--warmup", "--iters", "--threads", "--json", "--md",
-                 "--plot", "--torch-variants"):
+                 "--plot", "--torch-variants", "--targets"):
         assert flag in res.output
 
 
 def test_a_row_faster_than_the_peak_raises_the_clock():
     """A VM reports its base clock; a row that beats the estimate proves the cores boost, and the peak follows."""
-    from edgecls.bench import _with_derived
+    from edgecls.bench.runner import _with_derived
 
     peak = peak_estimate(_machine(isa=("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"), family="26", ghz=2.6))
     assert (peak.fp32_gflops, peak.int8_gops) == (332.8, 1331.2)
@@ -436,7 +549,7 @@ def test_a_target_is_not_judged_when_others_took_the_cpu_during_its_rows(measure
     ]
     rows = [replace(rows[0], busy=loaded), replace(rows[1], busy=0.02), replace(rows[2], busy=0.0)]
     fake = replace(measured, rows=rows, macs=int(0.4e9), config=BenchConfig(bundle=str(measured.bundle), batch=(1, 8)))
-    checks = {c.name: c for c in check_targets(fake)}
+    checks = {c.name: c for c in check_targets(fake, load_targets(TARGETS))}
     eager = checks["fastest artifact within its parity budget vs PyTorch eager FP32"]
     assert eager.passed is None and eager.busy == loaded and eager.value == pytest.approx(40 / 3, rel=0.01)
     assert eager.line().startswith(f"[not judged: machine busy ({100 * loaded:.0f}%)]")
@@ -445,7 +558,7 @@ def test_a_target_is_not_judged_when_others_took_the_cpu_during_its_rows(measure
     assert ort.passed is True and ort.busy is None and ort.line().startswith("[PASS]")
     assert checks["throughput at batch >= 8 beats batch 1 per image"].busy == loaded  # compares every row
     lenient = replace(fake, config=BenchConfig(bundle=str(measured.bundle), batch=(1, 8), max_busy=1.0))
-    assert {c.name: c for c in check_targets(lenient)}[eager.name].passed is True
+    assert {c.name: c for c in check_targets(lenient, load_targets(TARGETS))}[eager.name].passed is True
     with pytest.raises(ConfigError, match="--max-busy is a share of all CPUs"):
         BenchConfig(bundle=str(measured.bundle), max_busy=10)
 
@@ -460,7 +573,7 @@ def test_a_bench_under_load_says_not_judged(exported):
     procs = _spinners(60)
     try:
         result = run(BenchConfig(bundle=str(bundle), backends=("onnxruntime",), torch_variants=(), isolate=False,
-                                 **{**FAST, "batch": (1, 8)}))
+                                 targets=str(TARGETS), **{**FAST, "batch": (1, 8)}))
     finally:
         _stop(procs)
     if any(r.busy is None for r in result.rows):
@@ -472,7 +585,7 @@ def test_a_bench_under_load_says_not_judged(exported):
     assert f"[not judged: machine busy ({100 * batched.busy:.0f}%)] {name}" in result.table()
     assert "not judged: machine busy" in result.markdown()
     assert json.loads(json.dumps(result.to_dict()))["rows"][0]["busy"] == result.rows[0].busy
-    judged = check_targets(replace(result, config=replace(result.config, max_busy=1.0)))
+    judged = check_targets(replace(result, config=replace(result.config, max_busy=1.0)), load_targets(TARGETS))
     assert next(c for c in judged if c.name == name).passed is not None
 
 
@@ -485,7 +598,7 @@ def test_machine_info_reads_this_machine():
 
 
 def test_a_row_whose_map_drop_breaks_the_budget_is_not_within_parity(measured):
-    from edgecls.bench import _with_derived
+    from edgecls.bench.runner import _with_derived
 
     rows = [
         replace_row(_row("pytorch eager", "pytorch", "f32", 40.0, {1: 25}, variant="eager"), map=0.90),

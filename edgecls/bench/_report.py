@@ -1,140 +1,20 @@
-"""The benchmark's table (terminal and Markdown), its bar chart, and the speed targets it checks."""
+"""The benchmark's table (terminal and Markdown) with the verdicts of its speed targets, and its bar chart."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
-
-from edgecls.bench._worker import PYTORCH
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgecls.bench import BenchResult, BenchRow
+    from edgecls.bench.results import BenchResult
 
 LEGEND = ("p50/p90/p99: batch-1 latency; +-%: half the range of the rounds' p50 over their median; "
           "img/s bN: throughput at batch N; RSS: the row's peak resident memory; "
           "dmAP: this row's mAP minus PyTorch's on the same images; parity: the export's verdict, and dmAP within the "
           "bundle's mAP budget here; x eager: batch-1 speed-up over PyTorch eager FP32; GOP/s: 2 x multiply-adds x "
           "best img/s; % peak: of the CPU's estimated peak at that precision")
-DEFAULT_MAX_BUSY = 0.10  # a target is not judged when other processes took more of the CPUs during its rows
+NO_TARGETS = "none judged: no --targets file given (the bench only reports the rows)"
 _KEY_LIBS = ("edgecls", "python", "numpy", "onnxruntime", "openvino", "torch", "tensorrt", "coremltools")
-
-
-@dataclass(frozen=True)
-class Check:
-    """One speed target: what was measured against what it should reach (``passed`` None: cannot be judged here).
-
-    ``busy`` is set when the target was not judged because other processes took more than ``BenchConfig.max_busy``
-    of the CPUs while one of its rows ran: the largest such share of its rows.
-    """
-
-    name: str
-    target: str
-    value: float | None
-    passed: bool | None
-    detail: str
-    busy: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def line(self) -> str:
-        verdict = {True: "PASS", False: "MISS", None: "n/a "}[self.passed]
-        if self.busy is not None:
-            verdict = f"not judged: machine busy ({100 * self.busy:.0f}%)"
-        shown = "-" if self.value is None else f"{self.value:.2f}"
-        return f"[{verdict}] {self.name}: {shown} (target {self.target}); {self.detail}"
-
-
-def _fastest(rows: list[BenchRow]) -> BenchRow | None:
-    timed = [r for r in rows if r.ok and r.p50]
-    return min(timed, key=lambda r: r.p50) if timed else None
-
-
-def _ratio_check(name: str, target: float, fast: BenchRow | None, slow: BenchRow | None, missing: str) -> Check:
-    if fast is None or slow is None:
-        return Check(name, f">= {target:g}x", None, None, missing)
-    value = slow.p50 / fast.p50
-    detail = f"{fast.label} {fast.p50:.2f} ms vs {slow.label} {slow.p50:.2f} ms (batch-1 p50)"
-    if value < 1:
-        detail += "; slower than the float model on this machine"
-    return Check(name, f">= {target:g}x", round(value, 2), value >= target, detail)
-
-
-def _unless_busy(check: Check, rows: Sequence[BenchRow | None], limit: float) -> Check:
-    """``check`` without a verdict when other processes took more than ``limit`` of the CPUs during one of ``rows``
-    (the rows it compares): their times then say more about the machine than about the engines."""
-    shares = [r.busy for r in rows if r is not None and r.busy is not None]
-    if check.passed is None or not shares or max(shares) <= limit:
-        return check
-    busiest = max((r for r in rows if r is not None and r.busy is not None), key=lambda r: r.busy)
-    return replace(check, passed=None, busy=max(shares),
-                   detail=f"{check.detail}; other processes took {100 * max(shares):.0f}% of the CPUs during "
-                          f"{busiest.label} (more than --max-busy {100 * limit:.0f}%)")
-
-
-def check_targets(result: BenchResult) -> list[Check]:
-    """Issue 5's speed targets (set for EfficientNet-Lite0 at 224 on a 2-core AVX-512 VNNI CPU), judged on this run.
-
-    A target whose rows ran while other processes took more than ``config.max_busy`` of the CPUs is not judged
-    (``passed`` None, ``busy`` set): under load a PyTorch row once took 1,676 ms against 50 ms alone, a 965x
-    "speed-up".
-    """
-    limit = getattr(result.config, "max_busy", DEFAULT_MAX_BUSY)
-    rows = [r for r in result.rows if r.ok]
-    torch_rows = [r for r in rows if r.backend == PYTORCH]
-    engines = [r for r in rows if r.backend != PYTORCH]
-    eager = next((r for r in torch_rows if r.variant == "eager"), None)
-    best_torch = _fastest(torch_rows)
-    passing = _fastest([r for r in engines if r.parity_passed])
-    no_torch = "no PyTorch row (torch not installed or no checkpoint)"
-    checks = [
-        _unless_busy(_ratio_check("fastest artifact within its parity budget vs PyTorch eager FP32", 10, passing,
-                                  eager, no_torch if passing else "no artifact that passed parity ran"),
-                     [passing, eager], limit),
-        _unless_busy(_ratio_check("fastest artifact within its parity budget vs the best PyTorch setting", 5, passing,
-                                  best_torch, no_torch if passing else "no artifact that passed parity ran"),
-                     [passing, best_torch], limit),
-    ]
-
-    def best(backend: str, int8: bool, precision: str | None = None) -> BenchRow | None:
-        return _fastest([r for r in engines if r.backend == backend and (r.precision == "int8") == int8
-                         and r.parity_passed is not False
-                         and (precision is None or r.precision == precision)
-                         and r.info.get("device", r.device).upper().startswith("CPU")])
-
-    pair = [best("openvino", True), best("openvino", False, "f32")]
-    checks.append(_unless_busy(_ratio_check("OpenVINO INT8 vs OpenVINO f32 (CPU)", 1.8, *pair,
-                                            "needs an openvino and an openvino-int8 row"), pair, limit))
-    pair = [best("onnxruntime", True), best("onnxruntime", False)]
-    checks.append(_unless_busy(_ratio_check("ONNX Runtime INT8 vs ONNX Runtime FP32 (CPU)", 1.5, *pair,
-                                            "needs an onnx and an onnx-int8 row on ONNX Runtime"), pair, limit))
-
-    big = [b for b in result.config.batch if b >= 8]
-    int8_rows = [r for r in engines if r.precision == "int8" and r.gops and big]
-    if int8_rows and result.macs:
-        top = max(int8_rows, key=lambda r: max(r.throughput.get(b, 0.0) for b in big))
-        gops = 2.0 * result.macs * max(top.throughput.get(b, 0.0) for b in big) / 1e9
-        frac = gops / result.peak.int8_gops
-        checks.append(_unless_busy(Check("INT8 at batch >= 8 vs the CPU's INT8 peak estimate", ">= 40%",
-                                         round(100 * frac, 1), frac >= 0.40,
-                                         f"{top.label}: {gops:.1f} GOP/s of {result.peak.int8_gops:.0f}"),
-                                   [top], limit))
-    else:
-        checks.append(Check("INT8 at batch >= 8 vs the CPU's INT8 peak estimate", ">= 40%", None, None,
-                            "needs an int8 row, a batch >= 8 and the model's multiply-add count (onnx installed)"))
-
-    if big:
-        worse = [r for r in rows if 1 in r.throughput and max(r.throughput.get(b, 0.0) for b in big) <= r.throughput[1]]
-        judged = [r for r in rows if 1 in r.throughput and any(b in r.throughput for b in big)]
-        detail = ("every row" if not worse else "not on: " + ", ".join(
-            f"{r.label} ({max(r.throughput.get(b, 0.0) for b in big):.1f} vs {r.throughput[1]:.1f} img/s)"
-            for r in worse))
-        checks.append(_unless_busy(Check("throughput at batch >= 8 beats batch 1 per image", "every row",
-                                         float(len(judged) - len(worse)), not worse if judged else None,
-                                         f"{len(judged) - len(worse)} of {len(judged)} rows; {detail}"),
-                                   judged, limit))
-    return checks
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -228,7 +108,8 @@ def format_table(result: BenchResult) -> str:
     out += ["", LEGEND]
     if result.not_run:
         out += ["", "not run here:"] + [f"  {row}: {why}" for row, why in result.not_run]
-    out += ["", "targets:"] + [f"  {c.line()}" for c in result.checks]
+    out += ["", "targets:"] + ([f"  {c.line()}" for c in result.checks] if result.config.targets else
+                               [f"  {NO_TARGETS}"])
     return "\n".join(out)
 
 
@@ -241,6 +122,8 @@ def format_markdown(result: BenchResult) -> str:
     if result.not_run:
         out += ["", "Not run here: " + "; ".join(f"{row}: {why}" for row, why in result.not_run)]
     out += ["", "| target | measured | goal | verdict | detail |", "|---|---:|---|---|---|"]
+    if not result.config.targets:
+        return "\n".join(out + [f"| {NO_TARGETS} | - | - | - | - |"]) + "\n"
     verdicts = {True: "pass", False: "miss", None: "n/a"}
     out += [f"| {c.name} | {_num(c.value, '.2f')} | {c.target} | "
             f"{verdicts[c.passed] if c.busy is None else f'not judged: machine busy ({100 * c.busy:.0f}%)'} | "

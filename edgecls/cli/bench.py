@@ -56,8 +56,7 @@ def bench(bundle: str, config_path: str | None, in_process: bool, json_out: str 
           plot_out: str | None, baseline: str | None, tolerance: float, map_tolerance: float, **flags: Any) -> None:
     """Time and score every artifact of BUNDLE on every backend here, beside PyTorch, in one table."""
     from edgecls._io import atomic_write_text, to_json
-    from edgecls.bench import BenchConfig, compare, load_baseline, run
-    from edgecls.bench._compare import check_tolerances
+    from edgecls.bench import BenchConfig, check_tolerances, compare, load_baseline, run
     from edgecls.config import build_config
 
     values = given(flags)
