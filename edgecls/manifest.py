@@ -103,8 +103,26 @@ class Artifact:
         return cls(**data)
 
 
-_FLOAT_NAMES = {"f32": "fp32", "fp32": "fp32", "float32": "fp32", "f16": "fp16", "fp16": "fp16", "float16": "fp16",
-                "bf16": "bf16", "bfloat16": "bf16"}
+COMPUTE_PRECISIONS = ("f32", "f16", "bf16", "int8")  # what an engine computes in (the names backends are asked for)
+_COMPUTE_ALIASES = {
+    "fp32": "f32", "float32": "f32", "f32": "f32",
+    "fp16": "f16", "float16": "f16", "f16": "f16", "half": "f16",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "int8": "int8", "i8": "int8",
+}
+_ARTIFACT_NAME = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "int8": "int8"}
+
+
+def compute_precision(value: str | None) -> str | None:
+    """The one spelling of a compute precision (``f32``, ``f16``, ``bf16``, ``int8``) for any of its aliases (fp32,
+    float16, half, ...); None for None or a word that is none of them."""
+    return _COMPUTE_ALIASES.get(str(value).strip().lower()) if value is not None else None
+
+
+def artifact_precision(compute: str | None) -> str | None:
+    """The artifact-style name (``fp32``, ``fp16``, ``bf16``, ``int8``) of a compute precision or its alias."""
+    key = compute_precision(compute)
+    return _ARTIFACT_NAME[key] if key is not None else None
 
 
 def precision_name(artifact: Artifact, compute: str | None = None) -> str:
@@ -116,8 +134,8 @@ def precision_name(artifact: Artifact, compute: str | None = None) -> str:
     ``fp16 (f32 compute)``.
     """
     name = str(artifact.precision)
-    done = _FLOAT_NAMES.get(str(compute).lower()) if compute else None
-    if name in ("fp32", "fp16", "bf16") and done and done != name:
+    done = artifact_precision(compute)
+    if name in ("fp32", "fp16", "bf16") and done in ("fp32", "fp16", "bf16") and done != name:
         return f"{name} ({done.replace('fp', 'f')} compute)"
     return name
 

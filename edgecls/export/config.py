@@ -20,8 +20,7 @@ from edgecls.config import field as config_field
 from edgecls.errors import ConfigError, UnsupportedOption
 from edgecls.export.parity import Budgets, ParityReport
 from edgecls.export.targets import ALL, Target, get_target, list_targets
-
-OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+from edgecls.export.targets.openvino import PRECISIONS as OPENVINO_PRECISIONS
 
 
 @dataclass(frozen=True)

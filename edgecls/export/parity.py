@@ -36,13 +36,13 @@ from edgecls.bundle import (
 )
 from edgecls.config import check_keys
 from edgecls.errors import ConfigError
+from edgecls.manifest import artifact_precision as artifact_precision_of
 from edgecls.metrics import mean_average_precision, sigmoid, tune_thresholds
 
 __all__ = ["Budgets", "ParityReport", "budget_precision", "check_parity", "format_table", "run_backend"]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8-weights", "int8")
 _RANK = {"fp32": 4, "fp16": 3, "bf16": 3, "int8-weights": 1, "int8": 0}
-_BACKEND_PRECISION = {"f32": "fp32", "fp32": "fp32", "f16": "fp16", "fp16": "fp16", "bf16": "bf16", "int8": "int8"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def budget_precision(artifact_precision: str, backend_precision: str | None = No
     (an FP16 IR run in f32 is judged as fp16; an FP32 ONNX run by a bf16 plugin as bf16)."""
     if artifact_precision not in _RANK:
         raise ConfigError(f"unknown precision {artifact_precision!r}; valid: {', '.join(PRECISIONS)}")
-    measured = _BACKEND_PRECISION.get(str(backend_precision).lower()) if backend_precision else None
+    measured = artifact_precision_of(backend_precision) if backend_precision else None
     if measured is None or _RANK[measured] >= _RANK[artifact_precision]:
         return artifact_precision
     return measured

@@ -12,20 +12,12 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.manifest import COMPUTE_PRECISIONS as PRECISIONS
+from edgecls.manifest import compute_precision
 
 log = logging.getLogger("edgecls.runtime")
 
 
-PRECISIONS = ("f32", "f16", "bf16", "int8")
-
-
-PRECISIONS = ("f32", "f16", "bf16", "int8")
-_PRECISION_ALIASES = {
-    "fp32": "f32", "float32": "f32", "f32": "f32",
-    "fp16": "f16", "float16": "f16", "f16": "f16", "half": "f16",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "int8": "int8", "i8": "int8",
-}
 
 
 @dataclass(frozen=True)
@@ -114,9 +106,10 @@ def normalize_precision(value: str | None) -> str | None:
     key = str(value).strip().lower()
     if key in ("", "auto", "default"):
         return None
-    if key not in _PRECISION_ALIASES:
+    name = compute_precision(key)
+    if name is None:
         raise ConfigError(f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)} (or fp32, fp16)")
-    return _PRECISION_ALIASES[key]
+    return name
 
 
 def check_input_size(backend: "Backend", img_size: int, *, where: str) -> None:
