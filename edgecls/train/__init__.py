@@ -11,7 +11,7 @@ from typing import Any
 _EXPORTS = {
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "TrainConfig": "config", "Evaluation": "evaluate",
-    "FitResult": "loop", "fit": "loop", "resume": "loop", "format_report": "_report",
+    "FitResult": "loop", "fit": "loop", "resume": "loop", "format_report": "_report", "is_run_folder": "run_folder",
 }
 __all__ = sorted(_EXPORTS)
 
