@@ -161,3 +161,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while n := f.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$EDGECLS_CACHE_DIR`` or the platform's user cache folder (XDG on Linux), with ``parts`` appended."""
+    import sys
+
+    root = os.environ.get("EDGECLS_CACHE_DIR")
+    if root:
+        base = Path(root)
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches" / "edgecls"
+    elif sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "edgecls" / "Cache"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecls"
+    return base.joinpath(*parts)

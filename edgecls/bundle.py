@@ -27,7 +27,11 @@ engine loads the file, which hides most of the hashing time, and raises before i
 * **sha256** (:func:`verify_files`): the files the backend opens are hashed once per load, in 1 MiB chunks, and
   compared with what the export recorded: ``details.files`` (every file of the artifact's folder, as
   :func:`folder_files` writes it) and the artifact's ``sha256`` (its model file, or for a folder artifact such as an
-  ``.mlpackage`` the hash :func:`sha256_path` makes of its files).
+  ``.mlpackage`` the hash :func:`sha256_path` makes of its files). A file this user already verified is not read
+  again while it is unchanged: its device, inode, size, mtime and ctime (ns) are recorded with its digest in
+  ``verified-sha256.json`` in the user's cache folder, and any write to the file changes its ctime, so it is hashed
+  again (what git's index does; files changed less than 3 s before they were hashed are not recorded, for coarse
+  clocks). ``EDGECLS_VERIFY_CACHE=0`` hashes on every load.
 
 Pass ``verify=False`` (``--no-verify``) to skip the sha256 check, e.g. for a bundle edited by hand on purpose;
 containment is always checked.
@@ -50,9 +54,9 @@ from edgecls.manifest import MANIFEST_NAME, Artifact, Manifest
 __all__ = [
     "CONFIG_NAME", "DEFAULT_FP16_MAX_MAP_DROP", "DEFAULT_FP16_MIN_AGREEMENT", "DEFAULT_FP16_TOLERANCE",
     "DEFAULT_FP32_TOLERANCE", "DEFAULT_MAX_MAP_DROP", "ENGINE_SETTINGS_NAME", "MANIFEST_NAME", "META_PREFIX",
-    "PARITY_NAME", "PARITY_SCHEMA", "README_NAME", "REFERENCE_NAME", "artifact_paths", "bundle_file", "check_inside",
-    "companions", "folder_files", "read_manifest", "read_parity", "read_reference", "sha256_of", "sha256_path",
-    "size_mb", "verify_files", "write_parity", "write_reference",
+    "PARITY_NAME", "PARITY_SCHEMA", "README_NAME", "REFERENCE_NAME", "already_verified", "artifact_paths",
+    "bundle_file", "check_inside", "companions", "folder_files", "read_manifest", "read_parity", "read_reference",
+    "sha256_of", "sha256_path", "size_mb", "verify_files", "write_parity", "write_reference",
 ]
 
 # file names inside a bundle (MANIFEST_NAME lives with the Manifest, which reads it)
@@ -219,34 +223,137 @@ def companions(path: Path, fmt: str) -> list[Path]:
     return out
 
 
-def verify_files(root: Path, art: Artifact, opened: Iterable[Path]) -> None:
-    """Hash each file in ``opened`` (each once) and compare with the manifest's record of it.
-
-    The artifact's own ``path`` must have a ``sha256``; another file is checked against ``details.files`` when that
-    records it (bundles from before ``details.files`` only verify the model file).
-    """
+def _expected_digests(root: Path, art: Artifact, opened: Iterable[Path]) -> list[tuple[Path, list[tuple[str, str]]]]:
+    """Each file of ``opened`` (once) that the manifest records, with the (field, sha256) pairs it must match."""
     base = root.resolve()
     main = (base / art.path).resolve()
     files = {(base / rel).resolve(): str(digest) for rel, digest in ((art.details or {}).get("files") or {}).items()}
+    out = []
     for path in dict.fromkeys(Path(p).resolve() for p in opened):
         expected = []
         if path == main:
             if not art.sha256:
                 raise IntegrityError(f"bundle {root}: artifact {art.name!r} records no sha256 for {art.path}, so it "
                                      "cannot be verified; re-export the bundle, or pass --no-verify to run it anyway")
-            expected.append(("sha256", art.sha256))
+            expected.append(("sha256", art.sha256.lower()))
         if path in files:
-            expected.append((f"details.files[{path.relative_to(base).as_posix()!r}]", files[path]))
-        if not expected:
-            continue
+            expected.append((f"details.files[{path.relative_to(base).as_posix()!r}]", files[path].lower()))
+        if expected:
+            out.append((path, expected))
+    return out
+
+
+def verify_files(root: Path, art: Artifact, opened: Iterable[Path]) -> None:
+    """Hash each file in ``opened`` (each once) and compare with the manifest's record of it.
+
+    The artifact's own ``path`` must have a ``sha256``; another file is checked against ``details.files`` when that
+    records it (bundles from before ``details.files`` only verify the model file). A file this user verified before
+    and that is unchanged since is not read again (see :func:`already_verified`).
+    """
+    base = root.resolve()
+    for path, expected in _expected_digests(root, art, opened):
         try:
-            actual = sha256_path(path)
+            actual = _verified_digest(path, {digest for _, digest in expected})
         except OSError as exc:
             raise IntegrityError(f"bundle {root}: cannot read {path} to verify it ({exc.strerror or exc})") from None
         for field, digest in expected:
-            if actual != digest.lower():
+            if actual != digest:
                 raise IntegrityError(
                     f"bundle {root}: {path.relative_to(base).as_posix()} of artifact {art.name!r} does not match the "
                     f"manifest (sha256 {actual[:16]}..., manifest {field} {digest[:16]}...): the file was changed or "
                     "replaced after export; re-export the bundle, or pass --no-verify if you changed it on purpose"
                 )
+
+
+def already_verified(root: Path, art: Artifact, opened: Iterable[Path]) -> bool:
+    """Whether every file of ``opened`` that the manifest records is, unchanged, one this user verified to the digest
+    the manifest names (a stat and a small JSON read: no file is hashed). :func:`verify_files` would then pass without
+    reading them; when this is False, it must run."""
+    try:
+        pending = _expected_digests(root, art, opened)
+        record = _read_record(_record_path()) if _record_enabled() else {}
+        for path, expected in pending:
+            digests = {digest for _, digest in expected}
+            key = _stat_key(path)
+            if key is None or len(digests) != 1 or record.get(f"{path}|{key}") not in digests:
+                return False
+    except (OSError, IntegrityError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# files already verified: the record that spares a second load the hashing
+
+
+VERIFIED_NAME = "verified-sha256.json"  # in the user's cache folder ($EDGECLS_CACHE_DIR); EDGECLS_VERIFY_CACHE=0: off
+_SETTLED_SECONDS = 3.0  # a file changed this recently is not recorded: a coarse clock (FAT: 2 s) could hide a rewrite
+_MAX_VERIFIED = 512
+
+
+def _stat_key(path: Path) -> str | None:
+    """What identifies this version of a regular file: device, inode, size, mtime and ctime in ns. Writing to a file
+    (or renaming another onto it, or restoring its mtime afterwards) changes its ctime, which no user can set."""
+    import stat
+
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def _verified_digest(path: Path, expected: set[str]) -> str:
+    """sha256 of ``path``, or one of ``expected`` without reading the file when this user already hashed exactly this
+    version of it (same :func:`_stat_key`) to that digest: what git's index does for unchanged files. The record is
+    advisory: an unreadable or foreign one is ignored, and the file is hashed."""
+    import time
+
+    if not _record_enabled() or not path.is_file():
+        return sha256_path(path)
+    record_path = _record_path()
+    key = _stat_key(path)
+    entry = f"{path.resolve()}|{key}"
+    record = _read_record(record_path)
+    known = record.get(entry)
+    if key is not None and known in expected:
+        return known
+    before = time.time()
+    actual = sha256_path(path)
+    st = path.stat()
+    settled = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < before - _SETTLED_SECONDS
+    if key is not None and actual in expected and settled and _stat_key(path) == key:
+        record.pop(entry, None)
+        record[entry] = actual
+        _write_record(record_path, dict(list(record.items())[-_MAX_VERIFIED:]))
+    return actual
+
+
+def _record_enabled() -> bool:
+    import os
+
+    return os.environ.get("EDGECLS_VERIFY_CACHE", "1") != "0"
+
+
+def _record_path() -> Path:
+    from edgecls._io import user_cache_dir
+
+    return user_cache_dir(VERIFIED_NAME)
+
+
+def _read_record(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _write_record(path: Path, record: dict[str, str]) -> None:
+    from edgecls._io import atomic_write_text
+
+    try:
+        atomic_write_text(path, json.dumps(record))
+    except OSError:  # a read-only home or cache: verification still works, it just hashes every time
+        pass

@@ -16,6 +16,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 TINY_BACKBONE = "timm:test_efficientnet"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory):
+    """Engine caches and the verified-file record go to a folder of this run, not the user's ~/.cache (subprocesses
+    inherit it through the environment)."""
+    before = os.environ.get("EDGECLS_CACHE_DIR")
+    os.environ["EDGECLS_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgecls-cache"))
+    yield
+    if before is None:
+        os.environ.pop("EDGECLS_CACHE_DIR", None)
+    else:
+        os.environ["EDGECLS_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
     """60 synthetic 64-px images with labels.csv (seeded split by load_dataset)."""

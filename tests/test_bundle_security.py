@@ -199,6 +199,63 @@ def test_each_file_is_hashed_once_per_load(onnx_bundle, monkeypatch):
     assert seen == ["model.onnx"]
 
 
+def test_a_verified_file_is_not_hashed_again_until_it_changes(onnx_bundle, tmp_path, monkeypatch):
+    """The second load of an unchanged bundle reads no model bytes (the record of what this user verified, keyed by
+    device, inode, size, mtime and ctime); a rewrite of the same bytes' length with its mtime put back, and a copy
+    renamed over it, are hashed again and refused."""
+    import os
+
+    from edgecls import bundle as integrity
+    from edgecls.runtime import Classifier
+
+    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(integrity, "_SETTLED_SECONDS", 0.0)  # the fixture's files are seconds old
+    seen = []
+    real = integrity.sha256_of
+    monkeypatch.setattr(integrity, "sha256_of", lambda p: seen.append(Path(p).name) or real(p))
+    bundle = _copy(onnx_bundle, tmp_path / "b")
+    model = bundle / "onnx" / "model.onnx"
+    Classifier(bundle, backend="onnxruntime", artifact="onnx").close()
+    assert seen == ["model.onnx"] and (tmp_path / "cache" / integrity.VERIFIED_NAME).is_file()
+    Classifier(bundle, backend="onnxruntime", artifact="onnx").close()
+    assert seen == ["model.onnx"]  # not read again
+    from edgecls.manifest import Manifest
+
+    art = Manifest.load(bundle / "manifest.json").artifact("onnx")
+    assert integrity.already_verified(bundle, art, [model])  # so the Classifier starts no hashing thread
+    monkeypatch.setenv("EDGECLS_VERIFY_CACHE", "0")
+    Classifier(bundle, backend="onnxruntime", artifact="onnx").close()
+    assert seen == ["model.onnx"] * 2
+    monkeypatch.delenv("EDGECLS_VERIFY_CACHE")
+
+    st = model.stat()
+    data = bytearray(model.read_bytes())
+    data[-4096:] = bytes(4096)  # same size, other bytes
+    with open(model, "r+b") as f:
+        f.write(data)
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back: only the ctime tells
+    assert not integrity.already_verified(bundle, art, [model])
+    with pytest.raises(IntegrityError, match="does not match the manifest"):
+        Classifier(bundle, backend="onnxruntime", artifact="onnx")
+    assert seen[-1] == "model.onnx" and len(seen) == 3
+    shutil.copyfile(bundle / "onnx-int8" / "model.onnx", tmp_path / "int8.onnx")
+    os.replace(tmp_path / "int8.onnx", model)
+    with pytest.raises(IntegrityError, match="does not match the manifest"):
+        Classifier(bundle, backend="onnxruntime", artifact="onnx")
+
+
+def test_a_damaged_verified_record_is_ignored(onnx_bundle, tmp_path, monkeypatch):
+    from edgecls import bundle as integrity
+    from edgecls.runtime import Classifier
+
+    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / integrity.VERIFIED_NAME).write_text("[not, a record")
+    Classifier(onnx_bundle, backend="onnxruntime", artifact="onnx").close()
+    (tmp_path / "cache" / integrity.VERIFIED_NAME).write_text('{"x": 1, "y": [2]}')
+    Classifier(onnx_bundle, backend="onnxruntime", artifact="onnx").close()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. resource limits
 

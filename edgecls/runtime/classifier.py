@@ -33,7 +33,7 @@ from edgecls.runtime.backends import (
     probe,
 )
 from edgecls.runtime.metadata import find_bundle, manifest_from_model
-from edgecls.runtime.plan import Choice, check_artifact_files, plan, verify_artifact_files
+from edgecls.runtime.plan import Choice, artifact_already_verified, check_artifact_files, plan, verify_artifact_files
 
 log = logging.getLogger("edgecls.runtime")
 
@@ -170,8 +170,8 @@ class Classifier:
         def guard(att: Attempt) -> Iterator[Any]:
             choice = by_attempt[id(att)]
             check_artifact_files(root, choice.artifact, choice.path, verify=False)
-            if not verify:
-                yield _no_verdict
+            if not verify or artifact_already_verified(root, choice.artifact, choice.path):
+                yield _no_verdict  # nothing to hash: no thread (starting one costs the engine's load the GIL)
                 return
             # The sha256 check runs beside the engine's load (hashlib and the engines release the GIL), so it costs
             # little load time; its verdict comes before __init__ returns, so a file that differs never runs.

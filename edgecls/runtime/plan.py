@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 from edgecls.bundle import (
     ENGINE_SETTINGS_NAME,
+    already_verified,
     artifact_paths,
     bundle_file,
     check_inside,
@@ -98,7 +99,17 @@ def verify_artifact_files(root: Path, art: Artifact, path: Path) -> None:
 
     Call :func:`check_artifact_files` first (containment and existence); it calls this with ``verify=True``.
     """
-    verify_files(root, art, [path, *(p for p in companions(Path(path), art.format) if p.is_file())])
+    verify_files(root, art, _opened(art, path))
+
+
+def artifact_already_verified(root: Path, art: Artifact, path: Path) -> bool:
+    """Whether :func:`verify_artifact_files` would pass without reading a byte: every file it checks is one this user
+    verified before and is unchanged since (:func:`edgecls.bundle.already_verified`)."""
+    return already_verified(root, art, _opened(art, path))
+
+
+def _opened(art: Artifact, path: Path) -> list[Path]:
+    return [path, *(p for p in companions(Path(path), art.format) if p.is_file())]
 
 
 def precision_for(art: Artifact, backend: str) -> str | None:

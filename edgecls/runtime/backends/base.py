@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecls._io import user_cache_dir  # noqa: F401 - re-exported: the backends' engine caches use it
 from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.manifest import COMPUTE_PRECISIONS as PRECISIONS
 from edgecls.manifest import compute_precision
@@ -184,20 +185,3 @@ def check_model_file(path: str | Path, backend: str) -> None:
     if not ok:
         raise ConfigError(f"{path}: not {kind} (its bytes do not parse as one), so {backend} cannot load it; "
                           "the file is damaged or is not a model: re-export the bundle")
-
-
-def user_cache_dir(*parts: str) -> Path:
-    """``$EDGECLS_CACHE_DIR`` or the platform's user cache folder (XDG on Linux), with ``parts`` appended."""
-    import os
-    import sys
-
-    root = os.environ.get("EDGECLS_CACHE_DIR")
-    if root:
-        base = Path(root)
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches" / "edgecls"
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "edgecls" / "Cache"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecls"
-    return base.joinpath(*parts)
