@@ -22,8 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/labels.csv || $(BIN)/edgecls data synth $(DEMO_DATA) --n 600 --seed 0
 	$(BIN)/edgecls data inspect $(DEMO_DATA)
-	@rm -rf $(DEMO_RUN)
-	$(BIN)/edgecls train $(DEMO_DATA) --out $(DEMO_RUN) --strategy finetune --img-size 160 --epochs 4 --lr 4e-3
+	$(BIN)/edgecls train $(DEMO_DATA) --out $(DEMO_RUN) --strategy finetune --img-size 160 --epochs 4 --lr 4e-3 --force
 	$(BIN)/edgecls evaluate $(DEMO_RUN) $(DEMO_DATA) --split test
 	$(BIN)/edgecls export $(DEMO_RUN) --target onnx --target onnx-int8 --target openvino --target openvino-int8 \
 		--data $(DEMO_DATA) --out $(DEMO_BUNDLE) --force
