@@ -116,6 +116,16 @@ def test_every_target_declares_suffix_extra_doc_and_known_options():
         assert isinstance(ok, bool) and isinstance(reason, str)
 
 
+def test_targets_are_listed_family_by_family_whatever_was_imported_first():
+    """The registry's order (export order, the parity table, `all`) does not depend on which family module some other
+    module imported first (the export config imports the OpenVINO one for its precisions)."""
+    code = ("import edgecls.export.targets.tensorrt, edgecls.export.targets.openvino\n"
+            "from edgecls.export.targets import list_targets\nprint(','.join(t.name for t in list_targets()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out.split(",") == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
+                              "tensorrt-int8"]
+
+
 def test_listing_targets_imports_nothing_heavy():
     code = ("import sys, edgecls.export as e; e.list_targets(); "
             "print([m for m in ('torch', 'onnx', 'openvino', 'coremltools', 'tensorrt', 'nncf') if m in sys.modules])")

@@ -31,7 +31,7 @@ from edgecls.export.check import artifact_report
 from edgecls.export.config import ExportConfig, ExportResult, _check_options
 from edgecls.export.context import ExportContext
 from edgecls.export.parity import ParityReport, format_table, run_backend
-from edgecls.export.targets import ALL, Target, expand_targets, list_targets
+from edgecls.export.targets import ALL, Target, expand_targets, get_target, list_targets
 from edgecls.export.writer import BundleWriter, model_card
 from edgecls.manifest import Artifact, Manifest, precision_name
 from edgecls.metrics import mean_average_precision, sigmoid, tune_thresholds
@@ -88,7 +88,7 @@ def export(config: "ExportConfig") -> "ExportResult":
     """
     targets = expand_targets(config.targets)
     if not targets:
-        first = list_targets()[0]  # onnx, which every other target builds on
+        first = get_target("onnx")  # which every other target builds on
         raise UnsupportedOption(f"no export target can be produced on this machine ({first.name}: "
                                 f"{first.available()[1]}); see `edgecls export --help`")
     skipped = []

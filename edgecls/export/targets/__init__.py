@@ -204,9 +204,16 @@ def register(target: Target) -> Target:
 
 
 def _load() -> dict[str, Target]:
+    """The registry in family order (``_FAMILIES``), each family's targets in the order it registers them, whichever
+    family module happened to be imported first."""
     for family in _FAMILIES:
         importlib.import_module(f"edgecls.export.targets.{family}")
-    return _REGISTRY
+
+    def family_of(target: Target) -> int:
+        module = getattr(target.build, "__module__", "").rsplit(".", 1)[-1]
+        return _FAMILIES.index(module) if module in _FAMILIES else len(_FAMILIES)
+
+    return {t.name: t for t in sorted(_REGISTRY.values(), key=family_of)}
 
 
 def list_targets() -> list[Target]:
