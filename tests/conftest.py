@@ -29,6 +29,17 @@ def _own_cache_dir(tmp_path_factory):
         os.environ["EDGECLS_CACHE_DIR"] = before
 
 
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    """click's CliRunner for the real `edgecls` commands, with a home and a cache folder of the test's own."""
+    from click.testing import CliRunner
+
+    (tmp_path / "home").mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path / "cache"))
+    return CliRunner()
+
+
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
     """60 synthetic 64-px images with labels.csv (seeded split by load_dataset)."""

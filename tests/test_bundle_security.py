@@ -15,7 +15,6 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from test_runtime import build_bundle, make_images
 
 from edgecls.errors import ConfigError, DataError, IntegrityError
@@ -37,13 +36,6 @@ def images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sec") / "images"
     make_images(folder, n=3, corrupt_at=None)
     return folder
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path / "cache"))
-    return CliRunner()
 
 
 def _cli() -> click.Group:

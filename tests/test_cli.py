@@ -13,12 +13,6 @@ TINY = ["--backbone", "timm:test_efficientnet", "--no-pretrained", "--img-size",
         "--no-progress", "--no-amp", "--batch-size", "16"]
 
 
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return CliRunner()
-
-
 def test_help_lists_commands(runner):
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0

@@ -6,7 +6,6 @@ import json
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from edgecls.cli.export import register
 
@@ -19,12 +18,6 @@ def cli():
     group = click.Group()
     register(group)
     return group
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")

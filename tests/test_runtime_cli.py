@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 from test_runtime import CLASSES, build_bundle, make_images, make_video
 
 
@@ -38,13 +37,6 @@ def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli") / "images"
     make_images(folder)
     return folder
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path / "cache"))
-    return CliRunner()
 
 
 def test_predict_json_keeps_order_with_an_error_row(runner, bundle, images):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.export.targets import Built, Runner, Target, register
+from edgecls.export.targets.registry import Built, Runner, Target, register
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgecls.export.context import ExportContext

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecls.bundle import ENGINE_SETTINGS_NAME
 from edgecls.errors import UnsupportedOption
-from edgecls.export.targets import Built, Runner, Target, register
+from edgecls.export.targets.registry import Built, Runner, Target, register
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgecls.export.context import ExportContext
