@@ -251,18 +251,25 @@ def verify_files(root: Path, art: Artifact, opened: Iterable[Path]) -> None:
     and that is unchanged since is not read again (see :func:`already_verified`).
     """
     base = root.resolve()
-    for path, expected in _expected_digests(root, art, opened):
-        try:
-            actual = _verified_digest(path, {digest for _, digest in expected})
-        except OSError as exc:
-            raise IntegrityError(f"bundle {root}: cannot read {path} to verify it ({exc.strerror or exc})") from None
-        for field, digest in expected:
-            if actual != digest:
-                raise IntegrityError(
-                    f"bundle {root}: {path.relative_to(base).as_posix()} of artifact {art.name!r} does not match the "
-                    f"manifest (sha256 {actual[:16]}..., manifest {field} {digest[:16]}...): the file was changed or "
-                    "replaced after export; re-export the bundle, or pass --no-verify if you changed it on purpose"
-                )
+    record = _Record.load()
+    try:
+        for path, expected in _expected_digests(root, art, opened):
+            digests = {digest for _, digest in expected}
+            try:
+                actual = record.vouched(path, digests) or record.hash(path, digests)
+            except OSError as exc:
+                raise IntegrityError(f"bundle {root}: cannot read {path} to verify it ({exc.strerror or exc})") \
+                    from None
+            for field, digest in expected:
+                if actual != digest:
+                    raise IntegrityError(
+                        f"bundle {root}: {path.relative_to(base).as_posix()} of artifact {art.name!r} does not match "
+                        f"the manifest (sha256 {actual[:16]}..., manifest {field} {digest[:16]}...): the file was "
+                        "changed or replaced after export; re-export the bundle, or pass --no-verify if you changed it "
+                        "on purpose"
+                    )
+    finally:
+        record.save()  # the files that did verify, even when a later one did not
 
 
 def already_verified(root: Path, art: Artifact, opened: Iterable[Path]) -> bool:
@@ -270,16 +277,11 @@ def already_verified(root: Path, art: Artifact, opened: Iterable[Path]) -> bool:
     the manifest names (a stat and a small JSON read: no file is hashed). :func:`verify_files` would then pass without
     reading them; when this is False, it must run."""
     try:
-        pending = _expected_digests(root, art, opened)
-        record = _read_record(_record_path()) if _record_enabled() else {}
-        for path, expected in pending:
-            digests = {digest for _, digest in expected}
-            key = _stat_key(path)
-            if key is None or len(digests) != 1 or record.get(f"{path}|{key}") not in digests:
-                return False
+        record = _Record.load()
+        return all(record.vouched(path, {d for _, d in expected}) is not None and len({d for _, d in expected}) == 1
+                   for path, expected in _expected_digests(root, art, opened))
     except (OSError, IntegrityError):
         return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -302,58 +304,62 @@ def _stat_key(path: Path) -> str | None:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def _verified_digest(path: Path, expected: set[str]) -> str:
-    """sha256 of ``path``, or one of ``expected`` without reading the file when this user already hashed exactly this
-    version of it (same :func:`_stat_key`) to that digest: what git's index does for unchanged files. The record is
-    advisory: an unreadable or foreign one is ignored, and the file is hashed."""
-    import time
+class _Record:
+    """What this user verified: ``"<resolved path>|<stat key>" -> sha256`` in :data:`VERIFIED_NAME`, read once and
+    written once per check. Advisory: an unreadable or foreign record is ignored (the files are hashed), an unwritable
+    one is not written (the next load hashes again); ``EDGECLS_VERIFY_CACHE=0`` neither reads nor writes it."""
 
-    if not _record_enabled() or not path.is_file():
-        return sha256_path(path)
-    record_path = _record_path()
-    key = _stat_key(path)
-    entry = f"{path.resolve()}|{key}"
-    record = _read_record(record_path)
-    known = record.get(entry)
-    if key is not None and known in expected:
-        return known
-    before = time.time()
-    actual = sha256_path(path)
-    st = path.stat()
-    settled = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < before - _SETTLED_SECONDS
-    if key is not None and actual in expected and settled and _stat_key(path) == key:
-        record.pop(entry, None)
-        record[entry] = actual
-        _write_record(record_path, dict(list(record.items())[-_MAX_VERIFIED:]))
-    return actual
+    def __init__(self, path: Path | None, entries: dict[str, str]) -> None:
+        self.path, self.entries, self.changed = path, entries, False
 
+    @classmethod
+    def load(cls) -> "_Record":
+        import os
 
-def _record_enabled() -> bool:
-    import os
+        from edgecls._io import user_cache_dir
 
-    return os.environ.get("EDGECLS_VERIFY_CACHE", "1") != "0"
+        if os.environ.get("EDGECLS_VERIFY_CACHE", "1") == "0":
+            return cls(None, {})
+        path = user_cache_dir(VERIFIED_NAME)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        entries = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} \
+            if isinstance(data, dict) else {}
+        return cls(path, entries)
 
+    def vouched(self, path: Path, digests: set[str]) -> str | None:
+        """The digest of ``path`` when this exact version of it (same :func:`_stat_key`) was verified to one of
+        ``digests``, without reading it; else None."""
+        key = _stat_key(path) if self.path is not None else None
+        digest = self.entries.get(f"{path}|{key}") if key is not None else None
+        return digest if digest in digests else None
 
-def _record_path() -> Path:
-    from edgecls._io import user_cache_dir
+    def hash(self, path: Path, digests: set[str]) -> str:
+        """sha256 of ``path``, remembered when it is one of ``digests`` and the file did not change while it was
+        read nor within :data:`_SETTLED_SECONDS` before (a coarse clock could hide a rewrite)."""
+        import time
 
-    return user_cache_dir(VERIFIED_NAME)
+        key = _stat_key(path) if self.path is not None and path.is_file() else None
+        before = time.time()
+        actual = sha256_path(path)
+        if key is None or actual not in digests:
+            return actual
+        st = path.stat()
+        if max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < before - _SETTLED_SECONDS and _stat_key(path) == key:
+            self.entries.pop(f"{path}|{key}", None)
+            self.entries[f"{path}|{key}"] = actual  # newest last: the oldest go first past _MAX_VERIFIED
+            self.changed = True
+        return actual
 
+    def save(self) -> None:
+        from edgecls._io import atomic_write_text
 
-def _read_record(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def _write_record(path: Path, record: dict[str, str]) -> None:
-    from edgecls._io import atomic_write_text
-
-    try:
-        atomic_write_text(path, json.dumps(record))
-    except OSError:  # a read-only home or cache: verification still works, it just hashes every time
-        pass
+        if self.path is None or not self.changed:
+            return
+        try:
+            atomic_write_text(self.path, json.dumps(dict(list(self.entries.items())[-_MAX_VERIFIED:])))
+        except OSError:  # a read-only home or cache: verification still works, it just hashes every time
+            pass
+        self.changed = False
