@@ -21,7 +21,7 @@ from typing import IO, Any, Callable, Sequence
 from edgecls.errors import ConfigError
 from edgecls.preprocess import DEFAULT_MAX_PIXELS, limit_text, size_text
 from edgecls.runtime.classifier import Classifier, Prediction
-from edgecls.runtime.files import Progress, collect_images, predict_files
+from edgecls.runtime.files import Progress, collect_images, file_key, predict_files
 from edgecls.runtime.stream import (
     DEFAULT_BACKOFF,
     DEFAULT_FRAME_TIMEOUT,
@@ -101,14 +101,6 @@ def _quietly(action: Callable[[], Any]) -> None:
         pass
 
 
-def _file_key(path: str | Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return st.st_dev, st.st_ino
-
-
 def refuse_overwriting_inputs(outputs: Sequence[tuple[str, str | Path | None]], inputs: Sequence[str | Path],
                               bundle: str | Path | None = None) -> None:
     """Raise :class:`ConfigError` when an output (``(option, path)``) is the same file as an input (the same path,
@@ -122,7 +114,7 @@ def refuse_overwriting_inputs(outputs: Sequence[tuple[str, str | Path | None]], 
         if real in by_real:
             raise ConfigError(f"{opt} {out}: {by_real[real]} writes the same file; give them different paths")
         by_real[real] = opt
-        key = _file_key(out)
+        key = file_key(out)
         if key is not None:  # a file that does not exist yet cannot be an input
             by_key[key] = (opt, out)
     if bundle is not None:
@@ -135,7 +127,7 @@ def refuse_overwriting_inputs(outputs: Sequence[tuple[str, str | Path | None]], 
     if not by_key:
         return
     for item in inputs:
-        hit = by_key.get(_file_key(item))  # type: ignore[arg-type]
+        hit = by_key.get(file_key(item))  # type: ignore[arg-type]
         if hit is not None:
             opt, out = hit
             raise ConfigError(f"{opt} {out}: is the same file as the input {item}; writing there would destroy it. "

@@ -63,13 +63,14 @@ def collect_images(inputs: Sequence[str | Path]) -> list[str]:
     return found
 
 
-def _file_key(path: str) -> tuple[int, int] | None:
-    """(device, inode) of what ``path`` points to; None when it is missing (a dangling link) or is a folder."""
+def file_key(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points to, so a symlink or hard link is the same file; None when it is missing
+    (a dangling link), unusable as a path or a folder."""
     import stat
 
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):
         return None
     return None if stat.S_ISDIR(st.st_mode) else (st.st_dev, st.st_ino)
 
@@ -79,7 +80,7 @@ def _unique(paths: list[str]) -> list[str]:
     seen: set[tuple[int, int]] = set()
     out = []
     for p in paths:
-        key = _file_key(p)
+        key = file_key(p)
         if key is None or key in seen:
             continue
         seen.add(key)
