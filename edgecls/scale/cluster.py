@@ -10,6 +10,7 @@ cluster, at least half a CPU per node, cannot all be split into pieces smaller t
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +54,14 @@ def connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` (None: start a local Ray on this machine's CPUs; already connected: keep
     that one). Returns True when this call started or joined Ray (so the job should shut it down at the end)."""
     ray = ray_module()
-    if ray.is_initialized():
-        if address is not None:
-            log.info("Ray is already initialised in this process; --address %s is not used", address)
-        return False
     if address not in (None, "auto"):
         check_reachable(address)
+    if ray.is_initialized():
+        current = _current_address(ray)
+        if address not in (None, "auto") and current is not None and address.split("://")[-1] != current:
+            raise ConfigError(f"--address {address}: this process is already connected to the Ray cluster at "
+                              f"{current}; one process joins one cluster")
+        return False
     try:
         if address is None:
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
@@ -71,6 +74,13 @@ def connect(address: str | None) -> bool:
         raise ConfigError(f"--address {address or '(local)'}: Ray did not start ({type(exc).__name__}: "
                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
     return True
+
+
+def _current_address(ray: Any) -> str | None:
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        return None
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ def plan_workers(workers: tuple[int, int] | None, threads: int, *, cluster_cpus:
         raise ConfigError(f"--workers {high}: too many for a cluster of {cluster_cpus:g} CPUs on {nodes} node(s) (each "
                           f"would get under {MIN_WORKER_CPUS} CPU after {RESERVE_PER_NODE} per node for reading); "
                           f"give at most {max(1, int(room / MIN_WORKER_CPUS))}")
-    cpus = round(min(float(threads), share), 3)
+    cpus = math.floor(min(float(threads), share) * 1000) / 1000  # rounded down: the reserve stays whole
     return WorkerPlan(low, high, cpus, threads, cluster_cpus, nodes)
 
 

@@ -83,9 +83,10 @@ def load_manifest(bundle: str | Path) -> tuple[Manifest, str]:
     return manifest, hashlib.sha256((path / MANIFEST_NAME).read_bytes()).hexdigest()
 
 
-def local_bundle(bundle: str, manifest_sha: str) -> str:
+def local_bundle(bundle: str, manifest_sha: str, filesystem: Any = None, location: str | None = None) -> str:
     """A folder on this node holding the bundle: the path itself, or for a URI a copy in the user's cache (fetched
-    once per node and manifest; the runtime then checks every model file's sha256 as it loads it)."""
+    once per node and manifest; the runtime then checks every model file's sha256 as it loads it). ``filesystem``
+    and ``location``: the URI as the driver resolved it (its endpoint and credentials travel with it)."""
     if not is_uri(bundle):
         return bundle
     from edgecls._io import user_cache_dir
@@ -94,7 +95,9 @@ def local_bundle(bundle: str, manifest_sha: str) -> str:
     if (dest / MANIFEST_NAME).is_file():
         return str(dest)
     fs_mod = require("pyarrow.fs", extra="ray", package="pyarrow")
-    filesystem, location, _ = resolve_uri(bundle)
+    if filesystem is None or location is None:
+        filesystem, location, _ = resolve_uri(bundle)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
     try:
         fs_mod.copy_files(location, str(tmp), source_filesystem=filesystem,
@@ -183,13 +186,14 @@ class Predictor:
     :func:`run`.
     """
 
-    def __init__(self, bundle: str, manifest_sha: str, options: dict[str, Any], internal: bool = False) -> None:
+    def __init__(self, bundle: "BundleSource", options: dict[str, Any], internal: bool = False) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         from edgecls.runtime import Classifier
 
         self.threads = int(options["threads"])
-        self.clf = Classifier(local_bundle(bundle, manifest_sha), options["backend"], options["device"],
+        self.clf = Classifier(local_bundle(bundle.path, bundle.manifest_sha, bundle.filesystem, bundle.location),
+                              options["backend"], options["device"],
                               artifact=options["artifact"], threads=self.threads, verify=options["verify"],
                               max_pixels=options["max_pixels"])
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="edgecls-decode")
@@ -279,7 +283,7 @@ def _options(config: ScaleConfig) -> dict[str, Any]:
             "artifact": config.artifact, "verify": config.verify, "max_pixels": config.max_pixels}
 
 
-def _dataset(bundle: str, manifest_sha: str, inputs: Inputs, blocks: Sequence["Block"], config: ScaleConfig,
+def _dataset(bundle: "BundleSource", inputs: Inputs, blocks: Sequence["Block"], config: ScaleConfig,
              plan: WorkerPlan, *, predictor: type | None, internal: bool) -> Any:
     ray = ray_module()
     cls = predictor or Predictor
@@ -288,14 +292,28 @@ def _dataset(bundle: str, manifest_sha: str, inputs: Inputs, blocks: Sequence["B
                         batch_size=None, num_cpus=READ_CPUS)
     compute = ray.data.ActorPoolStrategy(size=plan.max_workers) if plan.min_workers == plan.max_workers else \
         ray.data.ActorPoolStrategy(min_size=plan.min_workers, max_size=plan.max_workers)
-    ds = ds.map_batches(cls, fn_constructor_args=(bundle, manifest_sha, _options(config), internal),
+    ds = ds.map_batches(cls, fn_constructor_args=(bundle, _options(config), internal),
                         batch_size=config.batch, batch_format="pyarrow", compute=compute, num_cpus=plan.cpus)
     return ds
 
 
-def _worker_bundle(bundle: str | Path) -> str:
+@dataclass(frozen=True)
+class BundleSource:
+    """The bundle as every worker opens it: an absolute path (a folder every node can read) or a URI with the
+    filesystem the driver resolved it on."""
+
+    path: str
+    manifest_sha: str
+    filesystem: Any = None
+    location: str | None = None
+
+
+def _worker_bundle(bundle: str | Path, manifest_sha: str) -> BundleSource:
     text = str(bundle)
-    return text if is_uri(text) else os.path.abspath(text)
+    if not is_uri(text):
+        return BundleSource(os.path.abspath(text), manifest_sha)
+    filesystem, location, _ = resolve_uri(text)
+    return BundleSource(text, manifest_sha, filesystem, location)
 
 
 def predict_dataset(bundle: str | Path, sources: Sequence[str | Path], config: ScaleConfig | None = None, *,
@@ -314,7 +332,7 @@ def predict_dataset(bundle: str | Path, sources: Sequence[str | Path], config: S
     cpus, nodes = cluster_size()
     plan = plan_workers(config.worker_range, config.threads_per_worker, cluster_cpus=cpus, nodes=nodes)
     blocks = plan_blocks(inputs, config.block_size, {})
-    return _dataset(_worker_bundle(bundle), manifest_sha, inputs, blocks, config, plan, predictor=predictor,
+    return _dataset(_worker_bundle(bundle, manifest_sha), inputs, blocks, config, plan, predictor=predictor,
                     internal=False)
 
 
@@ -546,7 +564,7 @@ def run(bundle: str | Path, sources: Sequence[str | Path], config: ScaleConfig, 
         summary.plan = plan_workers(config.worker_range, config.threads_per_worker, cluster_cpus=cpus, nodes=nodes)
         log.info("edgecls predict --engine ray: %d inputs, %d blocks to run (%d complete); %s", len(inputs),
                  len(todo), summary.skipped, summary.plan.describe())
-        ds = _dataset(_worker_bundle(bundle), manifest_sha, inputs, todo, config, summary.plan, predictor=predictor,
+        ds = _dataset(_worker_bundle(bundle, manifest_sha), inputs, todo, config, summary.plan, predictor=predictor,
                       internal=True)
         try:
             _stream(ds, {b.index: b for b in todo}, output, config.format, summary, start, on_block)

@@ -10,6 +10,7 @@ reported under), so the same sources always make the same blocks.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -217,6 +218,32 @@ def list_inputs(sources: Sequence[str | Path], *, path_column: str = "path") -> 
     if not sources:
         raise ConfigError("no SOURCE given: name image files, folders, globs, CSV/Parquet listings or URIs")
     collector = _Collector()
+    held = _HeldWarnings()  # "no images in this folder": said only when others were found (else the error says it)
+    logging.getLogger("edgecls.runtime").addFilter(held)
+    try:
+        _collect(collector, sources, path_column, collect_images)
+    finally:
+        logging.getLogger("edgecls.runtime").removeFilter(held)
+    inputs = collector.inputs()
+    if not len(inputs):
+        raise ConfigError(f"no images found in {', '.join(map(str, sources))} (extensions: "
+                          f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}; listings: .csv, .parquet)")
+    for record in held.records:
+        logging.getLogger(record.name).handle(record)
+    return inputs
+
+
+class _HeldWarnings(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _collect(collector: _Collector, sources: Sequence[str | Path], path_column: str, collect_images: Any) -> None:
     for source in map(str, sources):
         if is_uri(source):
             _add_uri(collector, source, path_column)
@@ -226,11 +253,6 @@ def list_inputs(sources: Sequence[str | Path], *, path_column: str = "path") -> 
         else:
             for path in collect_images([source]):
                 collector.add(collector.local(), os.path.abspath(path), path)
-    inputs = collector.inputs()
-    if not len(inputs):
-        raise ConfigError(f"no images found in {', '.join(map(str, sources))} (extensions: "
-                          f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}; listings: .csv, .parquet)")
-    return inputs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
