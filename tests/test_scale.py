@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -345,6 +346,14 @@ def test_bad_input_is_one_line_before_any_work(local_ray, runner, bundle, images
     assert "no such bundle folder" in error(str(tmp_path / "nope"), str(images), "--engine", "ray", "--out", out)
     (tmp_path / "notabundle").mkdir()
     assert "no manifest here" in error(str(tmp_path / "notabundle"), str(images), "--engine", "ray", "--out", out)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    for model in tampered.rglob("model.onnx"):
+        data = bytearray(model.read_bytes())
+        data[-8] ^= 1
+        model.write_bytes(bytes(data))
+    line = error(str(tampered), str(images), "--engine", "ray", "--out", out)  # the driver reads only the manifest
+    assert "a worker cannot open it" in line and "does not match the manifest" in line
     port = _free_port()
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in error(
         str(bundle), str(images), "--engine", "ray", "--out", out, "--address", f"127.0.0.1:{port}")

@@ -248,6 +248,31 @@ class Predictor:
             pool.shutdown(wait=False)
 
 
+def check_bundle_on_a_worker(bundle: "BundleSource", options: dict[str, Any], timeout: float = 600.0) -> None:
+    """Open the bundle as a worker will, in one Ray task on the cluster, before any work: a bundle a node cannot
+    read or open (a path only the driver has, a model file that fails its sha256) is one :class:`ConfigError`."""
+    ray = ray_module()
+
+    @ray.remote(num_cpus=READ_CPUS, max_retries=0)
+    def probe(bundle: BundleSource, options: dict[str, Any]) -> str | None:
+        from edgecls.runtime import Classifier
+
+        try:
+            path = local_bundle(bundle.path, bundle.manifest_sha, bundle.filesystem, bundle.location)
+            Classifier(path, options["backend"], options["device"], artifact=options["artifact"],
+                       threads=options["threads"], verify=options["verify"], max_pixels=options["max_pixels"]).close()
+        except Exception as exc:
+            return f"{exc}" if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {_first_line(exc)}"
+        return None
+
+    try:
+        error = ray.get(probe.remote(bundle, options), timeout=timeout)
+    except Exception as exc:
+        raise ConfigError(f"BUNDLE {bundle.path}: a Ray worker could not check it ({_first_line(exc)})") from None
+    if error is not None:
+        raise ConfigError(f"BUNDLE {bundle.path}: a worker cannot open it: {error}")
+
+
 def _node_ip() -> str:
     try:
         return ray_module().util.get_node_ip_address()
@@ -562,10 +587,11 @@ def run(bundle: str | Path, sources: Sequence[str | Path], config: ScaleConfig, 
         ctx.enable_progress_bars = bool(sys.stderr.isatty() if config.progress is None else config.progress)
         cpus, nodes = cluster_size()
         summary.plan = plan_workers(config.worker_range, config.threads_per_worker, cluster_cpus=cpus, nodes=nodes)
-        log.info("edgecls predict --engine ray: %d inputs, %d blocks to run (%d complete); %s", len(inputs),
+        source = _worker_bundle(bundle, manifest_sha)
+        check_bundle_on_a_worker(source, _options(config))
+        log.info("edgecls predict --engine ray: %d inputs, %d block(s) to run (%d complete); %s", len(inputs),
                  len(todo), summary.skipped, summary.plan.describe())
-        ds = _dataset(_worker_bundle(bundle, manifest_sha), inputs, todo, config, summary.plan, predictor=predictor,
-                      internal=True)
+        ds = _dataset(source, inputs, todo, config, summary.plan, predictor=predictor, internal=True)
         try:
             _stream(ds, {b.index: b for b in todo}, output, config.format, summary, start, on_block)
         except KeyboardInterrupt:
