@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                           block_size=args.block_size, progress=False)
         with Meter() as m:
             s = run(args.bundle, [str(images)], cfg)
-        steady = (s.written - 0) / max(1e-9, s.seconds - (s.first_row_s or 0.0))
+        steady = s.written / max(1e-9, s.seconds - (s.first_row_s or 0.0))  # from the first row back to the end
         out_bytes = sum(p.stat().st_size for p in out.glob("part-*"))
         check = compare(out, reference)
         row = {"engine": "ray", "workers": workers, "threads": threads, "img_s": round(s.written / m.seconds, 1),
@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("[5/5] report")
     two = next(r for r in rows if r["engine"] == "ray" and r["workers"] == 2 and r["threads"] == 1)
-    per_core = two["steady_img_s"] / 2
+    # the projection's unit: one worker of one thread (one core), at its measured rate while busy
+    per_core = sum(two["per_worker_img_s"].values()) / max(1, len(two["per_worker_img_s"]))
     out_row = two["output_bytes_per_row"]
     projection = []
     for nodes in (10, 100):

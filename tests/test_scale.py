@@ -69,13 +69,17 @@ def local_ray(s3_server):
     """The one local Ray of the test run: 2 CPUs, no dashboard; its GCS address (for a second driver)."""
     if ray.is_initialized():
         ray.shutdown()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # the workers import this checkout's edgecls
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *([before] if before else [])])  # workers: this edgecls
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 << 20, logging_level="WARNING",
              log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    if before is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 @pytest.fixture(scope="module")
