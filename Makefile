@@ -35,9 +35,14 @@ demo: $(STAMP)
 # tests had loaded OpenVINO and DDP state in the same interpreter (open bug, see the issue notes).
 EXPORT_TESTS := tests/test_export.py tests/test_export_cli.py tests/test_bench.py tests/test_data_spec_export.py
 
+# The Ray tests (a local Ray for the session, a two-node cluster, a local S3 server) run in their own process too, so
+# that Ray's processes do not share the CPUs with the training tests.
+SCALE_TESTS := tests/test_scale.py
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(addprefix --ignore=,$(EXPORT_TESTS))
+	$(BIN)/python -m pytest -q $(addprefix --ignore=,$(EXPORT_TESTS) $(SCALE_TESTS))
 	$(BIN)/python -m pytest -q $(EXPORT_TESTS)
+	$(BIN)/python -m pytest -q $(SCALE_TESTS)
 
 # Re-runs the published backends benchmark (needs ../shared/datasets/aquarium; --build trains and exports the bundles
 # that are missing, ~15 min) and compares it with benchmarks/results/backends-*.json: exit 1 when a row differs beyond

@@ -30,6 +30,8 @@ EXTRA_OF = {
     "openvino": "openvino",
     "coremltools": "coreml",
     "tensorrt": "tensorrt",
+    "ray": "ray",
+    "pyarrow": "ray",
 }
 
 

@@ -96,11 +96,28 @@ def test_the_runtime_reaches_neither_train_export_nor_torch(graph):
     assert not bad, bad
 
 
+def test_scale_reaches_only_the_runtime_and_core(graph):
+    """edgecls.scale (the Ray job) stands on the runtime and core: never train, export, bench, cli or torch."""
+    banned = ("edgecls.train", "edgecls.export", "edgecls.bench", "edgecls.cli", "torch", "torchvision", "timm")
+    bad = sorted({f"{i.source} -> {i.target}" for i in graph
+                  if _under(i.source, "edgecls.scale") and any(_under(i.target, b) for b in banned)})
+    assert not bad, bad
+
+
+def test_nothing_below_the_cli_imports_scale(graph):
+    """Only the CLI starts Ray jobs; the runtime, train, export and bench never import edgecls.scale (or ray)."""
+    bad = sorted({f"{i.source} -> {i.target}" for i in graph
+                  if not _under(i.source, "edgecls.scale") and not _under(i.source, "edgecls.cli")
+                  and (_under(i.target, "edgecls.scale") or _under(i.target, "ray"))})
+    assert not bad, bad
+
+
 def test_core_modules_import_no_package_above_them(graph):
     """The bundle on disk is core: the exporter, the runtime and bench all stand on it."""
     core = ("edgecls.bundle", "edgecls.manifest", "edgecls._io", "edgecls._deps", "edgecls.errors",
             "edgecls.preprocess")
-    above = ("edgecls.train", "edgecls.export", "edgecls.runtime", "edgecls.bench", "edgecls.cli", "torch")
+    above = ("edgecls.train", "edgecls.export", "edgecls.runtime", "edgecls.bench", "edgecls.cli", "edgecls.scale",
+             "torch")
     bad = sorted({f"{i.source} -> {i.target}" for i in graph
                   if i.source in core and any(_under(i.target, a) for a in above)})
     assert not bad, bad

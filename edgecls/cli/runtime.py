@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 
 from edgecls.cli.errors import user_errors
-from edgecls.cli.options import RegistryChoice
+from edgecls.cli.options import ConfigCommand, RegistryChoice
 
 
 def backend_choices() -> tuple[str, ...]:
@@ -60,15 +60,53 @@ def _finish(summary: Any) -> None:
 
 
 
-@click.command()
-@click.argument("bundle", type=click.Path(exists=True))
+ENGINES = ("local", "ray")
+PREDICT_FORMATS = (*FORMATS, "parquet")
+
+
+class WorkersType(click.ParamType):
+    """`--workers`: N (decode threads with --engine local, workers with ray) or MIN,MAX (ray's autoscaling pool)."""
+
+    name = "N|MIN,MAX"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from edgecls.errors import ConfigError
+        from edgecls.scale.config import parse_workers
+
+        try:
+            parse_workers(value)
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix(f"--workers {value!r}: "), param, ctx)
+        return str(value).replace(" ", "")
+
+
+def _scale_options() -> list[click.Option]:
+    from edgecls.cli.options import options_from
+    from edgecls.scale.config import ScaleConfig
+
+    return options_from(ScaleConfig)
+
+
+RAY_ONLY = ("address", "threads_per_worker", "path_column", "block_size")
+
+
+@click.command(cls=ConfigCommand, options=_scale_options, last=True)
+@click.argument("bundle")
 @click.argument("paths", nargs=-1, required=True)
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: this process; ray: a Ray Data job over many machines, rows written in resumable blocks "
+                   "(see the options from --address on)")
 @_engine_options
 @_threads_option
-@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="images per inference")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="decode threads [default: up to 4]")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="write results here, not stdout")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="images per inference [default: 16; 32 per "
+                                                                          "worker with --engine ray]")
+@click.option("--workers", type=WorkersType(), default=None,
+              help="local: decode threads [default: up to 4]; ray: workers, N or MIN,MAX [default: CPUs / "
+                   "--threads-per-worker]")
+@click.option("--format", "fmt", type=click.Choice(PREDICT_FORMATS), default=None,
+              help="local: table, json, jsonl or csv [default: table]; ray: parquet, csv or jsonl [default: parquet]")
+@click.option("--out", "-o", default=None,
+              help="local: write results to this file, not stdout; ray (required): the output folder or URI")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
 @click.option("--truth", default=None, metavar="LABELS_FILE",
               help="true labels of the images (a label file like the training data's): the summary adds how "
@@ -76,13 +114,16 @@ def _finish(summary: Any) -> None:
 @_max_pixels_option
 @_verify_option
 @user_errors
-def predict(bundle: str, paths: tuple[str, ...], backend: str, device: str | None, artifact: str | None,
-            threads: int | None, batch: int, workers: int | None, fmt: str, out: str | None,
-            progress: bool | None, truth: str | None, max_pixels: int, verify: bool) -> None:
+def predict(bundle: str, paths: tuple[str, ...], engine: str, backend: str, device: str | None, artifact: str | None,
+            threads: int | None, batch: int | None, workers: str | None, fmt: str | None, out: str | None,
+            progress: bool | None, truth: str | None, max_pixels: int, verify: bool, **ray_flags: Any) -> None:
     """Classify images, folders (recursive) and globs with BUNDLE; one row per image, in input order.
 
     An unreadable image (missing, corrupt, not a regular file, or over --max-pixels) becomes an error row and the
     run goes on.
+
+    With --engine ray, SOURCE can also be a CSV or Parquet listing (--path-column) or a URI (s3://, gs://, file://),
+    and the rows go to --out in blocks; rerunning the same command resumes after a crash.
 
     \b
     Exit status:
@@ -91,14 +132,50 @@ def predict(bundle: str, paths: tuple[str, ...], backend: str, device: str | Non
       2  usage error (an unknown option or a bad value)
       1  failure: nothing or not everything was classified (bad bundle, backend, --out ...)
       130  interrupted (Ctrl-C) after the rows so far were written"""
+    ctx = click.get_current_context()
+    if engine == "ray":
+        return _predict_on_ray(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
+                               batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth,
+                               max_pixels=max_pixels, verify=verify, ray_flags=ray_flags)
+    given = [f"--{k.replace('_', '-')}" for k in RAY_ONLY if ray_flags.get(k) is not None]
+    if given or fmt == "parquet" or (workers is not None and "," in workers):
+        what = ", ".join(given) or ("--format parquet" if fmt == "parquet" else "--workers MIN,MAX")
+        raise click.UsageError(f"{what}: for --engine ray only", ctx)
     from edgecls.runtime.commands import predict_paths
 
+    param = {p.name: p for p in ctx.command.params}
+    bundle = click.Path(exists=True).convert(bundle, param["bundle"], ctx)  # as before --engine: a path here
+    out = click.Path(dir_okay=False).convert(out, param["out"], ctx) if out is not None else None
     summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
-                            batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth,
-                            max_pixels=max_pixels, verify=verify)
+                            batch=batch or 16, workers=int(workers) if workers else None, fmt=fmt or "table",
+                            out=out, progress=progress, truth=truth, max_pixels=max_pixels, verify=verify)
     _finish(summary)
     if summary.errors:
         sys.exit(PREDICT_UNREADABLE_EXIT)
+
+
+def _predict_on_ray(bundle: str, paths: tuple[str, ...], *, threads: int | None, truth: str | None,
+                    fmt: str | None, ray_flags: dict[str, Any], **flags: Any) -> None:
+    """`predict --engine ray`: build the :class:`ScaleConfig`, call :func:`edgecls.scale.run`, print its summary."""
+    from edgecls.cli.options import given
+    from edgecls.config import build_config
+    from edgecls.scale import ScaleConfig, run
+
+    ctx = click.get_current_context()
+    if threads is not None:
+        raise click.UsageError("--threads: with --engine ray, give --threads-per-worker", ctx)
+    if truth is not None:
+        raise click.UsageError("--truth: for --engine local only (score the written rows afterwards)", ctx)
+    if fmt is not None and fmt not in ("parquet", "csv", "jsonl"):
+        raise click.UsageError(f"--format {fmt}: --engine ray writes parquet, csv or jsonl", ctx)
+    if flags.get("out") is None:
+        raise click.UsageError("--engine ray writes files: give --out DIR_OR_URI", ctx)
+    cfg = build_config(ScaleConfig, overrides=given({**ray_flags, **flags, "format": fmt}))
+    summary = run(bundle, paths, cfg)
+    _finish(summary)
+    if summary.errors:
+        sys.exit(PREDICT_UNREADABLE_EXIT)
+
 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True))
