@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError
-from edgecls.preprocess import preprocess
+from edgecls.preprocess import limit_text, preprocess, size_text
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -125,6 +125,28 @@ def open_capture(src: Source, *, timeout: float = DEFAULT_FRAME_TIMEOUT) -> Any:
     if src.live:
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
     return cap
+
+
+def limit_frames(opener: Callable[[Source], Any], max_pixels: int | None) -> Callable[[Source], Any]:
+    """``opener`` that refuses a source whose reported frame size is over ``max_pixels`` (None or 0: no limit),
+    before a frame is read (``edgecls run`` and the server's live view)."""
+    if not max_pixels:
+        return opener
+
+    def guarded(src: Source) -> Any:
+        cap = opener(src)
+        try:
+            cv2 = _cv2()
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        except Exception:
+            w = h = 0
+        if w * h > max_pixels:
+            cap.release()
+            raise DataError(f"{src.label}: frames of {size_text(w, h)}, over --max-pixels {limit_text(max_pixels)}; "
+                            "raise --max-pixels to read it")
+        return cap
+
+    return guarded
 
 
 def _build_line(cv2: Any, key: str) -> str:
