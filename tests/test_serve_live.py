@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_runtime import build_bundle
+from test_runtime import FakeCamera, build_bundle
 
 from edgecls.errors import ConfigError
 
@@ -230,6 +230,38 @@ def test_an_oversized_source_is_refused_like_edgecls_run(classifier, video):
         assert "over --max-pixels 1000" in live.stats().error and live.stats().frames == 0
     finally:
         assert live.stop()
+
+
+def make_camera_live(classifier, opener, **extra):
+    from edgecls.runtime.stream import parse_source
+    from edgecls.serve.live import LiveView
+
+    return LiveView(parse_source(camera=0), spec=classifier.spec, class_names=classifier.class_names,
+                    thresholds=classifier.thresholds, infer=classifier.probs, opener=opener, **extra)
+
+
+def test_a_camera_that_drops_is_reopened_with_back_off(classifier):
+    opened = []
+
+    def opener(src):
+        opened.append(FakeCamera(frames=5, delay=0.01))  # 5 frames, then read() fails like an unplugged camera
+        return opened[-1]
+
+    live = make_camera_live(classifier, opener, reconnect_tries=3).start()
+    try:
+        stats = wait_for(lambda: (s := live.stats()).reconnects >= 2 and s.frames >= 10 and s, 15, "two reopens")
+        assert stats.error is None and len(opened) >= 3
+    finally:
+        assert live.stop()
+    assert all(cam.released for cam in opened)
+
+
+def test_stop_is_prompt_even_while_the_camera_is_frozen(classifier):
+    """A camera whose read() hangs, and a frame timeout of 60 s: stop() still ends the loop in a few seconds."""
+    live = make_camera_live(classifier, lambda src: FakeCamera(frames=10, delay=30.0), frame_timeout=60.0).start()
+    time.sleep(0.5)
+    assert live.stats().frames == 0 and not live.stats().connected
+    assert live.stop(timeout=3.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
