@@ -30,6 +30,7 @@ EXTRA_OF = {
     "openvino": "openvino",
     "coremltools": "coreml",
     "tensorrt": "tensorrt",
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "prometheus_client", "paho", "multipart"), "serve"),
 }
 
 

@@ -10,6 +10,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -417,6 +419,29 @@ def test_the_page_in_headless_chromium_asks_for_the_key_then_shows_the_stream(se
     assert (tmp_path / "live.png").stat().st_size > 5000
     (REPO / "docs").mkdir(exist_ok=True)
     shutil.copyfile(tmp_path / "live.png", REPO / "docs" / "serve-live.png")
+
+
+def test_the_live_view_imports_no_torch(classifier, video):
+    """LiveView, live_router and MqttPublisher on the runtime in a fresh interpreter: torch stays out."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from edgecls.runtime import Classifier
+        from edgecls.runtime.stream import parse_source
+        from edgecls.serve.live import LiveView, live_router
+        from edgecls.serve.mqtt import MqttPublisher
+        clf = Classifier({str(classifier.root)!r}, "onnxruntime")
+        live = LiveView(parse_source(source={str(video)!r}), spec=clf.spec, class_names=clf.class_names,
+                        thresholds=clf.thresholds, infer=clf.probs).start()
+        live_router(live)
+        MqttPublisher("mqtt://127.0.0.1:1/t", live)
+        while live.stats().frames < 3:
+            time.sleep(0.05)
+        live.stop()
+        print("torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
