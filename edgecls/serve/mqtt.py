@@ -7,10 +7,11 @@ full); paho reconnects with back-off and resends what was in flight, then the qu
 ``seq`` after a broker restart. A label-change message::
 
     {"type": "labels", "seq": 7, "time": 1796193133.377, "source": "camera 0", "labels": ["dog"], "previous": [],
-     "probabilities": {"cat": 0.38, "dog": 0.5, "fish": 0.41}, "frame": 412, "id": 3}
+     "probabilities": {"cat": 0.38, "dog": 0.5, "fish": 0.41}, "frame": 412}
 
-and a heartbeat carries the current state: ``labels``, ``probabilities``, ``fps``, ``latency_ms``, ``frames``,
-``dropped_frames``, ``reconnects``, ``connected``.
+(``previous`` is null in the first one) and a heartbeat carries the state: ``labels`` (the debounced set, as the
+last label message said; null before the first), ``frame_labels`` and ``probabilities`` (of the newest frame),
+``fps``, ``latency_ms``, ``frames``, ``dropped_frames``, ``reconnects``, ``connected``.
 """
 
 from __future__ import annotations
@@ -221,6 +222,7 @@ class MqttPublisher:
         with self._lock:
             self._seq += 1
             message = {"type": message.pop("type"), "seq": self._seq, **message}
+            message.pop("id", None)  # the live view's own count of label changes; seq numbers every message
             if len(self._queue) >= self.queue_size:
                 self._queue.popleft()
                 self._stats.dropped += 1
@@ -228,10 +230,10 @@ class MqttPublisher:
 
     def _heartbeat(self) -> dict[str, Any]:
         s = self.live.stats()
-        return {"type": "heartbeat", "time": round(time.time(), 3), "source": s.source, "labels": s.labels,
-                "probabilities": {k: round(v, 4) for k, v in s.probabilities.items()}, "fps": round(s.fps, 2),
-                "latency_ms": round(s.latency_ms, 3), "frames": s.frames, "dropped_frames": s.dropped_frames,
-                "reconnects": s.reconnects, "connected": s.connected}
+        return {"type": "heartbeat", "time": round(time.time(), 3), "source": s.source, "labels": s.stable_labels,
+                "frame_labels": s.labels, "probabilities": {k: round(v, 4) for k, v in s.probabilities.items()},
+                "fps": round(s.fps, 2), "latency_ms": round(s.latency_ms, 3), "frames": s.frames,
+                "dropped_frames": s.dropped_frames, "reconnects": s.reconnects, "connected": s.connected}
 
     def _send(self) -> None:
         """Hand queued messages to paho while connected and fewer than ``max_inflight`` wait for their ack."""

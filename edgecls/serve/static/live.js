@@ -65,8 +65,8 @@ function addChange(ev) {
   const when = document.createElement("time");
   when.textContent = new Date(ev.time * 1000).toLocaleTimeString();
   const text = document.createElement("span");
-  const now = ev.labels.length ? ev.labels.join(", ") : "(none)";
-  text.textContent = ev.previous === null ? now : `${now}  (was ${ev.previous.length ? ev.previous.join(", ") : "none"})`;
+  const names = (labels) => (labels.length ? labels.join(", ") : "none");
+  text.textContent = ev.previous === null ? names(ev.labels) : `${names(ev.labels)} (was ${names(ev.previous)})`;
   li.append(when, text);
   const feed = $("feed");
   feed.prepend(li);
