@@ -73,7 +73,7 @@ def make_live(classifier, video: Path, **extra):
     from edgecls.serve.live import LiveView
 
     return LiveView(parse_source(source=str(video)), spec=classifier.spec, class_names=classifier.class_names,
-                    thresholds=classifier.thresholds, infer=classifier.probs, **{"min_duration": 0.1, **extra})
+                    thresholds=classifier.thresholds, **{"infer": classifier.probs, "min_duration": 0.1, **extra})
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -217,6 +217,24 @@ def test_a_subscriber_that_does_not_read_loses_its_oldest_events_not_the_loop(cl
     assert slow.dropped >= 5 and len(slow) == 2
     kept = [slow.get_nowait()["id"], slow.get_nowait()["id"]]
     assert kept[1] == kept[0] + 1 and kept[0] > 1  # the newest two, the oldest were dropped
+
+
+def test_a_busy_engine_delays_frames_and_never_reopens_the_source(classifier, video):
+    """The shared batcher refusing a few calls (queue full) costs those tries, not a reopen of the camera."""
+    calls = []
+
+    def busy_then_fine(batch):
+        calls.append(len(batch))
+        if len(calls) % 10 < 3:  # 3 of every 10 calls fail
+            raise RuntimeError("queue full")
+        return classifier.probs(batch)
+
+    live = make_live(classifier, video, infer=busy_then_fine).start()
+    try:
+        stats = wait_for(lambda: (s := live.stats()).frames >= 20 and s, 15, "20 frames")
+    finally:
+        live.stop()
+    assert stats.engine_errors >= 6 and stats.reconnects == 0 and stats.error is None, stats
 
 
 def test_bad_settings_are_one_line_errors(classifier, video):

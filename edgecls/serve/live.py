@@ -59,6 +59,7 @@ log = logging.getLogger("edgecls.serve")
 Infer = Callable[[np.ndarray], np.ndarray]
 
 STATIC_FILES = {"live.js": "text/javascript; charset=utf-8"}  # what GET /static/{name} serves; nothing else
+ENGINE_RETRY = 0.05  # seconds between tries of a failed inference call
 FPS_WINDOW = 2.0  # seconds of frames the FPS is counted over (a file that starts again does not reset it)
 PAGE_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self'; style-src 'unsafe-inline'; "
             "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -166,6 +167,7 @@ class LiveStats:
     latency_ms: float = 0.0  # preprocess + inference of the last frame
     dropped_frames: int = 0  # stale frames the camera reader skipped (the newest frame is always the one classified)
     reconnects: int = 0
+    engine_errors: int = 0  # failed inference calls (each tried again for up to the frame timeout)
     connected: bool = False  # frames are arriving
     labels: list[str] = field(default_factory=list)  # the labels of the last frame
     probabilities: dict[str, float] = field(default_factory=dict)  # of the last frame
@@ -185,21 +187,42 @@ class LiveStats:
 
 
 class _Engine:
-    """What :func:`stream_frames` calls a classifier: the bundle's spec, names and thresholds with ``infer``."""
+    """What :func:`stream_frames` calls a classifier: the bundle's spec, names and thresholds with ``infer``.
+
+    A failing ``infer`` (the shared batcher's queue is full, or it timed out) is tried again every
+    ``ENGINE_RETRY`` seconds for up to ``retry_for`` seconds before the error ends the stream, so a burst of HTTP
+    requests delays a frame instead of reopening the camera."""
 
     predictions = Classifier.predictions  # the one thresholding rule (probability >= the artifact's threshold)
 
     def __init__(self, spec: PreprocessSpec, class_names: Sequence[str], thresholds: Sequence[float],
-                 infer: Infer) -> None:
+                 infer: Infer, *, retry_for: float, stop: threading.Event) -> None:
         self.spec = spec
         self.class_names = tuple(class_names)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         if self.thresholds.shape != (len(self.class_names),):
             raise ConfigError(f"{len(self.thresholds)} thresholds for {len(self.class_names)} classes")
         self._infer = infer
+        self._retry_for = retry_for
+        self._stop = stop
+        self.errors = 0  # failed infer calls so far
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
-        out = np.asarray(self._infer(batch), dtype=np.float32)
+        deadline = time.monotonic() + self._retry_for
+        while True:
+            try:
+                out = np.asarray(self._infer(batch), dtype=np.float32)
+                break
+            except (ConfigError, DataError):
+                raise
+            except Exception as exc:
+                self.errors += 1
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.warning("live view: inference failed (%s: %s; %d so far); trying again",
+                                type(exc).__name__, exc, self.errors)
+                self._stop.wait(ENGINE_RETRY)
         if out.shape != (len(batch), len(self.class_names)):
             raise DataError(f"inference returned shape {out.shape} for a batch of {len(batch)} and "
                             f"{len(self.class_names)} classes")
@@ -214,7 +237,8 @@ class LiveView:
         spec, class_names, thresholds: the bundle's (``Classifier.spec``, ``.class_names``, ``.thresholds``).
         infer: preprocessed float32 ``(N, 3, H, W)`` -> probabilities ``(N, K)``, callable from this thread.
         min_duration: seconds a new label set must hold before it is an event (0: at once).
-        frame_timeout: a try of the source fails when no frame comes in this many seconds.
+        frame_timeout: a try of the source fails when no frame comes in this many seconds; a failing ``infer`` is
+            tried again for as long before the error counts.
         reconnect_tries: reopen tries (0.5, 1, 2 s ... apart) before the loop rests ``retry_delay`` and starts over.
         max_pixels: a source whose frames are larger is refused (None or 0: no limit).
         jpeg_quality: of the MJPEG frames (1-100).
@@ -253,11 +277,11 @@ class LiveView:
         self.jpeg_quality = jpeg_quality
         self.loop_file = loop_file
         self.retry_delay = retry_delay
-        self._engine = _Engine(spec, class_names, thresholds, infer)
+        self.closed = threading.Event()  # set by stop(): streams and the loop end
+        self._engine = _Engine(spec, class_names, thresholds, infer, retry_for=self.frame_timeout, stop=self.closed)
         if opener is open_capture:
             opener = functools.partial(open_capture, timeout=self.frame_timeout)
         self._opener = limit_frames(opener, max_pixels or None)
-        self.closed = threading.Event()  # set by stop(): streams and the loop end
         self._lock = threading.Lock()
         self._stats = LiveStats(source=source.label)
         self._reconnects = 0
@@ -349,6 +373,7 @@ class LiveView:
             s.latency_ms = result.latency_ms
             s.dropped_frames = self._dropped + stats.dropped
             s.reconnects = self._reconnects + stats.reconnects
+            s.engine_errors = self._engine.errors
             s.connected = True
             s.error = None
             s.labels = list(labels)
