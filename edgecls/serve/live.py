@@ -60,6 +60,7 @@ Infer = Callable[[np.ndarray], np.ndarray]
 
 STATIC_FILES = {"live.js": "text/javascript; charset=utf-8"}  # what GET /static/{name} serves; nothing else
 ENGINE_RETRY = 0.05  # seconds between tries of a failed inference call
+STALE_AFTER = 2.0  # seconds without a frame after which the view says it is not connected
 FPS_WINDOW = 2.0  # seconds of frames the FPS is counted over (a file that starts again does not reset it)
 PAGE_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self'; style-src 'unsafe-inline'; "
             "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -168,7 +169,7 @@ class LiveStats:
     dropped_frames: int = 0  # stale frames the camera reader skipped (the newest frame is always the one classified)
     reconnects: int = 0
     engine_errors: int = 0  # failed inference calls (each tried again for up to the frame timeout)
-    connected: bool = False  # frames are arriving
+    connected: bool = False  # frames are arriving (one came within the last STALE_AFTER seconds)
     labels: list[str] = field(default_factory=list)  # the labels of the last frame
     probabilities: dict[str, float] = field(default_factory=dict)  # of the last frame
     stable_labels: list[str] | None = None  # the debounced label set (what the last label event said; None before)
@@ -421,6 +422,9 @@ class LiveView:
             copy = LiveStats(**{**asdict(s), "labels": list(s.labels), "probabilities": dict(s.probabilities)})
             copy.viewers = self._viewers
             copy.subscribers = len(self._subscribers)
+            if self._times and time.monotonic() - self._times[-1] > min(STALE_AFTER, self.frame_timeout):
+                copy.connected = False  # frames stopped (the loop may be reopening the source)
+                copy.fps = 0.0
         return copy
 
     def state(self) -> dict[str, Any]:
