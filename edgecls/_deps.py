@@ -32,6 +32,7 @@ EXTRA_OF = {
     "tensorrt": "tensorrt",
     "ray": "ray",
     "pyarrow": "ray",
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "prometheus_client", "paho", "multipart"), "serve"),
 }
 
 

@@ -112,11 +112,21 @@ def test_nothing_below_the_cli_imports_scale(graph):
     assert not bad, bad
 
 
+def test_serve_reaches_only_the_runtime_and_core(graph):
+    """The server is a front-end over the runtime: never train, export, bench, cli or torch."""
+    banned = ("edgecls.train", "edgecls.export", "edgecls.bench", "edgecls.cli", "edgecls.scale", "torch",
+              "torchvision", "timm")
+    bad = sorted({f"{i.source} -> {i.target}" for i in graph
+                  if _under(i.source, "edgecls.serve") and any(_under(i.target, b) for b in banned)})
+    assert not bad, bad
+
+
 def test_core_modules_import_no_package_above_them(graph):
     """The bundle on disk is core: the exporter, the runtime and bench all stand on it."""
     core = ("edgecls.bundle", "edgecls.manifest", "edgecls._io", "edgecls._deps", "edgecls.errors",
             "edgecls.preprocess")
     above = ("edgecls.train", "edgecls.export", "edgecls.runtime", "edgecls.bench", "edgecls.cli", "edgecls.scale",
+             "edgecls.serve",
              "torch")
     bad = sorted({f"{i.source} -> {i.target}" for i in graph
                   if i.source in core and any(_under(i.target, a) for a in above)})

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
 from edgecls.errors import ConfigError
-from edgecls.preprocess import DEFAULT_MAX_PIXELS, limit_text, size_text
+from edgecls.preprocess import DEFAULT_MAX_PIXELS
 from edgecls.runtime.classifier import Classifier, Prediction
 from edgecls.runtime.files import Progress, collect_images, file_key, predict_files
 from edgecls.runtime.stream import (
@@ -27,6 +27,7 @@ from edgecls.runtime.stream import (
     DEFAULT_FRAME_TIMEOUT,
     Source,
     StreamStats,
+    limit_frames,
     open_capture,
     parse_source,
     stream_frames,
@@ -300,31 +301,6 @@ class StreamSummary:
         return ("interrupted: " if self.interrupted else "") + text
 
 
-def _limit_frames(opener: Callable[[Source], Any], max_pixels: int | None) -> Callable[[Source], Any]:
-    """``opener`` that refuses a source whose reported frame size is over ``max_pixels``, before a frame is read."""
-    if not max_pixels:
-        return opener
-
-    def guarded(src: Source) -> Any:
-        cap = opener(src)
-        try:
-            from edgecls.runtime.stream import _cv2
-
-            cv2 = _cv2()
-            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-        except Exception:
-            w = h = 0
-        if w * h > max_pixels:
-            cap.release()
-            from edgecls.errors import DataError
-
-            raise DataError(f"{src.label}: frames of {size_text(w, h)}, over --max-pixels {limit_text(max_pixels)}; "
-                            "raise --max-pixels to read it")
-        return cap
-
-    return guarded
-
-
 def has_display() -> bool:
     """A GUI display is plausible: not Linux, or DISPLAY / WAYLAND_DISPLAY is set."""
     if not sys.platform.startswith("linux"):
@@ -377,7 +353,7 @@ def run_stream(
                      max_pixels=max_pixels)
     if opener is open_capture:  # bind --frame-timeout before wrapping: stream_frames only binds the bare open_capture
         opener = functools.partial(open_capture, timeout=frame_timeout)
-    opener = _limit_frames(opener, clf.max_pixels)
+    opener = limit_frames(opener, clf.max_pixels)
     stats = StreamStats()
     outputs: list[str] = []
     lines, owned = (None, False)

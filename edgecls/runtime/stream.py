@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError
-from edgecls.preprocess import preprocess
+from edgecls.preprocess import limit_text, preprocess, size_text
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -125,6 +125,28 @@ def open_capture(src: Source, *, timeout: float = DEFAULT_FRAME_TIMEOUT) -> Any:
     if src.live:
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
     return cap
+
+
+def limit_frames(opener: Callable[[Source], Any], max_pixels: int | None) -> Callable[[Source], Any]:
+    """``opener`` that refuses a source whose reported frame size is over ``max_pixels`` (None or 0: no limit),
+    before a frame is read (``edgecls run`` and the server's live view)."""
+    if not max_pixels:
+        return opener
+
+    def guarded(src: Source) -> Any:
+        cap = opener(src)
+        try:
+            cv2 = _cv2()
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        except Exception:
+            w = h = 0
+        if w * h > max_pixels:
+            cap.release()
+            raise DataError(f"{src.label}: frames of {size_text(w, h)}, over --max-pixels {limit_text(max_pixels)}; "
+                            "raise --max-pixels to read it")
+        return cap
+
+    return guarded
 
 
 def _build_line(cv2: Any, key: str) -> str:
@@ -320,6 +342,7 @@ def stream_frames(
     stats: StreamStats | None = None,
     opener: Callable[[Source], Any] = open_capture,
     max_batch: int = 8,
+    stop: threading.Event | None = None,
 ) -> Iterator[FrameResult]:
     """Yield a :class:`FrameResult` per processed frame until the source ends, ``max_frames`` or an error.
 
@@ -333,6 +356,9 @@ def stream_frames(
     arrives (the open fails, reads fail, or no frame comes within ``frame_timeout`` seconds), so a source that opens
     but never delivers ends with a :class:`DataError` after ``len(backoff)`` tries instead of reopening forever. A
     network stream that does not open at first is retried the same way; a camera, a pipeline or a file is not.
+
+    ``stop`` (set from another thread) ends the generator within ``STOP_POLL`` seconds, even while it waits for a
+    frame or between reopen tries (the server's live view stops this way).
     """
     if max_batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {max_batch}")
@@ -349,7 +375,9 @@ def stream_frames(
         if src.kind != "stream":
             raise
         cap, failures = _reopen(src, backoff, opener, stats, reason=f"did not open ({exc})", tried=0,
-                                frame_timeout=frame_timeout)
+                                frame_timeout=frame_timeout, stop=stop)
+        if cap is None:
+            return
     try:
         stats.source_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     except Exception:
@@ -372,10 +400,9 @@ def stream_frames(
     index_offset = 0
     try:
         while max_frames is None or stats.frames < max_frames:
-            try:
-                item = reader.get(timeout=frame_timeout)
-            except queue.Empty:
-                item = None
+            item = _next_item(reader, frame_timeout, stop)
+            if stop is not None and stop.is_set():
+                break
             if item is None:
                 if not src.live:
                     if not reader.ended:
@@ -386,8 +413,11 @@ def stream_frames(
                 reader.stop()
                 cap.release()
                 reason = "ended" if reader.ended else f"sent no frame for {frame_timeout:g} s"
-                cap, failures = _reopen(src, backoff, opener, stats, reason=reason, tried=failures,
-                                        frame_timeout=frame_timeout)
+                new, failures = _reopen(src, backoff, opener, stats, reason=reason, tried=failures,
+                                        frame_timeout=frame_timeout, stop=stop)
+                if new is None:
+                    break
+                cap = new
                 reader = start_reader(cap)
                 continue
             failures = 0
@@ -425,15 +455,44 @@ def stream_frames(
         cap.release()
 
 
+STOP_POLL = 0.2  # seconds: how soon stream_frames notices its stop event
+
+
+def _next_item(reader: Any, timeout: float, stop: threading.Event | None) -> Any:
+    """The reader's next frame within ``timeout`` seconds (None: none came, or the source ended); without waiting
+    more than ``STOP_POLL`` at a time when there is a ``stop`` event."""
+    if stop is None:
+        try:
+            return reader.get(timeout=timeout)
+        except queue.Empty:
+            return None
+    end = time.monotonic() + timeout
+    while not stop.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            item = reader.get(timeout=min(left, STOP_POLL))
+        except queue.Empty:
+            continue
+        if item is not None or reader.ended:
+            return item
+    return None
+
+
 def _reopen(src: Source, backoff: Sequence[float], opener: Callable[[Source], Any], stats: StreamStats, *,
-            reason: str, tried: int, frame_timeout: float) -> tuple[Any, int]:
+            reason: str, tried: int, frame_timeout: float, stop: threading.Event | None = None) -> tuple[Any, int]:
     """Reopen ``src`` after ``tried`` failed tries in a row (each waits the next delay of ``backoff``); returns the
-    capture and the tries used so far, or raises :class:`DataError` when every try is used."""
+    capture and the tries used so far, or raises :class:`DataError` when every try is used. (None, tries) when
+    ``stop`` is set while it waits."""
     last = reason
     for attempt in range(tried + 1, len(backoff) + 1):
         delay = backoff[attempt - 1]
         log.warning("%s %s; reopening in %.1f s (try %d of %d)", src.label, last, delay, attempt, len(backoff))
-        time.sleep(delay)
+        if stop is None:
+            time.sleep(delay)
+        elif stop.wait(delay):
+            return None, attempt
         try:
             cap = opener(src)
         except DataError as exc:
