@@ -126,8 +126,7 @@ def test_core_modules_import_no_package_above_them(graph):
     core = ("edgecls.bundle", "edgecls.manifest", "edgecls._io", "edgecls._deps", "edgecls.errors",
             "edgecls.preprocess")
     above = ("edgecls.train", "edgecls.export", "edgecls.runtime", "edgecls.bench", "edgecls.cli", "edgecls.scale",
-             "edgecls.serve",
-             "torch")
+             "edgecls.serve", "torch")
     bad = sorted({f"{i.source} -> {i.target}" for i in graph
                   if i.source in core and any(_under(i.target, a) for a in above)})
     assert not bad, bad
