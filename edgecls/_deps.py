@@ -30,6 +30,8 @@ EXTRA_OF = {
     "openvino": "openvino",
     "coremltools": "coreml",
     "tensorrt": "tensorrt",
+    **dict.fromkeys(("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client", "python_multipart", "paho"),
+                    "serve"),
 }
 
 

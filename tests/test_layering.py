@@ -96,6 +96,19 @@ def test_the_runtime_reaches_neither_train_export_nor_torch(graph):
     assert not bad, bad
 
 
+CORE = ("edgecls.config", "edgecls.errors", "edgecls._deps", "edgecls._io", "edgecls.preprocess", "edgecls.manifest",
+        "edgecls.bundle", "edgecls.metrics", "edgecls.synth", "edgecls.data")
+
+
+def test_serve_reaches_only_the_runtime_and_core(graph):
+    """The server is a front-end like the CLI, on the runtime: never train, export, bench, the CLI, click or torch."""
+    allowed = ("edgecls.serve", "edgecls.runtime", *CORE)
+    bad = sorted({f"{i.source} -> {i.target}" for i in graph if _under(i.source, "edgecls.serve") and (
+        (i.target.startswith("edgecls.") and not any(_under(i.target, a) for a in allowed))
+        or any(_under(i.target, b) for b in ("torch", "torchvision", "timm", "click")))})
+    assert not bad, bad
+
+
 def test_core_modules_import_no_package_above_them(graph):
     """The bundle on disk is core: the exporter, the runtime and bench all stand on it."""
     core = ("edgecls.bundle", "edgecls.manifest", "edgecls._io", "edgecls._deps", "edgecls.errors",
