@@ -404,9 +404,10 @@ def test_config_errors_are_one_line(runner, bundle, tmp_path):
         assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
 
 
-def _start_cli_server(bundle: Path, *args: str) -> tuple[subprocess.Popen, str]:
+def _start_cli_server(bundle: Path, *args: str, env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("EDGECLS_API_KEY", None)
+    env.update(env_extra or {})
     proc = subprocess.Popen([sys.executable, "-m", "edgecls.cli", "serve", str(bundle), "--port", "0", "--backend",
                              "onnxruntime", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -461,6 +462,34 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(bundle, readable):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_api_key_from_the_environment(bundle):
+    proc, url = _start_cli_server(bundle, env_extra={"EDGECLS_API_KEY": "from-env"})
+    try:
+        assert httpx.get(url + "/v1/model").status_code == 401
+        assert httpx.get(url + "/v1/model", headers={"authorization": "Bearer from-env"}).status_code == 200
+        assert httpx.get(url + "/healthz").status_code == 200
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
+def test_live_view_without_its_module_is_a_one_line_error(runner, bundle, tmp_path):
+    from conftest import make_video
+
+    from edgecls._deps import has
+
+    if has("edgecls.serve.live"):
+        pytest.skip("edgecls.serve.live is installed: the live view's own tests cover --source")
+    video = make_video(tmp_path / "v.mp4", frames=4)
+    from edgecls.cli import cli
+
+    result = runner.invoke(cli, ["serve", str(bundle), "--source", str(video), "--port", "0", "--backend",
+                                 "onnxruntime"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error: --camera/--source need the live view (edgecls.serve.live)" in result.output, result.output
 
 
 def test_the_serve_package_imports_no_torch(bundle, tmp_path):
