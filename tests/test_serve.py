@@ -292,6 +292,9 @@ def test_413_over_max_upload_mb_while_the_body_streams(bundle, readable):
         big = {"inputs": [{"name": "images", "shape": [1, 3, IMG, IMG], "datatype": "FP32", "data": [0.5] * 200_000}]}
         r = served.client.post("/v2/models/bundle/infer", json=big)
         assert r.status_code == 413
+        r = served.client.post("/v2/models/bundle/infer", content=iter([json.dumps(big).encode()]),
+                               headers={"content-type": "application/json"})  # chunked: caught as it streams
+        assert r.status_code == 413 and "over --max-upload-mb" in r.json()["error"], r.text
         r = served.client.post("/v1/classify/batch", files=[("files", (p.name, p.read_bytes())) for p in readable[:3]])
         assert r.status_code == 413 and "--max-files 2" in r.json()["error"]
         _still_serves(served, readable[0])
@@ -402,6 +405,14 @@ def test_config_errors_are_one_line(runner, bundle, tmp_path):
     for args, words in cases:
         result = runner.invoke(cli, args)
         assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
+    # YAML and flags share one definition: flags override the file
+    from edgecls.config import build_config
+    from edgecls.serve import ServeConfig
+
+    good = tmp_path / "good.yaml"
+    good.write_text(f"bundle: {bundle}\nmax-batch: 4\nmax_wait_ms: 2\nsource: cam.mp4\nheartbeat: 5\n")
+    cfg = build_config(ServeConfig, yaml_path=good, overrides={"max_batch": 2})
+    assert (cfg.max_batch, cfg.max_wait_ms, cfg.source, cfg.heartbeat, cfg.live) == (2, 2.0, "cam.mp4", 5.0, True)
 
 
 def _start_cli_server(bundle: Path, *args: str, env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:

@@ -77,20 +77,18 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # the one ASGI middleware: request metrics and the body limit (checked while the body streams in)
 
 
 class _Guard:
-    def __init__(self, app: Any, *, limit: int, limit_mb: float, metrics: Metrics) -> None:
+    def __init__(self, app: Any, *, limit: int, limit_mb: float, metrics: Metrics,
+                 too_large: Callable[[str], Exception]) -> None:
         self.app = app
         self.limit = limit
         self.limit_mb = limit_mb
         self.metrics = metrics
+        self.too_large = too_large  # an HTTPException 413: the app's handlers (FastAPI's body reading too) pass it on
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -123,13 +121,13 @@ class _Guard:
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
                     if seen > self.limit:
-                        raise _BodyTooLarge()
+                        raise self.too_large(too_large)
                 return message
 
             try:
                 await self.app(scope, receive_limited, send_tracking)
-            except _BodyTooLarge:
-                if started:
+            except Exception as exc:
+                if started or getattr(exc, "status_code", None) != 413:
                     raise
                 await _send_json(send_tracking, 413, {"error": too_large}, close=True)
         finally:
@@ -495,7 +493,8 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
 
         async def work() -> dict[str, Any]:
             with batcher.announce():
-                x = _tensor_of(body, spec.img_size, cfg.max_files)
+                loop = asyncio.get_running_loop()  # a large tensor takes milliseconds to convert: not on the loop
+                x = await loop.run_in_executor(pool, _tensor_of, body, spec.img_size, cfg.max_files)
                 wanted = _wanted_outputs(body)
                 answer = submit(x, logits=True)
             logits = await answer
@@ -556,7 +555,8 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
     app.include_router(protected)
     if live is not None:
         app.include_router(_live_router(live), dependencies=[auth])
-    app.add_middleware(_Guard, limit=cfg.max_upload_bytes, limit_mb=cfg.max_upload_mb, metrics=metrics)
+    app.add_middleware(_Guard, limit=cfg.max_upload_bytes, limit_mb=cfg.max_upload_mb, metrics=metrics,
+                       too_large=lambda message: fastapi.HTTPException(413, message))
     return app
 
 
