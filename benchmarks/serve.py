@@ -48,6 +48,7 @@ CONCURRENCY = (1, 8, 32)
 MODES = {"batching": 8, "no batching": 1}  # --max-batch
 THROUGHPUT_TARGET = 0.80
 LATENCY_TARGET_MS = 3.0
+IN_PROCESS_KEYS = ("batched_img_s", "batch1_p50_ms", "batched_cpu_ms_per_img", "batch1_cpu_ms_per_img")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -94,17 +95,30 @@ def in_process(bundle: Path, images: list[bytes], threads: int | None) -> dict:
 
     with Classifier(bundle, threads=threads) as clf:
         clf.predict_batch(images[:32], batch_size=32)  # warm-up
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         clf.predict_batch(images, batch_size=32)
         batched = len(images) / (time.perf_counter() - start)
+        batched_cpu = 1000 * (time.process_time() - cpu) / len(images)
         single = []
+        cpu = time.process_time()
         for data in images:
             t = time.perf_counter()
             clf.predict(data)
             single.append(time.perf_counter() - t)
+        single_cpu = 1000 * (time.process_time() - cpu) / len(images)
         info = {"artifact": clf.artifact.name, "backend": clf.backend.name, "device": clf.backend.device,
                 "precision": clf.precision_name}
-    return {"batched_img_s": batched, "batch1_p50_ms": 1000 * statistics.median(single), **info}
+    return {"batched_img_s": batched, "batch1_p50_ms": 1000 * statistics.median(single),
+            "batched_cpu_ms_per_img": batched_cpu, "batch1_cpu_ms_per_img": single_cpu, **info}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its threads (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,7 +204,10 @@ def served(bundle: Path, images: list[bytes], max_batch: int, total: int, thread
         rows = []
         for conc in CONCURRENCY:
             n = max(total // 4, 100) if conc == 1 else total
-            rows.append(load(host, port, images, n, conc))
+            cpu = cpu_seconds(proc.pid)
+            row = load(host, port, images, n, conc)
+            row["server_cpu_ms_per_img"] = 1000 * (cpu_seconds(proc.pid) - cpu) / n
+            rows.append(row)
         return rows
     finally:
         stop_server(proc)
@@ -209,14 +226,16 @@ def machine_slug(machine) -> str:
 def report(result: dict) -> str:
     inp = result["in_process"]
     lines = [f"in-process ({inp['artifact']} on {inp['backend']} {inp['device']}, {inp['precision']}): "
-             f"predict_batch {inp['batched_img_s']:.1f} img/s, predict() batch-1 p50 {inp['batch1_p50_ms']:.2f} ms",
-             "", "| mode | concurrency | img/s | vs in-process batched | p50 ms | p99 ms | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"predict_batch {inp['batched_img_s']:.1f} img/s ({inp['batched_cpu_ms_per_img']:.2f} CPU ms/img), "
+             f"predict() batch-1 p50 {inp['batch1_p50_ms']:.2f} ms ({inp['batch1_cpu_ms_per_img']:.2f} CPU ms/img)",
+             "",
+             "| mode | concurrency | img/s | vs in-process batched | p50 ms | p99 ms | server CPU ms/img | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, rows in result["served"].items():
         for row in rows:
             lines.append(f"| {mode} | {row['concurrency']} | {row['img_s']:.1f} | "
                          f"{row['img_s'] / inp['batched_img_s']:.0%} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                         f"{row['errors']} |")
+                         f"{row['server_cpu_ms_per_img']:.2f} | {row['errors']} |")
     lines.append("")
     for name, verdict in result["targets"].items():
         lines.append(f"- {name}: {verdict}")
@@ -228,7 +247,11 @@ def judge(result: dict) -> dict[str, str]:
     on = {r["concurrency"]: r for r in result["served"]["batching"]}
     ratio = on[32]["img_s"] / inp["batched_img_s"]
     gap = on[1]["p50_ms"] - inp["batch1_p50_ms"]
+    cpu_ratio = inp["batched_cpu_ms_per_img"] / on[32]["server_cpu_ms_per_img"]
     return {
+        "CPU per image, in-process batched / served at concurrency 32 (what the throughput ratio tends to when the "
+        "CPUs are saturated and quiet)": f"{cpu_ratio:.0%} ({inp['batched_cpu_ms_per_img']:.2f} vs "
+                                         f"{on[32]['server_cpu_ms_per_img']:.2f} ms)",
         "concurrency-32 throughput >= 80% of in-process batched":
             f"{'MET' if ratio >= THROUGHPUT_TARGET else 'NOT MET'} ({on[32]['img_s']:.1f} vs "
             f"{inp['batched_img_s']:.1f} img/s = {ratio:.0%})",
@@ -242,7 +265,7 @@ def _median_rows(rounds: list[list[dict]]) -> list[dict]:
     out = []
     for rows in zip(*rounds):
         merged = dict(rows[0])
-        for key in ("img_s", "p50_ms", "p99_ms"):
+        for key in ("img_s", "p50_ms", "p99_ms", "server_cpu_ms_per_img"):
             merged[key] = statistics.median(r[key] for r in rows)
             merged[f"{key}_rounds"] = [round(r[key], 3) for r in rows]
         merged["errors"] = sum(r["errors"] for r in rows)
@@ -293,9 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "bundle": str(bundle if args.bundle or bundle.is_relative_to(REPO) else "lite0-224 (random weights, built)"),
         "images": {"count": len(images), "source": where}, "requests": args.requests, "rounds": args.rounds,
-        "in_process": {**inproc[0], "batched_img_s": statistics.median(r["batched_img_s"] for r in inproc),
-                       "batch1_p50_ms": statistics.median(r["batch1_p50_ms"] for r in inproc),
-                       "rounds": [{k: round(r[k], 3) for k in ("batched_img_s", "batch1_p50_ms")} for r in inproc]},
+        "in_process": {**inproc[0], **{k: statistics.median(r[k] for r in inproc) for k in IN_PROCESS_KEYS},
+                       "rounds": [{k: round(r[k], 3) for k in IN_PROCESS_KEYS} for r in inproc]},
         "served": {mode: _median_rows(rounds) for mode, rounds in modes.items()},
     }
     result["targets"] = judge(result)

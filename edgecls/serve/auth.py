@@ -37,14 +37,15 @@ def require_key(api_key: str | None) -> Callable[..., None]:
     # Declared only so /openapi.json and /docs show the scheme; the check below is the one that counts.
     bearer = HTTPBearer(auto_error=False, description="the server's --api-key")
 
-    def check(request: Request, _: Any = _depends(bearer)) -> None:
+    # async: FastAPI runs a plain function dependency in a worker thread, a thread hop on every request
+    async def check(request: Request, _: Any = _depends(bearer)) -> None:
         if api_key is None:
             return
         if not key_matches(presented_key(request.headers, request.cookies), api_key):
             raise Unauthorized()
 
     if api_key is None:
-        def open_check() -> None:
+        async def open_check() -> None:
             return None
 
         return open_check
