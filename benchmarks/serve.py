@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": machine.to_dict(), "cpu_share": share.to_dict() if share else None,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "bundle": str(bundle if args.bundle or bundle.is_relative_to(REPO) else "lite0-224 (random weights, built)"),
+        "bundle": (str(bundle.resolve().relative_to(REPO)) if bundle.resolve().is_relative_to(REPO) else str(bundle))
+        if args.bundle or bundle.resolve().is_relative_to(REPO) else "lite0-224 (random weights, built here)",
         "images": {"count": len(images), "source": where}, "requests": args.requests, "rounds": args.rounds,
         "in_process": {**inproc[0], **{k: statistics.median(r[k] for r in inproc) for k in IN_PROCESS_KEYS},
                        "rounds": [{k: round(r[k], 3) for k in IN_PROCESS_KEYS} for r in inproc]},
