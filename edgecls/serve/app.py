@@ -553,19 +553,19 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
 
     app.include_router(public)
     app.include_router(protected)
-    if live is not None:
-        app.include_router(_live_router(live), dependencies=[auth])
+    if live is not None:  # the page and its script stay open; the live data routes need the key
+        app.include_router(_live_router(live, auth))
     app.add_middleware(_Guard, limit=cfg.max_upload_bytes, limit_mb=cfg.max_upload_mb, metrics=metrics,
                        too_large=lambda message: fastapi.HTTPException(413, message))
     return app
 
 
-def _live_router(live: Any) -> Any:
+def _live_router(live: Any, auth: Any) -> Any:
     try:
         from edgecls.serve.live import live_router  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise EdgeclsError(f"the live view needs edgecls.serve.live, which this install lacks ({exc})") from None
-    return live_router(live)
+    return live_router(live, dependencies=[auth])
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

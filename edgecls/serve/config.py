@@ -46,8 +46,8 @@ class ServeConfig:
     camera: str | None = field(None, help="camera index: adds the live view (GET /) of that camera")
     source: str | None = field(None, help="video file or stream URL: adds the live view (GET /) of that source")
     mqtt: str | None = field(None, help="mqtt://HOST:PORT/TOPIC: publish the live view's label changes there")
-    min_duration: float = field(1.0, help="seconds a label set must hold before it counts as a change (events, MQTT)")
-    heartbeat: float = field(30.0, help="MQTT: publish the current state every this many seconds too")
+    min_duration: float = field(0.5, help="seconds a label set must hold before it counts as a change (events, MQTT)")
+    heartbeat: float = field(30.0, help="MQTT: publish the current state every this many seconds too (0: never)")
     frame_timeout: float = field(10.0, help="seconds without a frame after which a live source counts as stalled")
     reconnect_tries: int = field(3, help="a live source that stops is reopened this many times in a row")
     log_level: str = field("info", choices=("debug", "info", "warning", "error"), help="server log level")
@@ -67,9 +67,9 @@ class ServeConfig:
             raise ConfigError(f"--port must be 0..65535, got {self.port}")
         for name in ("max_batch", "max_queue", "max_files", "workers", "threads"):
             at_least(name, 1)
-        for name in ("max_wait_ms", "max_pixels", "reconnect_tries"):
+        for name in ("max_wait_ms", "max_pixels", "reconnect_tries", "heartbeat"):
             at_least(name, 0)
-        for name in ("max_upload_mb", "request_timeout", "frame_timeout", "heartbeat"):
+        for name in ("max_upload_mb", "request_timeout", "frame_timeout"):
             at_least(name, 0, strict=True)
         at_least("min_duration", 0)
         if self.camera is not None and self.source is not None:
