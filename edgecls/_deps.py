@@ -32,7 +32,8 @@ EXTRA_OF = {
     "tensorrt": "tensorrt",
     "ray": "ray",
     "pyarrow": "ray",
-    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "prometheus_client", "paho", "multipart"), "serve"),
+    **dict.fromkeys(("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client", "python_multipart", "paho"),
+                    "serve"),
 }
 
 

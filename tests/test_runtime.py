@@ -20,180 +20,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# the tiny bundles and images live in conftest.py (shared with the CLI, security and serve tests); the names
+# stay importable from here for the modules that import them from test_runtime
+from conftest import (  # noqa: F401
+    CLASSES,
+    IMG,
+    add_metadata,
+    build_bundle,
+    export_onnx,
+    make_images,
+    make_video,
+    reference_input,
+)
+
 from edgecls.errors import ConfigError, DataError, MissingDependency, UnsupportedOption
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ("cat", "dog", "fish")
-IMG = 32
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# tiny bundles and data (shared with test_runtime_cli.py)
-
-
-def _tiny_net(static_batch: bool = False):
-    torch = pytest.importorskip("torch")
-    nn = torch.nn
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            )
-            self.head = nn.Linear(16, len(CLASSES))
-
-        def forward(self, x):
-            return self.head(self.features(x)) * 4.0  # spread the logits so labels differ between images
-
-    torch.manual_seed(0)
-    return Net().eval()
-
-
-def export_onnx(path: Path, *, static_batch: bool = False) -> np.ndarray:
-    """Export the tiny net to ``path``; return torch's logits for :func:`reference_input` (the parity reference)."""
-    torch = pytest.importorskip("torch")
-    model = _tiny_net()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    axes = None if static_batch else {"images": {0: "batch"}, "logits": {0: "batch"}}
-    torch.onnx.export(model, torch.zeros(1, 3, IMG, IMG), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_axes=axes, opset_version=17, dynamo=False)
-    with torch.no_grad():
-        return model(torch.from_numpy(reference_input())).numpy()
-
-
-def reference_input(n: int = 5) -> np.ndarray:
-    return np.random.default_rng(1).standard_normal((n, 3, IMG, IMG)).astype(np.float32)
-
-
-def add_metadata(path: Path, manifest, thresholds) -> None:
-    onnx = pytest.importorskip("onnx")
-    model = onnx.load(str(path))
-    props = {
-        "edgecls.class_names": json.dumps(list(manifest.class_names)),
-        "edgecls.thresholds": json.dumps(list(thresholds)),
-        "edgecls.preprocess": json.dumps(manifest.preprocess.to_dict()),
-        "edgecls.manifest": manifest.to_json(),
-    }
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-
-
-def _quantize(src: Path, dst: Path) -> None:
-    pytest.importorskip("onnx")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter({"images": x[None]} for x in reference_input(8))
-
-        def get_next(self):
-            return next(self.it, None)
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_static warns about pre-processing on the root logger
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
-
-
-def build_bundle(root: Path, *, openvino: bool) -> dict:
-    """A bundle like the exporter's: onnx (fp32), onnx-int8 (Q/DQ) and, with ``openvino``, OpenVINO IRs (fp16, int8)."""
-    from dataclasses import replace
-
-    from edgecls._io import sha256_file
-    from edgecls.manifest import Artifact, Manifest
-    from edgecls.preprocess import PreprocessSpec
-
-    ref = export_onnx(root / "onnx" / "model.onnx")
-    _quantize(root / "onnx" / "model.onnx", root / "onnx-int8" / "model.onnx")
-    thresholds = {"onnx": (0.5, 0.4, 0.6), "onnx-int8": (0.5, 0.45, 0.6), "openvino": (0.5, 0.4, 0.6),
-                  "openvino-int8": (0.5, 0.45, 0.55)}
-    arts = [
-        Artifact("onnx", "onnx/model.onnx", "onnx", "fp32", sha256_file(root / "onnx/model.onnx"), thresholds["onnx"]),
-        Artifact("onnx-int8", "onnx-int8/model.onnx", "onnx", "int8", sha256_file(root / "onnx-int8/model.onnx"),
-                 thresholds["onnx-int8"], parent="onnx"),
-    ]
-    if openvino:
-        ov = pytest.importorskip("openvino")
-        ov.save_model(ov.convert_model(str(root / "onnx/model.onnx")), str(root / "openvino/model.xml"))
-        ov.save_model(ov.convert_model(str(root / "onnx-int8/model.onnx")), str(root / "openvino-int8/model.xml"),
-                      compress_to_fp16=False)
-        arts += [
-            Artifact("openvino", "openvino/model.xml", "openvino", "fp16", sha256_file(root / "openvino/model.xml"),
-                     thresholds["openvino"]),
-            Artifact("openvino-int8", "openvino-int8/model.xml", "openvino", "int8",
-                     sha256_file(root / "openvino-int8/model.xml"), thresholds["openvino-int8"], parent="openvino"),
-        ]
-    manifest = Manifest(class_names=CLASSES, preprocess=PreprocessSpec(img_size=IMG), backbone="tiny",
-                        thresholds=(0.5, 0.5, 0.5), input_shape=("batch", 3, IMG, IMG), output_shape=("batch", 3),
-                        artifacts=tuple(arts))
-    add_metadata(root / "onnx" / "model.onnx", manifest, thresholds["onnx"])
-    # as the exporter does: each artifact's sha256 is of its final file (the ONNX with its metadata), and
-    # details["files"] holds every file of its folder (an IR's .bin too)
-    def final(a):
-        files = {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted((root / a.name).rglob("*"))
-                 if p.is_file()}
-        return replace(a, sha256=sha256_file(root / a.path), details={**a.details, "files": files})
-
-    manifest = replace(manifest, artifacts=tuple(final(a) for a in arts))
-    manifest.save(root)
-    return {"root": root, "reference": ref, "manifest": manifest}
-
-
-def make_images(folder: Path, n: int = 9, *, corrupt_at: int | None = 4) -> list[Path]:
-    """``n`` real image files (jpg/png, varied sizes, one in a subfolder) and a truncated jpg at ``corrupt_at``."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        sub = folder / "sub" if i == n - 1 else folder
-        sub.mkdir(parents=True, exist_ok=True)
-        path = sub / f"img{i:02d}.{'png' if i % 3 == 0 else 'jpg'}"
-        h, w = 40 + 7 * i, 60 - 3 * i
-        img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
-        cv2.rectangle(img, (2, 2), (w // 2, h // 2), (255 * (i % 2), 128, 255 * (i % 3 == 0)), -1)
-        if i == corrupt_at:
-            ok, buf = cv2.imencode(".jpg", img)
-            path.write_bytes(buf.tobytes()[:150])
-        else:
-            cv2.imwrite(str(path), img)
-        paths.append(path)
-    return paths
-
-
-def make_video(path: Path, frames: int = 20, size: tuple[int, int] = (96, 64), fps: float = 20.0) -> Path:
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    for i in range(frames):
-        img = np.full((size[1], size[0], 3), (i * 12) % 255, np.uint8)
-        cv2.circle(img, (4 * i % size[0], size[1] // 2), 10, (0, 0, 255), -1)
-        writer.write(img)
-    writer.release()
-    return path
-
-
-@pytest.fixture(scope="module")
-def onnx_bundle(tmp_path_factory) -> dict:
-    return build_bundle(tmp_path_factory.mktemp("rt") / "bundle", openvino=False)
-
-
-@pytest.fixture(scope="module")
-def full_bundle(tmp_path_factory) -> dict:
-    pytest.importorskip("openvino")
-    return build_bundle(tmp_path_factory.mktemp("rt") / "bundle", openvino=True)
-
-
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("imgs") / "images"
-    make_images(folder)
-    return folder
 
 
 def _copy(bundle: dict, dst: Path) -> Path:

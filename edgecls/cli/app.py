@@ -8,7 +8,7 @@ import sys
 import click
 
 from edgecls import __version__
-from edgecls.cli import bench, data, export, runtime, train
+from edgecls.cli import bench, data, export, runtime, serve, train
 
 
 def _setup_logging(verbose: int) -> None:
@@ -29,7 +29,7 @@ def cli(verbose: int) -> None:
     _setup_logging(verbose)
 
 
-for _group in (train, data, runtime, export, bench):
+for _group in (train, data, runtime, export, bench, serve):
     _group.register(cli)
 
 
