@@ -487,22 +487,6 @@ def test_the_api_key_from_the_environment(bundle):
     assert proc.returncode == 0, out
 
 
-def test_live_view_without_its_module_is_a_one_line_error(runner, bundle, tmp_path):
-    from conftest import make_video
-
-    from edgecls._deps import has
-
-    if has("edgecls.serve.live"):
-        pytest.skip("edgecls.serve.live is installed: the live view's own tests cover --source")
-    video = make_video(tmp_path / "v.mp4", frames=4)
-    from edgecls.cli import cli
-
-    result = runner.invoke(cli, ["serve", str(bundle), "--source", str(video), "--port", "0", "--backend",
-                                 "onnxruntime"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "Error: --camera/--source need the live view (edgecls.serve.live)" in result.output, result.output
-
-
 def test_the_serve_package_imports_no_torch(bundle, tmp_path):
     """`edgecls[runtime,serve]`: importing the package and serving a bundle (app, batcher, one request) import no
     torch."""

@@ -597,3 +597,58 @@ def test_mqtt_events_arrive_and_survive_a_broker_restart(classifier, video, brok
         live.stop()
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_edgecls_serve_with_a_source_and_mqtt_end_to_end(tmp_path, video, broker):
+    """The real command: `edgecls serve BUNDLE --source VIDEO --mqtt ... --api-key K` classifies the video through the
+    server's one inference thread while answering HTTP, publishes to a real Mosquitto, counts camera frames in
+    /metrics, and exits 0 on SIGTERM with the stream closed."""
+    import httpx
+    import paho.mqtt.client as mqtt
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_serve import _start_cli_server
+
+    bundle = build_bundle(tmp_path / "bundle", openvino=False)["root"]
+    topic = "edgecls/e2e/cam"
+    received: list[dict] = []
+    subscribed = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgecls-e2e-sub")
+    sub.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, msg: received.append(json.loads(msg.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    proc = None
+    try:
+        assert subscribed.wait(10)
+        proc, url = _start_cli_server(bundle, "--source", str(video), "--api-key", "k3y",
+                                      "--mqtt", f"mqtt://127.0.0.1:{broker.port}/{topic}", "--heartbeat", "0.5")
+        key = {"authorization": "Bearer k3y"}
+        with httpx.Client(base_url=url, headers=key, timeout=10) as c:
+            assert c.get("/v1/live", headers={"authorization": "Bearer wrong"}).status_code == 401
+            wait_for(lambda: c.get("/v1/live").json()["frames"] >= 5, 30, "the live view to classify frames")
+            ok, _ = cv2_png()
+            answer = c.post("/v1/classify", content=ok, headers={"content-type": "image/png"})
+            assert answer.status_code == 200 and set(answer.json()["probabilities"]) == {"cat", "dog", "fish"}
+            metrics = {s.name: s.value for f in text_string_to_metric_families(c.get("/metrics").text)
+                       for s in f.samples}
+            assert metrics["edgecls_camera_frames_total"] >= 5 and metrics["edgecls_camera_connected"] == 1, metrics
+            assert metrics["edgecls_camera_fps"] > 0
+            wait_for(lambda: any(m["type"] == "heartbeat" for m in received), 20, "an MQTT heartbeat")
+            assert all(Path(m["source"]).name == "colours.mp4" for m in received), received[:2]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def cv2_png() -> tuple[bytes, None]:
+    import cv2
+
+    return cv2.imencode(".png", np.full((24, 24, 3), 128, np.uint8))[1].tobytes(), None
