@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecls.scale import ScaleConfig, run
 
     machine = machine_info()
-    name = args.machine or ("zen5" if "Zen 5" in str(machine) or "family 26" in str(machine) else platform.machine())
+    name = args.machine or ("zen5" if machine.family == "26" else platform.machine())
     work = Path(args.work)
     print(f"machine: {machine}")
     print(f"[1/5] inputs: {args.images} JPEGs")
