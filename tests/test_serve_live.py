@@ -706,3 +706,17 @@ def test_edgecls_serve_with_a_source_the_key_metrics_mqtt_and_a_stop_with_viewer
     with lock:
         labels = [m for m in received if m["type"] == "labels"]
     assert {tuple(m["labels"]) for m in labels} <= {("dog",), ("cat",), ()}
+
+
+def test_mqtt_settings_are_checked_before_anything_starts(runner, video, tmp_path):
+    """--mqtt without a live source, or with a bad URL, is one line before the bundle is opened (the bundle here is
+    an empty folder: opening it would be another error)."""
+    from edgecls.cli import cli
+
+    empty = tmp_path / "not-a-bundle"
+    empty.mkdir()
+    result = runner.invoke(cli, ["serve", str(empty), "--mqtt", "mqtt://127.0.0.1:1883/t"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--mqtt publishes the live view's label changes: give --camera N or --source" in result.output
+    result = runner.invoke(cli, ["serve", str(empty), "--source", str(video), "--mqtt", "mqtt://x/a/+/b"])
+    assert result.exit_code == 1 and "wildcards" in result.output and "manifest" not in result.output, result.output

@@ -74,6 +74,13 @@ class ServeConfig:
         at_least("min_duration", 0)
         if self.camera is not None and self.source is not None:
             raise ConfigError("give --camera or --source, not both")
+        if self.mqtt is not None:
+            if self.camera is None and self.source is None:
+                raise ConfigError("--mqtt publishes the live view's label changes: give --camera N or --source "
+                                  "URL_OR_FILE too")
+            from edgecls.serve.mqtt import parse_mqtt_url  # the URL's rules live beside the publisher (no paho)
+
+            parse_mqtt_url(self.mqtt)
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("--api-key is empty; give a key, or leave it out to serve without one")
         if not self.host.strip():
