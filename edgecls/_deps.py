@@ -32,7 +32,8 @@ EXTRA_OF = {
     "tensorrt": "tensorrt",
     "ray": "ray",
     "pyarrow": "ray",
-    **dict.fromkeys(("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client", "python_multipart", "paho"),
+    **dict.fromkeys(("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client", "python_multipart", "paho",
+                     "swagger_ui_bundle"),
                     "serve"),
 }
 

@@ -203,7 +203,15 @@ def test_openapi_lists_every_route(server):
     assert {"/v1/classify", "/v1/classify/batch", "/v1/model", "/v2/models/{name}/infer", "/v2/health/ready",
             "/healthz", "/readyz", "/metrics"} <= paths
     assert "multipart/form-data" in schema["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
-    assert server.client.get("/docs").status_code == 200
+    docs = server.client.get("/docs")
+    assert docs.status_code == 200
+    assert "cdn" not in docs.text.lower() and "http://" not in docs.text and "https://" not in docs.text, docs.text
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css"):  # served from the package: /docs works offline
+        assert f"/docs/{name}" in docs.text
+        answer = server.client.get(f"/docs/{name}")
+        assert answer.status_code == 200 and len(answer.content) > 10_000
+    assert server.client.get("/docs/index.html").status_code == 404  # only the fixed names
+    assert server.client.get("/docs/..%2Fmanifest.json").status_code == 404
 
 
 # ---------------------------------------------------------------------------------------------------------------------

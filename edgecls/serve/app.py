@@ -270,6 +270,15 @@ def _display_name(filename: str | None, index: int) -> str:
 # the app
 
 
+def _swagger_files() -> dict[str, str]:
+    """The Swagger UI files /docs serves, by name (from the swagger-ui-bundle package of the serve extra)."""
+    import os
+
+    swagger_ui_bundle = require("swagger_ui_bundle", extra="serve", package="swagger-ui-bundle")
+    root = swagger_ui_bundle.swagger_ui_path
+    return {n: os.path.join(root, n) for n in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")}
+
+
 def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBatcher | None = None,
                live: Any = None, ready: threading.Event | None = None) -> "FastAPI":
     """The FastAPI app serving ``classifier``.
@@ -286,7 +295,7 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
     fastapi = require("fastapi", extra="serve")
     from fastapi import Depends, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
@@ -549,7 +558,17 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
     async def docs() -> Response:
         from fastapi.openapi.docs import get_swagger_ui_html
 
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="edgecls serve")
+        # Swagger UI's script and style from the swagger-ui-bundle package, not a CDN: the page works offline
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="edgecls serve",
+                                   swagger_js_url="/docs/swagger-ui-bundle.js", swagger_css_url="/docs/swagger-ui.css",
+                                   swagger_favicon_url="/docs/favicon-32x32.png")
+
+    @protected.get("/docs/{name}", include_in_schema=False)
+    async def docs_file(name: str) -> Response:
+        path = _swagger_files().get(name)  # a fixed set of names: no request value becomes a path
+        if path is None:
+            return JSONResponse({"error": f"no such file: /docs/{name}"}, status_code=404)
+        return FileResponse(path, headers={"Cache-Control": "max-age=86400"})
 
     app.include_router(public)
     app.include_router(protected)
