@@ -44,6 +44,11 @@ class PreprocessSpec:
     multi-label data where an object may sit at the border). ``resize="shorter"`` resizes the shorter side to
     ``round(img_size / crop_pct)`` keeping the aspect ratio, then takes a centre crop of ``img_size``.
     Pixels are scaled by ``scale`` (1/255 gives [0, 1]) then normalised with ``mean`` and ``std`` per RGB channel.
+
+    ``jpeg_reduce``: a JPEG is decoded with libjpeg's DCT scaling at 1/2, 1/4 or 1/8 of its size, the smallest
+    scale whose shorter side still holds at least twice what the resize needs (:func:`jpeg_scale`), then resized
+    as usual; other formats and arrays are decoded in full. On for every spec built now; a record without the field
+    (a bundle or checkpoint made before it existed) reads as off, so its numerics stay exactly what they were.
     """
 
     img_size: int = DEFAULT_IMG_SIZE
@@ -55,6 +60,7 @@ class PreprocessSpec:
     scale: float = 1.0 / 255.0
     color: str = "RGB"
     layout: str = "NCHW"
+    jpeg_reduce: bool = True
 
     def __post_init__(self) -> None:
         if self.img_size < 8:
@@ -69,6 +75,8 @@ class PreprocessSpec:
             raise ConfigError("mean and std need three values each, std > 0")
         if self.color != "RGB" or self.layout != "NCHW":
             raise ConfigError("only color='RGB' and layout='NCHW' are supported")
+        if not isinstance(self.jpeg_reduce, bool):
+            raise ConfigError(f"jpeg_reduce must be true or false, got {self.jpeg_reduce!r}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
@@ -79,6 +87,7 @@ class PreprocessSpec:
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
         check_keys(cls, data, "preprocessing")
         values = dict(data)
+        values.setdefault("jpeg_reduce", False)  # recorded before reduced decoding existed: full decoding, as then
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -253,14 +262,37 @@ def limit_text(max_pixels: int) -> str:
     return f"{max_pixels} ({max_pixels / 1e6:g} MP)" if max_pixels >= 1_000_000 else str(max_pixels)
 
 
+_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def reduce_min_side(spec: PreprocessSpec) -> int | None:
+    """The shorter side a reduced JPEG decode must keep for ``spec``: twice the side the resize brings it to
+    (``img_size``, or ``round(img_size / crop_pct)`` for ``shorter``); None when the spec decodes in full."""
+    if not spec.jpeg_reduce:
+        return None
+    side = spec.img_size if spec.resize == Resize.SQUASH else int(round(spec.img_size / spec.crop_pct))
+    return 2 * side
+
+
+def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
+    """1, 2, 4 or 8: the largest DCT scale-down (libjpeg decodes to ``ceil(side / scale)``) that leaves the
+    shorter side at least ``min_side`` pixels (1 when ``min_side`` is None or the image is not that large)."""
+    if not min_side or width <= 0 or height <= 0:
+        return 1
+    short = min(width, height)
+    return next((s for s in (8, 4, 2) if short // s >= min_side), 1)
+
+
 def decode_image(source: ImageSource, *, name: str | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
     """Read an image (path, encoded bytes or an HxWx3 BGR uint8 array) into a BGR uint8 array.
 
     An encoded image (path or bytes) whose header declares more than ``max_pixels`` pixels (None or 0: no limit) is
     refused before it is decoded (see :func:`check_pixels`), so a small file that unpacks to gigabytes costs nothing;
-    an array is already decoded and is not checked. Raises :class:`DataError` naming the file when it is missing, too
-    large or cannot be decoded.
+    an array is already decoded and is not checked. ``min_side``: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    (libjpeg's DCT scaling, :func:`jpeg_scale`) when its shorter side stays at least that long; None decodes in full
+    (see :func:`reduce_min_side`). Raises :class:`DataError` naming the file when it is missing, too large or cannot
+    be decoded.
     """
     import io
 
@@ -278,8 +310,8 @@ def decode_image(source: ImageSource, *, name: str | None = None,
         return img
     if isinstance(source, (bytes, bytearray)):
         label = name or "image bytes"
-        check_pixels(io.BytesIO(source), label, max_pixels)
-        buf = np.frombuffer(bytes(source), dtype=np.uint8)
+        data = bytes(source)
+        check_pixels(io.BytesIO(data), label, max_pixels)
     else:
         path = Path(source)
         label = name or str(path)
@@ -287,17 +319,32 @@ def decode_image(source: ImageSource, *, name: str | None = None,
             with open(path, "rb") as f:
                 check_pixels(f, label, max_pixels, path=path)
                 f.seek(0)
-                buf = np.frombuffer(f.read(), dtype=np.uint8)
+                data = f.read()
         except FileNotFoundError:
             raise DataError(f"{label}: image file not found") from None
         except IsADirectoryError:
             raise DataError(f"{label}: a folder, not an image file") from None
         except OSError as exc:
             raise DataError(f"{label}: cannot read image file ({exc.strerror or exc})") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    scale = 1
+    if min_side and data[:3] == b"\xff\xd8\xff":
+        try:
+            size = _jpeg_size(io.BytesIO(data))  # shares ``data``, no copy
+        except (OSError, ValueError):
+            size = None
+        if size is not None:
+            scale = jpeg_scale(size[0], size[1], min_side)
+    flag = getattr(cv2, _REDUCED[scale]) if scale > 1 else cv2.IMREAD_COLOR
+    img = cv2.imdecode(buf, flag) if buf.size else None
     if img is None:
         raise DataError(f"{label}: not a readable image (corrupt or unsupported format)")
-    if max_pixels and img.shape[0] * img.shape[1] > max_pixels:  # a header that understated the size
+    if scale > 1:  # the least full size that decodes to this one
+        full = ((img.shape[0] - 1) * scale + 1) * ((img.shape[1] - 1) * scale + 1)
+        if max_pixels and full > max_pixels:
+            raise DataError(f"{label}: the image is larger than its header says, over --max-pixels "
+                            f"{limit_text(max_pixels)}")
+    elif max_pixels and img.shape[0] * img.shape[1] > max_pixels:  # a header that understated the size
         raise DataError(f"{label}: the image is {size_text(img.shape[1], img.shape[0])}, over --max-pixels "
                         f"{limit_text(max_pixels)}")
     return img
@@ -346,10 +393,11 @@ def preprocess(source: ImageSource, spec: PreprocessSpec, *, name: str | None = 
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode (if needed), convert BGR to RGB, resize/crop and normalise one image -> float32 CHW.
 
+    A JPEG is decoded at a reduced size when ``spec.jpeg_reduce`` allows (see :class:`PreprocessSpec`).
     ``max_pixels``: see :func:`decode_image`.
     """
     cv2 = _cv2()
-    bgr = decode_image(source, name=name, max_pixels=max_pixels)
+    bgr = decode_image(source, name=name, max_pixels=max_pixels, min_side=reduce_min_side(spec))
     rgb = cv2.cvtColor(resize_image(bgr, spec), cv2.COLOR_BGR2RGB)
     return normalize(rgb, spec)
 
