@@ -381,12 +381,86 @@ def resize_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return img[top : top + size, left : left + size]
 
 
-def normalize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """HxWx3 uint8 RGB -> 3xHxW float32, scaled and normalised with the spec's mean and std."""
+def _norm_constants(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(mean in pixel units, scale / std), float32, shaped (3, 1, 1) to broadcast over CHW."""
     mean = np.asarray(spec.mean, dtype=np.float32) / np.float32(spec.scale)
     inv_std = np.float32(spec.scale) / np.asarray(spec.std, dtype=np.float32)
-    out = (rgb.astype(np.float32) - mean) * inv_std
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    return mean.reshape(3, 1, 1), inv_std.reshape(3, 1, 1)
+
+
+def _normalize_into(chw: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # uint8 -> float32 is exact, so (x - mean) * inv_std written in place equals the allocating expression bit for bit
+    np.subtract(chw, mean, out=out)
+    np.multiply(out, inv_std, out=out)
+    return out
+
+
+def normalize(rgb: np.ndarray, spec: PreprocessSpec, *, out: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB -> 3xHxW float32, scaled and normalised with the spec's mean and std (into ``out`` when
+    given: a C-contiguous float32 (3, H, W) array, e.g. one row of a batch)."""
+    mean, inv_std = _norm_constants(spec)
+    if out is None:
+        out = np.empty((3, *rgb.shape[:2]), dtype=np.float32)
+    return _normalize_into(rgb.transpose(2, 0, 1), mean, inv_std, out)
+
+
+class Preprocessor:
+    """:func:`preprocess` with reused buffers: the resize writes into a buffer kept between calls, and the
+    normalised tensor into ``out`` (a row of a batch the caller keeps), so a stream of frames allocates nothing per
+    frame after the first. The numbers are :func:`preprocess`'s, bit for bit (it is this class).
+
+    Not thread-safe: one per thread (the decode pools keep one in a ``threading.local``).
+    """
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+        self._mean, self._inv_std = _norm_constants(spec)
+        self._min_side = reduce_min_side(spec)
+        self._resized: dict[tuple[int, int], np.ndarray] = {}
+        self._planes = np.empty((3, spec.img_size, spec.img_size), dtype=np.uint8)
+
+    def __call__(self, source: ImageSource, out: np.ndarray | None = None, *, name: str | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """One image -> float32 (3, img_size, img_size), written into ``out`` when given (and returned)."""
+        size = self.spec.img_size
+        bgr = decode_image(source, name=name, max_pixels=max_pixels, min_side=self._min_side)
+        small = self.resize(bgr)
+        if out is None:
+            out = np.empty((3, size, size), dtype=np.float32)
+        elif out.shape != (3, size, size) or out.dtype != np.float32:
+            raise ConfigError(f"out must be a float32 (3, {size}, {size}) array, got {out.dtype} {out.shape}")
+        # BGR -> RGB and HWC -> CHW at once: each colour plane copied out (OpenCV, fast) into a reused buffer
+        cv2 = _cv2()
+        for c in range(3):
+            cv2.extractChannel(small, 2 - c, self._planes[c])
+        return _normalize_into(self._planes, self._mean, self._inv_std, out)
+
+    def resize(self, img: np.ndarray) -> np.ndarray:
+        """:func:`resize_image` into a buffer reused while the output size stays the same (a view of it)."""
+        cv2 = _cv2()
+        spec = self.spec
+        size = spec.img_size
+        h, w = img.shape[:2]
+        if spec.resize == Resize.SQUASH:
+            new_h = new_w = size
+        else:
+            short = int(round(size / spec.crop_pct))
+            if h <= w:
+                new_h, new_w = short, max(short, int(round(w * short / h)))
+            else:
+                new_h, new_w = max(short, int(round(h * short / w))), short
+        if (new_h, new_w) != (h, w):
+            buf = self._resized.get((new_h, new_w))
+            if buf is None:
+                if len(self._resized) >= 4:  # images of many sizes: keep the memory bounded
+                    self._resized.clear()
+                buf = self._resized[(new_h, new_w)] = np.empty((new_h, new_w, 3), dtype=np.uint8)
+            img = cv2.resize(img, (new_w, new_h), dst=buf, interpolation=_interp(cv2, spec.interpolation))
+        if spec.resize == Resize.SQUASH:
+            return img
+        top = (new_h - size) // 2
+        left = (new_w - size) // 2
+        return img[top : top + size, left : left + size]
 
 
 def preprocess(source: ImageSource, spec: PreprocessSpec, *, name: str | None = None,
@@ -394,12 +468,9 @@ def preprocess(source: ImageSource, spec: PreprocessSpec, *, name: str | None = 
     """Decode (if needed), convert BGR to RGB, resize/crop and normalise one image -> float32 CHW.
 
     A JPEG is decoded at a reduced size when ``spec.jpeg_reduce`` allows (see :class:`PreprocessSpec`).
-    ``max_pixels``: see :func:`decode_image`.
+    ``max_pixels``: see :func:`decode_image`. :class:`Preprocessor` is the same with reused buffers.
     """
-    cv2 = _cv2()
-    bgr = decode_image(source, name=name, max_pixels=max_pixels, min_side=reduce_min_side(spec))
-    rgb = cv2.cvtColor(resize_image(bgr, spec), cv2.COLOR_BGR2RGB)
-    return normalize(rgb, spec)
+    return Preprocessor(spec)(source, name=name, max_pixels=max_pixels)
 
 
 def preprocess_batch(sources: Sequence[ImageSource], spec: PreprocessSpec) -> np.ndarray:

@@ -96,3 +96,25 @@ def test_a_bad_field_value_is_a_config_error():
 
     with pytest.raises(ConfigError, match="jpeg_reduce"):
         PreprocessSpec.from_dict({"jpeg_reduce": "yes"})
+
+
+def test_preprocessor_reuses_its_buffers_and_equals_preprocess(big_jpeg):
+    from edgecls.preprocess import Preprocessor, normalize, resize_image
+
+    frame = _photo(120, 160)
+    for spec in (PreprocessSpec(img_size=64), PreprocessSpec(img_size=48, resize="shorter", crop_pct=0.875)):
+        pre = Preprocessor(spec)
+        out = np.zeros((3, spec.img_size, spec.img_size), np.float32)
+        assert pre(frame, out) is out
+        first = out.copy()
+        assert pre(frame[::-1].copy(), out) is out and not np.array_equal(out, first)  # the same buffer, rewritten
+        np.testing.assert_array_equal(pre(frame), first)
+        np.testing.assert_array_equal(preprocess(frame, spec), first)
+        # the formula, spelled out with allocating numpy: RGB order, CHW, (x - mean / scale) * (scale / std)
+        rgb = cv2.cvtColor(resize_image(frame, spec), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(normalize(rgb, spec), first)
+        np.testing.assert_array_equal(pre(big_jpeg), preprocess(big_jpeg, spec))
+    from edgecls.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="float32"):
+        Preprocessor(PreprocessSpec(img_size=64))(frame, np.zeros((3, 32, 32), np.float32))

@@ -706,6 +706,28 @@ def test_video_frames_decoded_ahead_are_inferred_together(onnx_bundle, tmp_path)
         next(stream_frames(clf, parse_source(source=str(video)), max_batch=0))
 
 
+def test_video_tensors_reuse_a_ring_that_wraps_around(onnx_bundle, tmp_path):
+    """A file longer than the ring of input tensors (depth + batch + 2 slots) gives every frame its own result:
+    slots are reused only after their frame was inferred, and a batch across the ring's end is gathered in order."""
+    import time
+
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.stream import parse_source, stream_frames
+
+    video = make_video(tmp_path / "in.mp4", frames=41)
+    clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
+    frames = stream_frames(clf, parse_source(source=str(video)), max_batch=3)  # depth 8: 13 slots
+    results = []
+    for res in frames:
+        results.append((res.index, res.prediction.probs, res.frame.copy()))
+        if res.index % 7 == 0:
+            time.sleep(0.2)  # let the reader run ahead and fill the ring
+    assert [i for i, _, _ in results] == list(range(41))
+    direct = clf.predict_batch([frame for _, _, frame in results])
+    for (_, probs, _), ref in zip(results, direct):
+        np.testing.assert_allclose(probs, ref.probs, atol=1e-6)
+
+
 def test_camera_that_cannot_open(onnx_bundle):
     from edgecls.runtime.commands import run_stream
 
