@@ -42,6 +42,7 @@ def test_node_costs_put_each_layer_on_its_unit(tmp_path):
     assert costs["pw"].unit == "matrix" and costs["pw"].macs == 16 * 16 * 16 * 8
     assert costs["dw"].unit == "vector" and costs["dw"].macs == 16 * 16 * 16 * 9
     assert costs["fc"].unit == "matrix" and costs["fc"].macs == 4 * 16
+    assert (costs["pw"].label, costs["fc"].label, costs["act"].label) == ("w_pw", "w_fc", "act")
     assert costs["act"].fused and costs["act"].activation_elems == 0  # a post-op moves no bytes
     assert costs["res"].fused and costs["res"].activation_elems == 16 * 16 * 16  # only the residual's other input
     assert not costs["pool"].fused and costs["pool"].macs == 16 * 16 * 16
@@ -63,7 +64,7 @@ def test_the_bound_is_the_slower_side_of_each_layer(tmp_path):
     slow_memory = roofline(costs, rates=rates, ghz=1.0, cores=1, gbs=1e-3, precision="f32", batch=8)
     assert slow_memory.bound == "memory" and slow_memory.images_per_second < fast_memory.images_per_second
     assert dict(fast_memory.shares)["depthwise / grouped conv (vector)"] > 0.5  # 9 MACs per output on 4x slower lanes
-    assert fast_memory.top[0][0] == "dw" and "depthwise" in fast_memory.summary()
+    assert fast_memory.top[0][0] == "w_dw" and "depthwise" in fast_memory.summary()  # named by the layer's weight
     # within the last-level cache the same bytes move at the cache's bandwidth
     cached = roofline(costs, rates=rates, ghz=1.0, cores=1, gbs=1e-3, precision="f32", batch=8, cache_gbs=1e6,
                       cache_bytes=1 << 30)

@@ -57,6 +57,12 @@ class NodeCost:
     activation_elems: int  # input and output activation elements moved, per image (0 for a fused post-op)
     weight_elems: int  # parameter elements, read once per batch
     fused: bool = False  # a post-op of the convolution / GEMM before it
+    layer: str = ""  # a convolution's or GEMM's weight, less ".weight": the model's own name for the layer
+
+    @property
+    def label(self) -> str:
+        """The layer's name where the graph keeps it (exporters number their nodes: node_Conv_865), else the node's."""
+        return self.layer or self.name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,12 +149,14 @@ def node_costs(path: str | Path) -> list[NodeCost]:
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
             k = math.prod(w[1:]) if len(w) > 1 else 1
             unit = "matrix" if group == 1 else "vector"  # depthwise / grouped: no channel reduction to tile
-            costs.append(NodeCost(node.name or node.output[0], op, unit, out * k, act_elems, weight_elems))
+            costs.append(NodeCost(node.name or node.output[0], op, unit, out * k, act_elems, weight_elems,
+                                  layer=_layer(ins[1 if op != "QLinearConv" else 3])))
         elif op in _MATRIX:
             a = shapes.get(ins[0], ())
             trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
             k = (a[0] if trans_a else a[-1]) if a else 1
-            costs.append(NodeCost(node.name or node.output[0], op, "matrix", out * k, act_elems, weight_elems))
+            costs.append(NodeCost(node.name or node.output[0], op, "matrix", out * k, act_elems, weight_elems,
+                                  layer=next((_layer(n) for n in ins[1:] if n in weights), "")))
         else:
             # one operation per output element; a pooling or reduction, one per input element
             work = sum(math.prod(shapes[n]) for n in acts) if op in _REDUCE else out
@@ -158,6 +166,11 @@ def node_costs(path: str | Path) -> list[NodeCost]:
                 act_elems = sum(math.prod(shapes[n]) for n in acts[1:])
             costs.append(NodeCost(node.name or node.output[0], op, "vector", work, act_elems, weight_elems, fused))
     return costs
+
+
+def _layer(weight: str) -> str:
+    """``encoder.blocks.1.0.conv_pw`` for the initializer ``encoder.blocks.1.0.conv_pw.weight``."""
+    return weight.removesuffix(".weight")
 
 
 def _shapes_by_running(model: Any, weights: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -236,7 +249,7 @@ def roofline(costs: Sequence[NodeCost], *, rates: Rates, ghz: float, cores: int,
             compute += t_compute
         else:
             memory += t_memory
-        times.append((c.name, c.op, max(t_compute, t_memory)))
+        times.append((c.label, c.op, max(t_compute, t_memory)))
         kind = ("dense conv / GEMM (matrix unit)" if c.unit == "matrix" else
                 "depthwise / grouped conv (vector)" if c.op in _CONVS else
                 "fused activations / adds (vector)" if c.fused else "other elementwise / pooling (vector)")
