@@ -264,6 +264,7 @@ def test_cli_writes_json_markdown_and_plot(exported, tmp_path):
     bundle, data, _ = exported
     args = ["bench", str(bundle), "--data", str(data), "--backends", "onnxruntime", "--torch-variants", "none",
             "--batch", "1,2", "--warmup", "1", "--iters", "3", "--max-seconds", "0.2", "--threads", "1", "--in-process",
+            "--modes", "latency",
             "--json", str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
