@@ -44,6 +44,11 @@ class PreprocessSpec:
     multi-label data where an object may sit at the border). ``resize="shorter"`` resizes the shorter side to
     ``round(img_size / crop_pct)`` keeping the aspect ratio, then takes a centre crop of ``img_size``.
     Pixels are scaled by ``scale`` (1/255 gives [0, 1]) then normalised with ``mean`` and ``std`` per RGB channel.
+
+    ``jpeg_reduce``: a JPEG is decoded with libjpeg's DCT scaling at 1/2, 1/4 or 1/8 of its size, the smallest
+    scale whose shorter side still holds at least twice what the resize needs (:func:`jpeg_scale`), then resized
+    as usual; other formats and arrays are decoded in full. On for every spec built now; a record without the field
+    (a bundle or checkpoint made before it existed) reads as off, so its numerics stay exactly what they were.
     """
 
     img_size: int = DEFAULT_IMG_SIZE
@@ -55,6 +60,7 @@ class PreprocessSpec:
     scale: float = 1.0 / 255.0
     color: str = "RGB"
     layout: str = "NCHW"
+    jpeg_reduce: bool = True
 
     def __post_init__(self) -> None:
         if self.img_size < 8:
@@ -69,6 +75,8 @@ class PreprocessSpec:
             raise ConfigError("mean and std need three values each, std > 0")
         if self.color != "RGB" or self.layout != "NCHW":
             raise ConfigError("only color='RGB' and layout='NCHW' are supported")
+        if not isinstance(self.jpeg_reduce, bool):
+            raise ConfigError(f"jpeg_reduce must be true or false, got {self.jpeg_reduce!r}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
@@ -79,6 +87,7 @@ class PreprocessSpec:
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
         check_keys(cls, data, "preprocessing")
         values = dict(data)
+        values.setdefault("jpeg_reduce", False)  # recorded before reduced decoding existed: full decoding, as then
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -253,14 +262,37 @@ def limit_text(max_pixels: int) -> str:
     return f"{max_pixels} ({max_pixels / 1e6:g} MP)" if max_pixels >= 1_000_000 else str(max_pixels)
 
 
+_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def reduce_min_side(spec: PreprocessSpec) -> int | None:
+    """The shorter side a reduced JPEG decode must keep for ``spec``: twice the side the resize brings it to
+    (``img_size``, or ``round(img_size / crop_pct)`` for ``shorter``); None when the spec decodes in full."""
+    if not spec.jpeg_reduce:
+        return None
+    side = spec.img_size if spec.resize == Resize.SQUASH else int(round(spec.img_size / spec.crop_pct))
+    return 2 * side
+
+
+def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
+    """1, 2, 4 or 8: the largest DCT scale-down (libjpeg decodes to ``ceil(side / scale)``) that leaves the
+    shorter side at least ``min_side`` pixels (1 when ``min_side`` is None or the image is not that large)."""
+    if not min_side or width <= 0 or height <= 0:
+        return 1
+    short = min(width, height)
+    return next((s for s in (8, 4, 2) if short // s >= min_side), 1)
+
+
 def decode_image(source: ImageSource, *, name: str | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
     """Read an image (path, encoded bytes or an HxWx3 BGR uint8 array) into a BGR uint8 array.
 
     An encoded image (path or bytes) whose header declares more than ``max_pixels`` pixels (None or 0: no limit) is
     refused before it is decoded (see :func:`check_pixels`), so a small file that unpacks to gigabytes costs nothing;
-    an array is already decoded and is not checked. Raises :class:`DataError` naming the file when it is missing, too
-    large or cannot be decoded.
+    an array is already decoded and is not checked. ``min_side``: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    (libjpeg's DCT scaling, :func:`jpeg_scale`) when its shorter side stays at least that long; None decodes in full
+    (see :func:`reduce_min_side`). Raises :class:`DataError` naming the file when it is missing, too large or cannot
+    be decoded.
     """
     import io
 
@@ -278,8 +310,8 @@ def decode_image(source: ImageSource, *, name: str | None = None,
         return img
     if isinstance(source, (bytes, bytearray)):
         label = name or "image bytes"
-        check_pixels(io.BytesIO(source), label, max_pixels)
-        buf = np.frombuffer(bytes(source), dtype=np.uint8)
+        data = bytes(source)
+        check_pixels(io.BytesIO(data), label, max_pixels)
     else:
         path = Path(source)
         label = name or str(path)
@@ -287,17 +319,32 @@ def decode_image(source: ImageSource, *, name: str | None = None,
             with open(path, "rb") as f:
                 check_pixels(f, label, max_pixels, path=path)
                 f.seek(0)
-                buf = np.frombuffer(f.read(), dtype=np.uint8)
+                data = f.read()
         except FileNotFoundError:
             raise DataError(f"{label}: image file not found") from None
         except IsADirectoryError:
             raise DataError(f"{label}: a folder, not an image file") from None
         except OSError as exc:
             raise DataError(f"{label}: cannot read image file ({exc.strerror or exc})") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    scale = 1
+    if min_side and data[:3] == b"\xff\xd8\xff":
+        try:
+            size = _jpeg_size(io.BytesIO(data))  # shares ``data``, no copy
+        except (OSError, ValueError):
+            size = None
+        if size is not None:
+            scale = jpeg_scale(size[0], size[1], min_side)
+    flag = getattr(cv2, _REDUCED[scale]) if scale > 1 else cv2.IMREAD_COLOR
+    img = cv2.imdecode(buf, flag) if buf.size else None
     if img is None:
         raise DataError(f"{label}: not a readable image (corrupt or unsupported format)")
-    if max_pixels and img.shape[0] * img.shape[1] > max_pixels:  # a header that understated the size
+    if scale > 1:  # the least full size that decodes to this one
+        full = ((img.shape[0] - 1) * scale + 1) * ((img.shape[1] - 1) * scale + 1)
+        if max_pixels and full > max_pixels:
+            raise DataError(f"{label}: the image is larger than its header says, over --max-pixels "
+                            f"{limit_text(max_pixels)}")
+    elif max_pixels and img.shape[0] * img.shape[1] > max_pixels:  # a header that understated the size
         raise DataError(f"{label}: the image is {size_text(img.shape[1], img.shape[0])}, over --max-pixels "
                         f"{limit_text(max_pixels)}")
     return img
@@ -334,24 +381,96 @@ def resize_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return img[top : top + size, left : left + size]
 
 
-def normalize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """HxWx3 uint8 RGB -> 3xHxW float32, scaled and normalised with the spec's mean and std."""
+def _norm_constants(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(mean in pixel units, scale / std), float32, shaped (3, 1, 1) to broadcast over CHW."""
     mean = np.asarray(spec.mean, dtype=np.float32) / np.float32(spec.scale)
     inv_std = np.float32(spec.scale) / np.asarray(spec.std, dtype=np.float32)
-    out = (rgb.astype(np.float32) - mean) * inv_std
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    return mean.reshape(3, 1, 1), inv_std.reshape(3, 1, 1)
+
+
+def _normalize_into(chw: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # uint8 -> float32 is exact, so (x - mean) * inv_std written in place equals the allocating expression bit for bit
+    np.subtract(chw, mean, out=out)
+    np.multiply(out, inv_std, out=out)
+    return out
+
+
+def normalize(rgb: np.ndarray, spec: PreprocessSpec, *, out: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB -> 3xHxW float32, scaled and normalised with the spec's mean and std (into ``out`` when
+    given: a C-contiguous float32 (3, H, W) array, e.g. one row of a batch)."""
+    mean, inv_std = _norm_constants(spec)
+    if out is None:
+        out = np.empty((3, *rgb.shape[:2]), dtype=np.float32)
+    return _normalize_into(rgb.transpose(2, 0, 1), mean, inv_std, out)
+
+
+class Preprocessor:
+    """:func:`preprocess` with reused buffers: the resize writes into a buffer kept between calls, and the
+    normalised tensor into ``out`` (a row of a batch the caller keeps), so a stream of frames allocates nothing per
+    frame after the first. The numbers are :func:`preprocess`'s, bit for bit (it is this class).
+
+    Not thread-safe: one per thread (the decode pools keep one in a ``threading.local``).
+    """
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+        self._mean, self._inv_std = _norm_constants(spec)
+        self._min_side = reduce_min_side(spec)
+        self._resized: dict[tuple[int, int], np.ndarray] = {}
+        self._planes = np.empty((3, spec.img_size, spec.img_size), dtype=np.uint8)
+
+    def __call__(self, source: ImageSource, out: np.ndarray | None = None, *, name: str | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """One image -> float32 (3, img_size, img_size), written into ``out`` when given (and returned)."""
+        size = self.spec.img_size
+        bgr = decode_image(source, name=name, max_pixels=max_pixels, min_side=self._min_side)
+        small = self.resize(bgr)
+        if out is None:
+            out = np.empty((3, size, size), dtype=np.float32)
+        elif out.shape != (3, size, size) or out.dtype != np.float32:
+            raise ConfigError(f"out must be a float32 (3, {size}, {size}) array, got {out.dtype} {out.shape}")
+        # BGR -> RGB and HWC -> CHW at once: each colour plane copied out (OpenCV, fast) into a reused buffer
+        cv2 = _cv2()
+        for c in range(3):
+            cv2.extractChannel(small, 2 - c, self._planes[c])
+        return _normalize_into(self._planes, self._mean, self._inv_std, out)
+
+    def resize(self, img: np.ndarray) -> np.ndarray:
+        """:func:`resize_image` into a buffer reused while the output size stays the same (a view of it)."""
+        cv2 = _cv2()
+        spec = self.spec
+        size = spec.img_size
+        h, w = img.shape[:2]
+        if spec.resize == Resize.SQUASH:
+            new_h = new_w = size
+        else:
+            short = int(round(size / spec.crop_pct))
+            if h <= w:
+                new_h, new_w = short, max(short, int(round(w * short / h)))
+            else:
+                new_h, new_w = max(short, int(round(h * short / w))), short
+        if (new_h, new_w) != (h, w):
+            buf = self._resized.get((new_h, new_w))
+            if buf is None:
+                if len(self._resized) >= 4:  # images of many sizes: keep the memory bounded
+                    self._resized.clear()
+                buf = self._resized[(new_h, new_w)] = np.empty((new_h, new_w, 3), dtype=np.uint8)
+            img = cv2.resize(img, (new_w, new_h), dst=buf, interpolation=_interp(cv2, spec.interpolation))
+        if spec.resize == Resize.SQUASH:
+            return img
+        top = (new_h - size) // 2
+        left = (new_w - size) // 2
+        return img[top : top + size, left : left + size]
 
 
 def preprocess(source: ImageSource, spec: PreprocessSpec, *, name: str | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode (if needed), convert BGR to RGB, resize/crop and normalise one image -> float32 CHW.
 
-    ``max_pixels``: see :func:`decode_image`.
+    A JPEG is decoded at a reduced size when ``spec.jpeg_reduce`` allows (see :class:`PreprocessSpec`).
+    ``max_pixels``: see :func:`decode_image`. :class:`Preprocessor` is the same with reused buffers.
     """
-    cv2 = _cv2()
-    bgr = decode_image(source, name=name, max_pixels=max_pixels)
-    rgb = cv2.cvtColor(resize_image(bgr, spec), cv2.COLOR_BGR2RGB)
-    return normalize(rgb, spec)
+    return Preprocessor(spec)(source, name=name, max_pixels=max_pixels)
 
 
 def preprocess_batch(sources: Sequence[ImageSource], spec: PreprocessSpec) -> np.ndarray:

@@ -26,7 +26,7 @@ pytest.importorskip("onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = REPO / "benchmarks" / "targets.yaml"  # the committed targets: the tests that judge verdicts use them
-FAST = dict(warmup=1, iters=5, min_seconds=0.0, max_seconds=0.5, batch=(1, 4), threads=1)
+FAST = dict(warmup=1, iters=5, min_seconds=0.0, max_seconds=0.5, batch=(1, 4), threads=1, modes=("latency",))
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,24 @@ def test_isolated_rows_report_their_own_peak_rss(exported):
     assert row.info["threads"] == 1
 
 
+def test_a_row_per_engine_mode_and_the_roofline_beside_the_peak(exported):
+    bundle, _, _ = exported
+    result = run(BenchConfig(bundle=str(bundle), artifacts=("onnx",), backends=("onnxruntime",), torch_variants=(),
+                             isolate=False, **{**FAST, "threads": 2, "modes": ("latency", "throughput")}))
+    latency, throughput = result.rows
+    assert latency.label + " throughput" == throughput.label
+    assert latency.info["mode"] == "latency" and throughput.info["mode"] == "throughput"
+    assert throughput.info["streams"] == 2 and latency.info["streams"] == 1
+    for row in result.rows:
+        assert row.ok and row.roofline_ips and row.roofline_ips > 0 and row.roofline_bound in ("compute", "memory")
+        assert row.roofline_fraction == pytest.approx(max(row.throughput.values()) / row.roofline_ips, rel=1e-3)
+    assert result.bandwidth["dram_gbs"] > 0 and result.rooflines
+    text = result.table()
+    assert "% roof" in text and "triad" in text and "roofline f32 b" in text
+    with pytest.raises(ConfigError, match="unknown engine mode 'fast'"):
+        BenchConfig(bundle=str(bundle), modes=("fast",))
+
+
 def test_rounds_are_interleaved_and_reported_as_medians(exported):
     bundle, data, _ = exported
     result = run(BenchConfig(bundle=str(bundle), data=str(data), backends=("onnxruntime",), torch_variants=(),
@@ -170,7 +188,8 @@ class Block:
 sys.meta_path.insert(0, Block())
 from edgecls.bench import BenchConfig, run
 r = run(BenchConfig(bundle={str(bundle)!r}, data={str(data)!r}, backends=("onnxruntime", "pytorch"),
-                    artifacts=("onnx",), isolate=False, warmup=1, iters=3, max_seconds=0.2, batch=(1,)))
+                    artifacts=("onnx",), modes=("latency",), isolate=False, warmup=1, iters=3, max_seconds=0.2,
+                    batch=(1,)))
 print([row.label for row in r.rows], r.not_run, "torch" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -245,6 +264,7 @@ def test_cli_writes_json_markdown_and_plot(exported, tmp_path):
     bundle, data, _ = exported
     args = ["bench", str(bundle), "--data", str(data), "--backends", "onnxruntime", "--torch-variants", "none",
             "--batch", "1,2", "--warmup", "1", "--iters", "3", "--max-seconds", "0.2", "--threads", "1", "--in-process",
+            "--modes", "latency",
             "--json", str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output

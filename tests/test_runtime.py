@@ -548,6 +548,67 @@ def test_video_frames_decoded_ahead_are_inferred_together(onnx_bundle, tmp_path)
         next(stream_frames(clf, parse_source(source=str(video)), max_batch=0))
 
 
+def test_video_tensors_reuse_a_ring_that_wraps_around(onnx_bundle, tmp_path):
+    """A file longer than the ring of input tensors (depth + batch + 2 slots) gives every frame its own result:
+    slots are reused only after their frame was inferred, and a batch across the ring's end is gathered in order."""
+    import time
+
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.stream import parse_source, stream_frames
+
+    video = make_video(tmp_path / "in.mp4", frames=41)
+    clf = Classifier(onnx_bundle["root"], backend="onnxruntime", artifact="onnx")
+    frames = stream_frames(clf, parse_source(source=str(video)), max_batch=3)  # depth 8: 13 slots
+    results = []
+    for res in frames:
+        results.append((res.index, res.prediction.probs, res.frame.copy()))
+        if res.index % 7 == 0:
+            time.sleep(0.2)  # let the reader run ahead and fill the ring
+    assert [i for i, _, _ in results] == list(range(41))
+    direct = clf.predict_batch([frame for _, _, frame in results])
+    for (_, probs, _), ref in zip(results, direct):
+        np.testing.assert_allclose(probs, ref.probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["onnxruntime", "openvino"])
+def test_throughput_mode_gives_the_latency_results(which, request, image_dir):
+    """The throughput mode splits a batch over streams (OpenVINO async requests, ONNX Runtime single-threaded
+    sessions side by side); results are those of the latency mode, in order, for any batch size."""
+    from edgecls.errors import ConfigError
+    from edgecls.runtime import Classifier
+
+    bundle = request.getfixturevalue("onnx_bundle" if which == "onnxruntime" else "full_bundle")
+    images = sorted(p for p in image_dir.rglob("*") if p.is_file() and p.name != "img04.jpg")  # img04: corrupt
+    with Classifier(bundle["root"], backend=which) as lat, \
+            Classifier(bundle["root"], backend=which, mode="throughput", threads=2) as thr:
+        assert lat.info()["backend"]["mode"] == "latency" and thr.info()["mode"] == "throughput"
+        assert thr.info()["backend"]["streams"] >= 2
+        for n in (1, 2, 3, 7):
+            batch = reference_input(n)
+            np.testing.assert_allclose(thr.probs(batch), lat.probs(batch), atol=1e-5)
+        got = [p.probs for p in thr.predict_batch(images)]
+        for a, b in zip(got, lat.predict_batch(images)):
+            np.testing.assert_allclose(a, b.probs, atol=1e-5)
+    with pytest.raises(ConfigError, match="unknown engine mode 'fast'; valid: latency, throughput"):
+        Classifier(bundle["root"], backend=which, mode="fast")
+
+
+def test_run_and_predict_pick_the_engine_mode_by_source(onnx_bundle, image_dir, tmp_path):
+    import io
+
+    from edgecls.runtime.commands import predict_paths, run_stream
+
+    video = make_video(tmp_path / "in.mp4", frames=3)
+    out = io.StringIO()
+    assert run_stream(onnx_bundle["root"], source=str(video), show=False, stdout=out).backend["mode"] == "throughput"
+    assert run_stream(onnx_bundle["root"], source=str(video), show=False, stdout=out, realtime=True,
+                      max_frames=2).backend["mode"] == "latency"
+    assert run_stream(onnx_bundle["root"], source=str(video), show=False, stdout=out,
+                      mode="latency").backend["mode"] == "latency"
+    assert predict_paths(onnx_bundle["root"], [str(image_dir)], fmt="jsonl", stdout=out,
+                         progress=False).backend["mode"] == "throughput"
+
+
 def test_camera_that_cannot_open(onnx_bundle):
     from edgecls.runtime.commands import run_stream
 

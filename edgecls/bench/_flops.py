@@ -36,6 +36,12 @@ def count_macs(path: str | Path) -> int:
         if all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = tuple(d.dim_value for d in dims)
 
+    counted = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    if any(o not in shapes for n in inferred.node if n.op_type in counted for o in n.output[:1]):
+        from edgecls.bench._roofline import _shapes_by_running  # shapes onnx cannot infer: dynamic "same" padding
+
+        shapes.update(_shapes_by_running(model, {init.name: tuple(init.dims) for init in graph.initializer}))
+
     def shape(name: str, node: object) -> tuple[int, ...]:
         if name not in shapes:
             raise ValueError(f"{path}: no inferred shape for {name!r} of node {getattr(node, 'name', '?')}")
@@ -44,7 +50,7 @@ def count_macs(path: str | Path) -> int:
     total = 0
     for node in inferred.node:
         op = node.op_type
-        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        if op not in counted:
             continue
         out = math.prod(shape(node.output[0], node))
         if op == "Conv":

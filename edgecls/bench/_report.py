@@ -12,7 +12,9 @@ LEGEND = ("p50/p90/p99: batch-1 latency; +-%: half the range of the rounds' p50 
           "img/s bN: throughput at batch N; RSS: the row's peak resident memory; "
           "dmAP: this row's mAP minus PyTorch's on the same images; parity: the export's verdict, and dmAP within the "
           "bundle's mAP budget here; x eager: batch-1 speed-up over PyTorch eager FP32; GOP/s: 2 x multiply-adds x "
-          "best img/s; % peak: of the CPU's estimated peak at that precision")
+          "best img/s; % peak: of the CPU's estimated peak at that precision; % roof: best img/s of the model's "
+          "roofline bound at that precision and batch (each layer at the rate of the unit that runs it, bytes at the "
+          "measured triad bandwidth), bound: which side dominates it")
 NO_TARGETS = "none judged: no --targets file given (the bench only reports the rows)"
 _KEY_LIBS = ("edgecls", "python", "numpy", "onnxruntime", "openvino", "torch", "tensorrt", "coremltools")
 
@@ -49,6 +51,8 @@ def _columns(result: BenchResult) -> list[tuple[str, Any]]:
         ("x eager", lambda r: _num(r.speedup, ".2f")),
         ("GOP/s", lambda r: _num(r.gops, ".1f")),
         ("% peak", lambda r: _num(None if r.peak_fraction is None else 100 * r.peak_fraction, ".1f")),
+        ("% roof", lambda r: _num(None if r.roofline_fraction is None else 100 * r.roofline_fraction, ".1f")),
+        ("bound", lambda r: r.roofline_bound or "-"),
     ]
     return cols
 
@@ -78,6 +82,10 @@ def _preamble(result: BenchResult) -> list[str]:
         f"peak estimate: FP32 {p.fp32_gflops:.0f} GFLOP/s, BF16 {_num(p.bf16_gflops, '.0f')} GFLOP/s, INT8 "
         f"{p.int8_gops:.0f} GOP/s = {p.assumption}; measured numpy FP32 GEMM: {result.gemm_gflops:.0f} GFLOP/s",
         f"model: {_num(None if result.macs is None else result.macs / 1e6, '.1f')} M multiply-adds per image",
+        *([f"memory: STREAM-style triad {result.bandwidth['dram_gbs']:.1f} GB/s (DRAM), "
+           f"{result.bandwidth['cache_gbs']:.1f} GB/s within the {result.bandwidth['cache_bytes'] / 2**20:.0f} MiB "
+           f"last-level cache, {result.bandwidth['threads']} threads"] if result.bandwidth else []),
+        *[f"roofline {key}: {bound['summary']}" for key, bound in sorted(result.rooflines.items())],
         *([f"load average (1 min) before/after: {result.load_average[0]:.2f} / {result.load_average[1]:.2f} "
            "(the benchmark's own threads count in it)"] if result.load_average else []),
         *([result.cpu_share.summary() + (" - others took CPU time from these rows: compare ratios within this run, "

@@ -42,6 +42,7 @@ class RowSpec:
     images: str | None = None  # .npy of preprocessed eval images (N, 3, H, W)
     input_shape: tuple[int, ...] = (3, 224, 224)
     logits_out: str | None = None  # where to save the eval logits (.npy)
+    mode: str = "latency"  # the engine's: latency | throughput (edgecls.runtime.backends.MODES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,7 +99,7 @@ def _open_backend(spec: RowSpec) -> tuple[Callable[[np.ndarray], np.ndarray], di
     from edgecls.runtime.backends import open_backend
 
     runner = open_backend(spec.model, backend=spec.backend, device=spec.device, threads=spec.threads,
-                          precision_hint=spec.precision)
+                          precision_hint=spec.precision, mode=spec.mode)
     return runner.infer, dict(runner.info()), runner.close
 
 

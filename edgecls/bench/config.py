@@ -29,6 +29,8 @@ class BenchConfig:
             milliseconds, too short a window on a shared machine); ``max_seconds`` still ends it.
         max_seconds: Time budget of one timed loop; it stops early once 5 calls are in.
         threads: CPU threads of every engine (and of PyTorch); None means every core this process may use.
+        modes: Engine modes each artifact row is timed in (latency, throughput; see
+            :data:`edgecls.runtime.backends.MODES`): one row per mode, the throughput one labelled so.
         torch_variants: PyTorch rows to add: eager (NCHW), channels_last, compile (torch.compile).
         checkpoint: The PyTorch rows' checkpoint; default: the one the bundle was exported from (export.json).
         isolate: Run each row in a fresh interpreter (its own peak RSS, no state shared between engines).
@@ -54,6 +56,8 @@ class BenchConfig:
                                                 "ends it)")
     max_seconds: float = config_field(10.0, help="time budget of one timed loop")
     threads: int | None = config_field(None, help="CPU threads per engine", shown="all usable cores")
+    modes: tuple[str, ...] = config_field(("latency", "throughput"),
+                                          help="engine modes, one row each: latency, throughput")
     torch_variants: tuple[str, ...] = config_field(
         TORCH_VARIANTS, help=f"PyTorch reference rows ({', '.join(TORCH_VARIANTS)}), or none")
     checkpoint: str | None = config_field(None, help="checkpoint of the PyTorch rows", shown="the bundle's source")
@@ -72,13 +76,18 @@ class BenchConfig:
     def __post_init__(self) -> None:
         from edgecls.runtime.backends import BACKEND_NAMES, check_threads
 
-        for name in ("backends", "artifacts", "batch", "torch_variants"):
+        for name in ("backends", "artifacts", "batch", "torch_variants", "modes"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, (str, int)) else tuple(value))
         valid = (*BACKEND_NAMES, PYTORCH)
         for name in self.backends:
             if name not in valid:
                 raise ConfigError(f"--backends: unknown backend {name!r}; valid: {', '.join(valid)}")
+        if not self.modes:
+            raise ConfigError("--modes needs at least one of latency, throughput")
+        for name in self.modes:
+            if name not in ("latency", "throughput"):
+                raise ConfigError(f"--modes: unknown engine mode {name!r}; valid: latency, throughput")
         for name in self.torch_variants:
             if name not in TORCH_VARIANTS:
                 raise ConfigError(f"--torch-variants: unknown variant {name!r}; valid: {', '.join(TORCH_VARIANTS)}")

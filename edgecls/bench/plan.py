@@ -57,11 +57,13 @@ def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str,
         art = c.artifact
         shown = "int8" if art.precision == "int8" else c.precision or "default"
         label = f"{art.name} · {c.backend} {str(c.device).lower()} {shown}"
-        spec = RowSpec(label=label, kind="backend", model=str(c.path), backend=c.backend, device=c.device,
-                       precision=c.precision, artifact=art.name, **base)
         thresholds = np.asarray(art.thresholds or manifest.thresholds, dtype=np.float64)
-        planned.append(PlannedRow(spec, _model_size_mb(c.path), thresholds, _parity_passed(art),
-                                art.precision == "int8"))
+        for mode in cfg.modes:  # one row per engine mode; the latency row keeps the plain label
+            spec = RowSpec(label=label if mode == "latency" else f"{label} {mode}", kind="backend",
+                           model=str(c.path), backend=c.backend, device=c.device, precision=c.precision,
+                           artifact=art.name, mode=mode, **base)
+            planned.append(PlannedRow(spec, _model_size_mb(c.path), thresholds, _parity_passed(art),
+                                    art.precision == "int8"))
     return planned
 
 

@@ -44,6 +44,9 @@ class BenchRow:
     speedup: float | None = None  # PyTorch eager batch-1 p50 / this row's
     gops: float | None = None  # achieved giga-operations/s at the best batch
     peak_fraction: float | None = None  # gops / the CPU's peak for this precision
+    roofline_ips: float | None = None  # the model's roofline bound at this row's precision and best batch (img/s)
+    roofline_fraction: float | None = None  # best img/s / roofline_ips
+    roofline_bound: str | None = None  # compute | memory: what dominates that bound
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +89,8 @@ class BenchResult:
     checks: list[Check] = field(default_factory=list)
     load_average: tuple[float, float] | None = None  # 1-minute load average before and after the rows
     cpu_share: CpuShare | None = None  # who used the CPUs while the rows ran (Linux)
+    bandwidth: dict[str, Any] | None = None  # triad GB/s (DRAM and last-level cache) measured before the rows
+    rooflines: dict[str, dict[str, Any]] = field(default_factory=dict)  # "int8 b8" -> Roofline.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +100,7 @@ class BenchResult:
             "macs_per_image": self.macs, "data": self.data, "versions": self.versions,
             "rows": [r.to_dict() for r in self.rows], "not_run": [{"row": r, "reason": why} for r, why in self.not_run],
             "checks": [c.to_dict() for c in self.checks],
+            "bandwidth": self.bandwidth, "rooflines": self.rooflines,
         }
 
     def table(self) -> str:

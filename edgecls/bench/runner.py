@@ -113,6 +113,50 @@ def _macs(manifest: Any, root: Path) -> int | None:
         return None
 
 
+def _bandwidth(threads: int) -> Any:
+    from edgecls.bench._roofline import measure_bandwidth
+
+    try:
+        return measure_bandwidth(threads)
+    except MemoryError:  # a small device: no roofline rather than no benchmark
+        log.warning("bench: not enough memory to measure the bandwidth; no roofline columns")
+        return None
+
+
+def _with_roofline(rows: list[BenchRow], manifest: Any, root: Path, machine: Any, peak: Peak,
+                   bandwidth: Any) -> tuple[list[BenchRow], dict[str, dict[str, Any]]]:
+    """Each row's roofline bound (its precision, its best batch) and its share of it; the bounds by "prec bN"."""
+    from edgecls._deps import has
+
+    float_onnx = [a for a in manifest.artifacts if a.format == "onnx" and a.precision == "fp32"]
+    if bandwidth is None or not float_onnx or not has("onnx"):
+        return rows, {}
+    from edgecls.bench._roofline import node_costs, roofline, unit_rates
+
+    try:
+        costs = node_costs(root / float_onnx[0].path)
+    except Exception as exc:  # an odd graph must not cost the whole benchmark
+        log.warning("bench: no roofline (%s)", exc)
+        return rows, {}
+    bounds: dict[str, Any] = {}
+    out = []
+    for r in rows:
+        if not r.ok or not r.throughput or r.backend == PYTORCH:
+            out.append(r)
+            continue
+        batch, ips = max(r.throughput.items(), key=lambda kv: kv[1])
+        key = f"{r.precision} b{batch}"
+        if key not in bounds:
+            bounds[key] = roofline(costs, rates=unit_rates(machine, r.precision), ghz=peak.ghz, cores=peak.cores,
+                                   gbs=bandwidth.dram_gbs, precision=r.precision, batch=int(batch),
+                                   cache_gbs=bandwidth.cache_gbs, cache_bytes=bandwidth.cache_bytes)
+        bound = bounds[key]
+        out.append(replace(r, roofline_ips=round(bound.images_per_second, 1),
+                           roofline_fraction=round(ips / bound.images_per_second, 4) if bound.images_per_second
+                           else None, roofline_bound=bound.bound))
+    return out, {k: v.to_dict() | {"summary": v.summary()} for k, v in bounds.items()}
+
+
 def _with_derived(rows: list[BenchRow], macs: int | None, peak: Peak, reference_map: float | None,
                   map_budget: float) -> tuple[list[BenchRow], Peak]:
     """Speed-up over PyTorch eager, GOP/s and share of the peak, and the mAP drop against the reference: a row whose
@@ -204,6 +248,7 @@ def run(config: BenchConfig) -> BenchResult:
         load_before = _load_average()
         meter = CpuMeter().start()
         gemm = measure_gemm_gflops()
+        bandwidth = _bandwidth(threads)
         raws: list[list[dict[str, Any]]] = [[] for _ in planned]
         for rnd in range(config.rounds):
             order = list(range(len(planned)))
@@ -236,11 +281,13 @@ def run(config: BenchConfig) -> BenchResult:
     macs = _macs(manifest, root)
     reference_map, map_budget = _reference(root, manifest, config)
     rows, peak = _with_derived(rows, macs, peak, reference_map, map_budget)
+    rows, rooflines = _with_roofline(rows, manifest, root, machine, peak, bandwidth)
     result = BenchResult(
         bundle=root, config=config, machine=machine, peak=peak, gemm_gflops=gemm, macs=macs, rows=rows,
         not_run=not_run, versions=library_versions(), data=data_info,
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         load_average=(load_before, _load_average()) if load_before is not None else None, cpu_share=cpu_share,
+        bandwidth=bandwidth.to_dict() if bandwidth else None, rooflines=rooflines,
     )
     result.checks = check_targets(result, speed_targets)
     return result

@@ -44,6 +44,10 @@ _threads_option = click.option("--threads", type=click.IntRange(min=1), default=
                                help="CPU inference threads (at most the CPUs present)")
 _verify_option = click.option("--verify/--no-verify", default=True, show_default=True,
                               help="check the model files against the sha256 in the bundle's manifest before loading")
+_mode_option = click.option("--engine-mode", type=click.Choice(("auto", "latency", "throughput")), default="auto",
+                            show_default=True,
+                            help="engine set up for single inputs (latency) or for batches (throughput); auto: "
+                                 "throughput for folders and video files, latency for cameras, streams, --realtime")
 _max_pixels_option = click.option("--max-pixels", type=click.IntRange(min=0), default=100_000_000, show_default=True,
                                   help="refuse images (or frames) declaring more pixels, before decoding; 0: no limit")
 
@@ -111,12 +115,14 @@ RAY_ONLY = ("address", "threads_per_worker", "path_column", "block_size")
 @click.option("--truth", default=None, metavar="LABELS_FILE",
               help="true labels of the images (a label file like the training data's): the summary adds how "
                    "many images are exactly right and the label accuracy")
+@_mode_option
 @_max_pixels_option
 @_verify_option
 @user_errors
 def predict(bundle: str, paths: tuple[str, ...], engine: str, backend: str, device: str | None, artifact: str | None,
             threads: int | None, batch: int | None, workers: str | None, fmt: str | None, out: str | None,
-            progress: bool | None, truth: str | None, max_pixels: int, verify: bool, **ray_flags: Any) -> None:
+            progress: bool | None, truth: str | None, engine_mode: str,
+            max_pixels: int, verify: bool, **ray_flags: Any) -> None:
     """Classify images, folders (recursive) and globs with BUNDLE; one row per image, in input order.
 
     An unreadable image (missing, corrupt, not a regular file, or over --max-pixels) becomes an error row and the
@@ -148,7 +154,8 @@ def predict(bundle: str, paths: tuple[str, ...], engine: str, backend: str, devi
     out = click.Path(dir_okay=False).convert(out, param["out"], ctx) if out is not None else None
     summary = predict_paths(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
                             batch=batch or 16, workers=int(workers) if workers else None, fmt=fmt or "table",
-                            out=out, progress=progress, truth=truth, max_pixels=max_pixels, verify=verify)
+                            out=out, progress=progress, truth=truth, max_pixels=max_pixels, verify=verify,
+                            mode="throughput" if engine_mode == "auto" else engine_mode)
     _finish(summary)
     if summary.errors:
         sys.exit(PREDICT_UNREADABLE_EXIT)
@@ -170,6 +177,8 @@ def _predict_on_ray(bundle: str, paths: tuple[str, ...], *, threads: int | None,
         raise click.UsageError(f"--format {fmt}: --engine ray writes parquet, csv or jsonl", ctx)
     if flags.get("out") is None:
         raise click.UsageError("--engine ray writes files: give --out DIR_OR_URI", ctx)
+    if flags.pop("engine_mode") == "latency":
+        raise click.UsageError("--engine-mode latency: Ray workers run batches in the engine's throughput mode", ctx)
     cfg = build_config(ScaleConfig, overrides=given({**ray_flags, **flags, "format": fmt}))
     summary = run(bundle, paths, cfg)
     _finish(summary)
@@ -195,13 +204,14 @@ def _predict_on_ray(bundle: str, paths: tuple[str, ...], *, threads: int | None,
                    "before the run ends with an error; a try counts only once a frame arrives")
 @click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="seconds without a frame after which a live source counts as stalled")
+@_mode_option
 @_max_pixels_option
 @_verify_option
 @user_errors
 def run(bundle: str, camera: str | None, source: str | None, backend: str, device: str | None,
         artifact: str | None, threads: int | None, show: bool | None, save: str | None, jsonl: str | None,
         realtime: bool, max_frames: int | None, batch: int, reconnect_tries: int, frame_timeout: float,
-        max_pixels: int, verify: bool) -> None:
+        engine_mode: str, max_pixels: int, verify: bool) -> None:
     """Classify a camera (--camera 0) or a video/stream (--source) frame by frame, with an overlay.
 
     Headless (--no-show) without --jsonl prints one JSON line per frame. A camera or stream that drops is
@@ -212,7 +222,8 @@ def run(bundle: str, camera: str | None, source: str | None, backend: str, devic
     summary = run_stream(bundle, camera=camera, source=source, backend=backend, device=device, artifact=artifact,
                          threads=threads, show=show, save=save, jsonl=jsonl, realtime=realtime,
                          max_frames=max_frames, batch=batch, backoff=backoff_delays(reconnect_tries),
-                         frame_timeout=frame_timeout, max_pixels=max_pixels, verify=verify)
+                         frame_timeout=frame_timeout, max_pixels=max_pixels, verify=verify,
+                         mode=None if engine_mode == "auto" else engine_mode)
     _finish(summary)
 
 @click.command()

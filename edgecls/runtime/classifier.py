@@ -23,9 +23,11 @@ from edgecls.manifest import Artifact, Manifest, precision_name
 from edgecls.metrics import sigmoid
 from edgecls.preprocess import DEFAULT_MAX_PIXELS, ImageSource, PreprocessSpec, preprocess
 from edgecls.runtime.backends import (
+    LATENCY,
     Attempt,
     Backend,
     check_input_size,
+    check_mode,
     check_threads,
     missing_backend,
     normalize_precision,
@@ -91,6 +93,10 @@ class Classifier:
             exists, so it never runs); paths that leave the bundle are always refused, before anything is read.
         max_pixels: images (paths, encoded bytes) whose header declares more pixels are refused before decoding
             (None or 0: no limit); ~100 MP by default.
+        mode: ``latency`` (default: one image at a time, cameras, single requests) or ``throughput`` (batches where
+            only the total counts: folder predict, video files, a server's or a Ray actor's batches): OpenVINO's
+            THROUGHPUT hint with a batch split over async infer requests, ONNX Runtime sub-batches side by side on
+            single-threaded, non-spinning sessions (see :data:`edgecls.runtime.backends.MODES`).
     """
 
     def __init__(
@@ -104,9 +110,11 @@ class Classifier:
         precision: str | None = None,
         verify: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        mode: str = LATENCY,
     ) -> None:
         start = time.perf_counter()
         check_threads(threads)
+        self.mode = check_mode(mode)
         if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
                                        or max_pixels < 0):
             raise ConfigError(f"--max-pixels must be a whole number >= 0 (0: no limit), got {max_pixels!r}")
@@ -144,7 +152,7 @@ class Classifier:
         self.manifest = manifest
         self.root = root
         self.backend, self.choice = self._open(root, choices, threads=threads, auto=backend == "auto", verify=verify,
-                                               img_size=manifest.preprocess.img_size)
+                                               img_size=manifest.preprocess.img_size, mode=self.mode)
         self.artifact = self.choice.artifact
         self.class_names = tuple(manifest.class_names)
         self.thresholds = np.asarray(self.artifact.thresholds or manifest.thresholds, dtype=np.float64)
@@ -161,7 +169,7 @@ class Classifier:
 
     @staticmethod
     def _open(root: Path, choices: list[Choice], *, threads: int | None, auto: bool, verify: bool,
-              img_size: int) -> tuple[Backend, Choice]:
+              img_size: int, mode: str = LATENCY) -> tuple[Backend, Choice]:
         attempts = [Attempt(c.backend, c.path, c.device, c.precision, c.reason, f"{c.backend} with {c.artifact.name}",
                             c.artifact.name) for c in choices]
         by_attempt = dict(zip(map(id, attempts), choices))
@@ -185,7 +193,7 @@ class Classifier:
             check_input_size(backend, img_size, where=f"bundle {root}, artifact {att.artifact!r}")
 
         backend, index, failures = open_first(attempts, threads=threads, explicit=not auto, guard=guard,
-                                              accept=accept, subject="run this bundle")
+                                              accept=accept, subject="run this bundle", mode=mode)
         choice = choices[index]
         if failures:
             choice = Choice(choice.artifact, choice.path, choice.backend, choice.device, choice.precision,
@@ -251,6 +259,7 @@ class Classifier:
             "artifact": {"name": self.artifact.name, "path": str(self.choice.path), "format": self.artifact.format,
                          "precision": self.artifact.precision},
             "precision": self.precision_name,
+            "mode": self.mode,
             "backend": self.backend.info(),
             "reason": self.reason,
             "class_names": list(self.class_names),

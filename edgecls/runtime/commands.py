@@ -20,6 +20,7 @@ from typing import IO, Any, Callable, Sequence
 
 from edgecls.errors import ConfigError
 from edgecls.preprocess import DEFAULT_MAX_PIXELS
+from edgecls.runtime.backends import LATENCY, THROUGHPUT, check_mode
 from edgecls.runtime.classifier import Classifier, Prediction
 from edgecls.runtime.files import Progress, collect_images, file_key, predict_files
 from edgecls.runtime.stream import (
@@ -204,6 +205,7 @@ def predict_paths(
     truth: str | Path | None = None,
     verify: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    mode: str = THROUGHPUT,
 ) -> PredictSummary:
     """Classify images, folders (recursive) and globs with a bundle; write one row per image in input order.
 
@@ -213,6 +215,7 @@ def predict_paths(
     file as an input image (or lies inside the bundle) is refused before anything is written. ``truth``: a label
     file (any that ``edgecls.data.load_dataset`` reads, with the bundle's classes) to score the predictions against;
     the summary then holds a :class:`~edgecls.runtime.scoring.TruthScore` (exact matches and label accuracy).
+    ``mode``: the engine's (see :class:`Classifier`); ``throughput`` by default, as only the total time counts.
     """
     import time
 
@@ -224,7 +227,7 @@ def predict_paths(
                           "tif, tiff)")
     refuse_overwriting_inputs([("--out", out)], images, bundle)
     clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
-                     max_pixels=max_pixels)
+                     max_pixels=max_pixels, mode=mode)
     true_labels = None
     if truth is not None:
         from edgecls.runtime.scoring import read_truth
@@ -329,6 +332,7 @@ def run_stream(
     opener: Callable[[Source], Any] = open_capture,
     verify: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    mode: str | None = None,
 ) -> StreamSummary:
     """Classify a camera, video file, stream URL or GStreamer pipeline frame by frame.
 
@@ -340,9 +344,11 @@ def run_stream(
     (see :func:`stream_frames`). ``batch``: the most
     frames of a video file inferred together when they are already decoded (see :func:`stream_frames`).
     ``max_pixels``: a source whose frames are larger (by the size it reports when opened) is refused; ``verify``: as
-    for :func:`predict_paths`.
+    for :func:`predict_paths`. ``mode``: the engine's (see :class:`Classifier`); None picks ``throughput`` for a
+    video file read in full (its frames are batched) and ``latency`` for cameras, streams and ``realtime``.
     """
     src = parse_source(camera, source)
+    mode = check_mode(mode) if mode is not None else (THROUGHPUT if src.kind == "file" and not realtime else LATENCY)
     refuse_overwriting_inputs([("--save", save), ("--jsonl", jsonl)], [src.target] if src.kind == "file" else [],
                               bundle)
     if show is None:
@@ -350,7 +356,7 @@ def run_stream(
         log.debug("run: %s", "showing a window" if show else "headless (no display)")
     display = Display(f"edgecls - {src.label}") if show else None
     clf = Classifier(bundle, backend, device, artifact=artifact, threads=threads, verify=verify,
-                     max_pixels=max_pixels)
+                     max_pixels=max_pixels, mode=mode)
     if opener is open_capture:  # bind --frame-timeout before wrapping: stream_frames only binds the bare open_capture
         opener = functools.partial(open_capture, timeout=frame_timeout)
     opener = limit_frames(opener, clf.max_pixels)

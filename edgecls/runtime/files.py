@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError
-from edgecls.preprocess import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, preprocess
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Preprocessor
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -183,12 +184,18 @@ def _not_regular(path: str) -> str | None:
     return f"{path}: not a regular file ({kind}); skipped"
 
 
+_local = threading.local()
+
+
 def _load(path: str, spec: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
     why = _not_regular(path)
     if why is not None:
         return None, why
+    pre = getattr(_local, "pre", None)
+    if pre is None or pre.spec != spec:  # one Preprocessor per decode thread: its resize buffer is reused
+        pre = _local.pre = Preprocessor(spec)
     try:
-        return preprocess(path, spec, max_pixels=max_pixels), None
+        return pre(path, max_pixels=max_pixels), None
     except DataError as exc:
         return None, str(exc)
     except Exception as exc:  # a decoder crash on one odd file must not end the run

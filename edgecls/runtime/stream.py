@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError
-from edgecls.preprocess import limit_text, preprocess, size_text
+from edgecls.preprocess import Preprocessor, limit_text, size_text
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -208,9 +208,15 @@ class LatestFrame:
 
 
 class OrderedFrames:
-    """Reads a video file in a thread and preprocesses frames in a small pool ahead of inference; no frame dropped."""
+    """Reads a video file in a thread and preprocesses frames in a small pool ahead of inference; no frame dropped.
 
-    def __init__(self, cap: Any, spec: Any, *, depth: int = 8, workers: int = 2) -> None:
+    Each frame's tensor is written into a slot of one ring of input tensors allocated once (``depth + max_batch + 2``
+    slots: the queue, the frame the reader holds and the batch being inferred never share one), by a
+    :class:`~edgecls.preprocess.Preprocessor` per worker thread, so reading a file allocates no tensor per frame.
+    A frame's future gives its slot index; :meth:`batch` turns a group of slots into one (N, 3, H, W) input.
+    """
+
+    def __init__(self, cap: Any, spec: Any, *, depth: int = 8, workers: int = 2, max_batch: int = 8) -> None:
         self.cap = cap
         self.dropped = 0
         self.read_count = 0
@@ -218,6 +224,10 @@ class OrderedFrames:
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-prep")
         self._spec = spec
+        size = spec.img_size
+        self._ring = np.empty((depth + max_batch + 2, 3, size, size), dtype=np.float32)
+        self._gather = np.empty((max_batch, 3, size, size), dtype=np.float32)
+        self._local = threading.local()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgecls-reader", daemon=True)
         self._thread.start()
@@ -230,7 +240,7 @@ class OrderedFrames:
                 if not ok or frame is None:
                     break
                 ts = float(self.cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
-                fut = self._pool.submit(preprocess, frame, self._spec)
+                fut = self._pool.submit(self._prepare, frame, self.read_count % len(self._ring))
                 item = (self.read_count, ts, frame, fut)
                 self.read_count += 1
                 while not self._stop.is_set():
@@ -242,6 +252,21 @@ class OrderedFrames:
         finally:
             self.ended = True
             self._q.put(None)
+
+    def _prepare(self, frame: np.ndarray, slot: int) -> int:
+        pre = getattr(self._local, "pre", None)
+        if pre is None:
+            pre = self._local.pre = Preprocessor(self._spec)
+        pre(frame, self._ring[slot])
+        return slot
+
+    def batch(self, slots: Sequence[int]) -> np.ndarray:
+        """The tensors of ``slots`` (frames in order) as one batch: a view of the ring when they lie side by side,
+        else gathered into a buffer kept for that."""
+        first, n = slots[0], len(slots)
+        if all(slot == first + i for i, slot in enumerate(slots)):
+            return self._ring[first : first + n]
+        return np.take(self._ring, slots, axis=0, out=self._gather[:n])
 
     def get(self, timeout: float) -> tuple[int, float, np.ndarray, Future] | None:
         item = self._q.get(timeout=timeout)
@@ -388,8 +413,13 @@ def stream_frames(
         pace = stats.source_fps or 30.0
 
     def start_reader(c: Any) -> Any:
-        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch)) if ordered \
+        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch), max_batch=max_batch) if ordered \
             else LatestFrame(c, pace_fps=pace)
+
+    # a live frame is preprocessed here, into one input tensor kept for the whole run (nothing allocated per frame)
+    live_prep = None if ordered else Preprocessor(classifier.spec)
+    live_input = None if ordered else np.empty((1, 3, classifier.spec.img_size, classifier.spec.img_size),
+                                               dtype=np.float32)
 
     reader = start_reader(cap)
     start = time.perf_counter()
@@ -425,13 +455,13 @@ def stream_frames(
             if ordered:
                 room = max_batch if max_frames is None else min(max_batch, max_frames - stats.frames)
                 group = [item, *reader.ready(room - 1)]
-                tensors = [fut.result() for *_, fut in group]
+                batch = reader.batch([fut.result() for *_, fut in group])
                 metas = [(index + index_offset, ts, frame) for index, ts, frame, _ in group]
             else:
                 index, captured, frame = item
-                tensors = [preprocess(frame, classifier.spec)]
+                batch = live_input
+                live_prep(frame, batch[0])
                 metas = [(index + index_offset, captured - start_mono, frame)]
-            batch = np.stack(tensors)
             t_engine = time.perf_counter()
             probs = classifier.probs(batch)
             stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))

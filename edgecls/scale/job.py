@@ -195,7 +195,7 @@ class Predictor:
         self.clf = Classifier(local_bundle(bundle.path, bundle.manifest_sha, bundle.filesystem, bundle.location),
                               options["backend"], options["device"],
                               artifact=options["artifact"], threads=self.threads, verify=options["verify"],
-                              max_pixels=options["max_pixels"])
+                              max_pixels=options["max_pixels"], mode="throughput")  # batches: no latency bound
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="edgecls-decode")
         self.internal = internal
         self.worker = f"{_node_ip()}:{os.getpid()}"

@@ -6,7 +6,7 @@ Each backend is one module in this package (``onnxruntime``, ``openvino``, ``ten
   artifact formats it runs, preferred first);
 * ``probe() -> BackendStatus``: is it installed, which devices does this machine give it (never raises);
 * ``candidates(status) -> list[Candidate]``: the (backend, device) pairs ``auto`` may pick, each with a rank;
-* ``load(path, *, device, threads, precision) -> Backend``.
+* ``load(path, *, device, threads, precision, mode) -> Backend`` (``mode``: :data:`LATENCY` or :data:`THROUGHPUT`).
 
 ``auto`` walks the candidates of every installed backend from the lowest rank (fastest) up and takes the first one
 that loads the model; the ranks below encode the preference TensorRT > CUDA > OpenVINO GPU > CoreML > OpenVINO CPU
@@ -16,16 +16,21 @@ that loads the model; the ranks below encode the preference TensorRT > CUDA > Op
 from __future__ import annotations
 
 from edgecls.runtime.backends.base import (
+    LATENCY,
+    MODES,
     PRECISIONS,
+    THROUGHPUT,
     Backend,
     BackendStatus,
     Candidate,
     as_input,
     check_input_size,
+    check_mode,
     check_model_file,
     has_qdq,
     normalize_precision,
     one_line,
+    split_batch,
     user_cache_dir,
 )
 from edgecls.runtime.backends.cpu import check_threads, cpu_flags, cpu_int8_support, cpu_name, is_x86, usable_cpus
@@ -56,7 +61,8 @@ from edgecls.runtime.backends.registry import (
 )
 
 __all__ = [
-    "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "PRECISIONS", "RANK_COREML",
+    "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "LATENCY", "MODES", "PRECISIONS",
+    "RANK_COREML", "THROUGHPUT", "check_mode", "split_batch",
     "RANK_OPENVINO_CPU_OTHER", "RANK_OPENVINO_CPU_X86", "RANK_OPENVINO_GPU", "RANK_OPENVINO_NPU",
     "RANK_ORT_COREML", "RANK_ORT_CPU", "RANK_ORT_CUDA", "RANK_ORT_TENSORRT", "RANK_TENSORRT", "as_input",
     "auto_candidates", "available_backends", "available_text", "backend_module", "backend_options",

@@ -18,7 +18,30 @@ from edgecls.manifest import compute_precision
 
 log = logging.getLogger("edgecls.runtime")
 
+# How an engine is set up: for one input at a time (a camera, one request: the least time per call) or for a stream
+# of batches where only the total matters (folder predict, a video file, a server's or a Ray actor's batches):
+# OpenVINO's THROUGHPUT hint (several streams, a batch split over async infer requests), ONNX Runtime one thread per
+# sub-batch without spinning. Every backend's ``load`` takes ``mode``; one with a single stream (TensorRT, CoreML)
+# runs batches as they come in either mode.
+LATENCY = "latency"
+THROUGHPUT = "throughput"
+MODES = (LATENCY, THROUGHPUT)
 
+
+def check_mode(mode: str | None) -> str:
+    """``latency`` or ``throughput`` (None: latency); anything else is a ConfigError naming both."""
+    if mode is None:
+        return LATENCY
+    if mode not in MODES:
+        raise ConfigError(f"unknown engine mode {mode!r}; valid: {', '.join(MODES)}")
+    return mode
+
+
+def split_batch(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of ``min(parts, n)`` contiguous, near-equal chunks of ``n`` items (the sub-batches a
+    throughput-mode engine runs side by side)."""
+    k = max(1, min(parts, n))
+    return [(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,7 @@ class Backend(abc.ABC):
     model_path: Path
     load_seconds: float = 0.0
     reason: str = ""  # why auto chose it (empty when asked for explicitly)
+    mode: str = LATENCY  # LATENCY or THROUGHPUT: how the engine was set up (see MODES)
 
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -74,6 +98,7 @@ class Backend(abc.ABC):
             "name": self.name,
             "device": self.device,
             "precision": self.precision,
+            "mode": self.mode,
             "input_name": self.input_name,
             "output_name": self.output_name,
             "model": str(self.model_path),

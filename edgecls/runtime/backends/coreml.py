@@ -95,5 +95,7 @@ class CoreMLBackend(Backend):
         return {"compute_units": self.device, "batched": self._batched, "version": self._version}
 
 
-def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
+def load(path: Path, *, device: str | None, threads: int | None, precision: str | None,
+         mode: str = "latency") -> Backend:
+    """A :class:`CoreMLBackend`; ``mode`` changes nothing (Core ML runs each batch as it comes)."""
     return CoreMLBackend(Path(path), device=device, threads=threads, precision=precision)

@@ -6,6 +6,10 @@ compiled model really uses is read back from ``INFERENCE_PRECISION_HINT`` and ke
 model (FakeQuantize layers, as NNCF and ONNX Q/DQ produce) reports ``int8``. An explicit precision the device
 resolves to something else (f16 on a CPU without native f16 becomes bf16) is an error, never a silent change.
 
+Modes: ``latency`` compiles with OpenVINO's defaults and runs a batch on one infer request; ``throughput`` compiles
+with ``PERFORMANCE_HINT=THROUGHPUT`` (OpenVINO picks the streams, on a CPU about one per core or two) and splits
+each batch over ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` async requests that run side by side, one sub-batch each.
+
 Dynamic batch: a model whose batch dimension is static is reshaped to a dynamic one on CPU/GPU; NPUs need static
 shapes, so there the model is compiled for batch 1 and batches are run image by image.
 """
@@ -23,6 +27,7 @@ import numpy as np
 
 from edgecls.errors import ConfigError, UnsupportedOption
 from edgecls.runtime.backends import (
+    LATENCY,
     RANK_OPENVINO_CPU_OTHER,
     RANK_OPENVINO_CPU_X86,
     RANK_OPENVINO_GPU,
@@ -31,10 +36,12 @@ from edgecls.runtime.backends import (
     BackendStatus,
     Candidate,
     as_input,
+    check_mode,
     check_model_file,
     cpu_int8_support,
     is_x86,
     one_line,
+    split_batch,
 )
 
 NAME = "openvino"
@@ -135,8 +142,10 @@ def _type_name(value: Any) -> str:
 class OpenVinoBackend(Backend):
     name = NAME
 
-    def __init__(self, path: Path, *, device: str | None, threads: int | None, precision: str | None) -> None:
+    def __init__(self, path: Path, *, device: str | None, threads: int | None, precision: str | None,
+                 mode: str = LATENCY) -> None:
         ov = _ov()
+        self.mode = check_mode(mode)
         start = time.perf_counter()
         available = list(core().available_devices)
         dev = _resolve_device(device, available)
@@ -161,6 +170,8 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = precision
         if threads is not None and dev.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if self.mode != LATENCY:
+            config["PERFORMANCE_HINT"] = "THROUGHPUT"
         self.compiled = core().compile_model(model, dev, config)
         try:
             resolved = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -178,6 +189,15 @@ class OpenVinoBackend(Backend):
         self.threads = threads
         self.model_path = path
         self._request = self.compiled.create_infer_request()
+        self._requests = [self._request]
+        self.streams = 1
+        if self.mode != LATENCY and self._static_batch is None:
+            try:
+                self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+                count = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            except Exception:  # a device that does not report them: one request
+                count = 1
+            self._requests += [self.compiled.create_infer_request() for _ in range(max(1, count) - 1)]
         self._out = self.compiled.output(0)
         self._lock = threading.Lock()
         self._version = ov.__version__
@@ -222,22 +242,35 @@ class OpenVinoBackend(Backend):
             return np.concatenate(outs)[:n]
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        result = self._request.infer({0: x}, share_inputs=True, share_outputs=False)
-        return np.array(result[self._out], dtype=np.float32, copy=True)
+        if len(self._requests) == 1 or x.shape[0] == 1:
+            result = self._request.infer({0: x}, share_inputs=True, share_outputs=False)
+            return np.array(result[self._out], dtype=np.float32, copy=True)
+        parts = split_batch(x.shape[0], len(self._requests))
+        for req, (a, b) in zip(self._requests, parts):
+            req.start_async({0: x[a:b]}, share_inputs=True)
+        outs = []
+        for req, _ in zip(self._requests, parts):
+            req.wait()
+            outs.append(np.array(req.get_output_tensor(0).data, dtype=np.float32, copy=True))
+        return np.concatenate(outs)
 
     def _extra_info(self) -> dict[str, Any]:
         return {
             "inference_precision": self.inference_precision,
             "threads": self.threads,
             "static_batch": self._static_batch,
+            "streams": self.streams,
+            "infer_requests": len(self._requests),
             "device_name": _full_name(self.device.split(":")[0]),
             "version": self._version,
         }
 
     def close(self) -> None:
         self._request = None
+        self._requests = []
         self.compiled = None
 
 
-def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
-    return OpenVinoBackend(Path(path), device=device, threads=threads, precision=precision)
+def load(path: Path, *, device: str | None, threads: int | None, precision: str | None,
+         mode: str = LATENCY) -> Backend:
+    return OpenVinoBackend(Path(path), device=device, threads=threads, precision=precision, mode=mode)

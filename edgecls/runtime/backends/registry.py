@@ -15,9 +15,11 @@ from typing import Any, Callable, ContextManager, Sequence
 
 from edgecls.errors import ConfigError, EdgeclsError, MissingDependency, UnsupportedOption
 from edgecls.runtime.backends.base import (
+    LATENCY,
     Backend,
     BackendStatus,
     Candidate,
+    check_mode,
     normalize_precision,
     one_line,
 )
@@ -177,6 +179,7 @@ def open_backend(
     threads: int | None = None,
     precision_hint: str | None = None,
     emulate_qdq: bool = False,
+    mode: str = LATENCY,
 ) -> Backend:
     """Load ``model_path`` (.onnx, OpenVINO .xml, .mlpackage, TensorRT .engine) on a backend.
 
@@ -185,9 +188,11 @@ def open_backend(
     An explicit backend that is not installed raises :class:`MissingDependency` naming the extra (and what runs here);
     an explicit device it does not have raises :class:`UnsupportedOption` listing the available ones.
     ``emulate_qdq`` (backend ``onnxruntime`` only) runs a Q/DQ ONNX by its ONNX definition on float kernels instead of
-    this CPU's fused int8 kernels (what the TensorRT export's parity run uses).
+    this CPU's fused int8 kernels (what the TensorRT export's parity run uses). ``mode``: ``latency`` (one input at a
+    time) or ``throughput`` (batches where only the total counts), see :data:`edgecls.runtime.backends.MODES`.
     """
     path = Path(model_path)
+    mode = check_mode(mode)
     if not path.exists():
         raise ConfigError(f"{path}: model file not found")
     precision = normalize_precision(precision_hint)
@@ -208,7 +213,7 @@ def open_backend(
         if not status.installed:
             raise missing_backend(backend, status)
         loaded, _, _ = open_first([Attempt(backend, path, device, precision)], threads=threads, explicit=True,
-                                  wrap=False, options=options, subject=f"load {path.name}")
+                                  wrap=False, options=options, subject=f"load {path.name}", mode=mode)
         return loaded
 
     kind = device_kind(device)
@@ -224,7 +229,8 @@ def open_backend(
     attempts = [Attempt(c.backend, path, indexed or c.device, precision, c.why, f"{c.backend} on {indexed or c.device}")
                 for c in candidates]
     start = time.perf_counter()
-    loaded, _, failures = open_first(attempts, threads=threads, options=options, subject=f"load {path.name}")
+    loaded, _, failures = open_first(attempts, threads=threads, options=options, subject=f"load {path.name}",
+                                     mode=mode)
     if failures:
         loaded.reason = f"{loaded.reason} (skipped: {' | '.join(failures)})"
     log.info("auto: chose %s on %s (%s) for %s, loaded in %.2f s: %s", loaded.name, loaded.device,
@@ -252,6 +258,7 @@ def open_first(
     options: dict[str, Any] | None = None,
     guard: Callable[[Attempt], ContextManager[Callable[[], None]]] | None = None,
     accept: Callable[[Backend, Attempt], None] | None = None,
+    mode: str = LATENCY,
 ) -> tuple[Backend, int, list[str]]:
     """The one fallback loop: load the first attempt that works; returns it, its index and the failures before it.
 
@@ -261,14 +268,16 @@ def open_first(
     ``verdict()`` that raises what a check running beside the load found (the Classifier's sha256 check), raised
     before the load's own error; ``accept(backend, attempt)`` checks a loaded backend (a ConfigError closes it and
     ends the search). The loaded backend's ``reason`` is the attempt's ``why``. ``subject`` ends the final error:
-    "no backend could {subject} here".
+    "no backend could {subject} here". ``mode`` (latency or throughput) goes to every backend's ``load``: the one
+    place an engine learns whether it serves single inputs or batches.
     """
+    mode = check_mode(mode)
     failures: list[str] = []
     for index, att in enumerate(attempts):
         with (guard(att) if guard is not None else contextlib.nullcontext(_no_verdict)) as verdict:
             try:
                 loaded = backend_module(att.backend).load(att.path, device=att.device, threads=threads,
-                                                          precision=att.precision, **(options or {}))
+                                                          precision=att.precision, mode=mode, **(options or {}))
             except Exception as exc:  # not installed properly, no such device here, engine build failed ...
                 verdict()  # a changed file explains a failed load best
                 if isinstance(exc, ConfigError) or (explicit and (isinstance(exc, EdgeclsError) or not wrap)):

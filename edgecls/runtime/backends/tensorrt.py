@@ -378,10 +378,11 @@ class TensorRTBackend(Backend):
         self.context = self.engine = None
 
 
-def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
+def load(path: Path, *, device: str | None, threads: int | None, precision: str | None,
+         mode: str = "latency") -> Backend:
     """A :class:`TensorRTBackend`; without cuda-python a :class:`MissingDependency` that names the extra and what
     runs here (never a switch to another engine: ONNX Runtime's TensorRT provider is ``--backend onnxruntime
-    --device tensorrt``)."""
+    --device tensorrt``). ``mode`` changes nothing: one execution context runs each batch as it comes."""
     path = Path(path)
     try:
         _cudart()
