@@ -371,3 +371,39 @@ def test_a_run_stopped_before_its_first_epoch_needs_force(synth_small, tmp_path,
     with pytest.raises(ConfigError, match="stopped before its first epoch .*--force"):
         fit(tiny_config(synth_small, run, epochs=1))
     assert (run / "config.yaml").read_text() == "data: x\n"
+
+
+def _skewed_label_file(root, n=30):
+    """A label file whose classes are 80% / 50% / 10% / 0% positive, with NA entries only on negatives of class a."""
+    import cv2
+
+    images = root / "images"
+    images.mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        img = np.full((48, 48, 3), 30 + 5 * i, np.uint8)
+        cv2.imwrite(str(images / f"image_{i}.jpg"), img)
+        a = "1" if i % 5 else ("NA" if i % 10 == 0 else "0")  # 24 positives, 3 negatives, 3 NA
+        values = [a, str(int(i % 2 == 0)), str(int(i % 10 == 3)), "0"]
+        lines.append(f"image_{i}.jpg " + " ".join(values))
+    (root / "labels.txt").write_text("\n".join(lines) + "\n")
+    return root / "labels.txt"
+
+
+def test_head_bias_starts_at_the_logit_of_each_class_frequency(tmp_path, tiny_config):
+    from edgecls.data import label_priors
+    from edgecls.train.backbones import PRIOR_CLIP
+
+    labels = _skewed_label_file(tmp_path / "data")
+    train = load_dataset(labels, classes=("a", "b", "c", "d")).split("train")
+    priors = label_priors(train)
+    known_a = train.known()[:, 0]
+    assert 0 < (~known_a).sum() and priors[0] == pytest.approx(train.targets()[known_a, 0].mean())  # NA excluded
+    assert priors[0] > 0.8 and priors[3] == 0.0
+    # an lr so small that one epoch leaves the head where it started
+    fit(tiny_config(labels, tmp_path / "run", classes="a,b,c,d", epochs=1, lr=1e-9, dropout=0.0))
+    bias = load_checkpoint(tmp_path / "run").state_dict["head.1.bias"].double().numpy()
+    p = np.clip(priors, *PRIOR_CLIP)
+    np.testing.assert_allclose(bias, np.log(p / (1 - p)), atol=1e-4)
+    assert bias[3] == pytest.approx(np.log(0.01 / 0.99), abs=1e-4)  # clipped, not -inf
+

