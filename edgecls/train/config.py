@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from edgecls.config import field
 from edgecls.data.spec import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, check_fractions
 from edgecls.errors import ConfigError
+from edgecls.metrics import DEFAULT_THRESHOLD_RULE, THRESHOLD_RULES
 from edgecls.preprocess import Resize
 
 
@@ -100,6 +101,10 @@ class TrainConfig:
     ema: bool = field(False, help="keep an exponential moving average of the weights and evaluate it")
     ema_decay: float = field(0.999, help="EMA decay per step")
     patience: int | None = field(None, help="early stopping: epochs without val mAP improvement")
+    threshold_rule: str = field(DEFAULT_THRESHOLD_RULE, help=f"how per-class thresholds are tuned on validation: "
+                                f"{', '.join(THRESHOLD_RULES)}")
+    threshold_strength: float | None = field(None, help="shrink: positives at which a class keeps half its own "
+                                             "threshold (20); floor: fewest positives for its own (20)")
     # execution
     device: str = field("auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     amp: bool = field(True, help="mixed precision: fp16/bf16 autocast on CUDA, bf16 on CPUs that have it")
@@ -129,6 +134,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         check_fractions(self.val_fraction, self.test_fraction)
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(f"--threshold-rule {self.threshold_rule!r}: valid: {', '.join(THRESHOLD_RULES)}")
+        if self.threshold_strength is not None and not (
+            math.isfinite(self.threshold_strength) and self.threshold_strength >= 0
+        ):
+            raise ConfigError(f"--threshold-strength must be a number >= 0, got {self.threshold_strength!r}")
         if self.cache_features and self.strategy is not Strategy.FREEZE:
             raise ConfigError("--cache-features needs --strategy freeze (a trained encoder changes its features)")
         if self.pretrained is False and self.weights:

@@ -26,6 +26,7 @@ from edgecls.metrics import (
     DEFAULT_THRESHOLD,
     MetricsReport,
     compute_metrics,
+    labels_per_image,
     mean_average_precision,
     sigmoid,
     tune_thresholds,
@@ -598,7 +599,8 @@ class _Run:
                                     batch_size=self.cfg.batch_size, workers=self.workers)
         probs = sigmoid(logits)
         targets, known = self.val_split.targets(), self.val_split.known()
-        thresholds = tune_thresholds(probs, targets, known)
+        thresholds = tune_thresholds(probs, targets, known, rule=self.cfg.threshold_rule,
+                                     strength=self.cfg.threshold_strength)
         names = self.spec.class_names
         at_half = compute_metrics(probs, targets, known, names, DEFAULT_THRESHOLD)
         tuned = compute_metrics(probs, targets, known, names, thresholds)
@@ -613,6 +615,10 @@ class _Run:
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
             "train_images": len(self.train_split), "valid_images": len(self.val_split),
             "data": str(self.cfg.data), "checkpoint": str(self.run_dir / "best.pt"),
+            "threshold_rule": self.cfg.threshold_rule,
+            "labels_per_image_truth": float(((targets > 0.5) & known).sum(axis=1).mean()),
+            "labels_per_image_tuned": labels_per_image(probs, thresholds),
+            "labels_per_image_at_0.5": labels_per_image(probs, DEFAULT_THRESHOLD),
         }
         _report.write_report(self.run_dir, split="valid", at_half=at_half, tuned=tuned, info=info)
         s = self.state
