@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from edgecls.cli import cli
 
 TINY = ["--backbone", "timm:test_efficientnet", "--no-pretrained", "--img-size", "64", "--workers", "0",
-        "--no-progress", "--no-amp", "--batch-size", "16"]
+        "--no-progress", "--no-amp", "--batch-size", "16", "--strategy", "finetune"]
 
 
 def test_help_lists_commands(runner):
@@ -89,6 +89,15 @@ def tiny_run(synth_small, tmp_path_factory):
     result = CliRunner().invoke(cli, ["train", str(synth_small), "--out", str(run), "--epochs", "1", *TINY])
     assert result.exit_code == 0, result.output
     return run
+
+
+def test_cli_train_auto_says_which_phase_it_kept(synth_small, tmp_path):
+    args = [a for a in TINY if a not in ("--strategy", "finetune")]  # auto is the default
+    result = CliRunner().invoke(cli, ["train", str(synth_small), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                      "--head-epochs", "3", *args])
+    assert result.exit_code == 0, result.output
+    assert "auto: kept " in result.output and "head val mAP" in result.output
+    assert (tmp_path / "run" / "head" / "best.pt").is_file()
 
 
 def _edited_checkpoint(run, dst, edit):

@@ -407,3 +407,61 @@ def test_head_bias_starts_at_the_logit_of_each_class_frequency(tmp_path, tiny_co
     np.testing.assert_allclose(bias, np.log(p / (1 - p)), atol=1e-4)
     assert bias[3] == pytest.approx(np.log(0.01 / 0.99), abs=1e-4)  # clipped, not -inf
 
+
+def _head_weights(path):
+    return {k: v for k, v in load_checkpoint(path).state_dict.items() if k.startswith("head.")}
+
+
+def test_auto_trains_a_cached_head_then_finetunes_from_it_and_keeps_the_better(synth_small, tmp_path, tiny_config,
+                                                                               caplog):
+    caplog.set_level("INFO", logger="edgecls.train")
+    run = tmp_path / "run"
+    result = fit(tiny_config(synth_small, run, strategy="auto", epochs=2, head_epochs=8))
+    assert (run / "head" / "best.pt").is_file() and (run / "head" / "report.md").is_file()
+    head = load_checkpoint(run / "head")
+    assert head.config["strategy"] == "freeze" and head.config["cache_features"] is True
+    a = result.auto
+    assert a is not None and a["winner"] in ("head", "finetune")
+    assert a["margin"] == pytest.approx(a["finetune_val_map"] - a["head_val_map"])
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert a["finetune_val_map"] == max(h["val_map"] for h in history)
+    assert result.best_map == max(a["head_val_map"], a["finetune_val_map"])
+    assert "strategy: auto" in (run / "config.yaml").read_text()
+    report = (run / "report.md").read_text()
+    assert f"**auto_winner**: {a['winner']}" in report and "**auto_margin**" in report
+    assert "**labels_per_image_truth**" in report and "**labels_per_image_tuned**" in report
+    assert any(m.startswith("auto: ") and "won" in m for m in caplog.messages)
+    ckpt = load_checkpoint(run)
+    if a["winner"] == "head":
+        assert result.best_epoch == 0
+        assert all(torch.equal(v, ckpt.state_dict[k]) for k, v in _head_weights(run / "head").items())
+    else:
+        assert result.best_epoch >= 1 and a["finetune_val_map"] > a["head_val_map"]
+    # its fine-tuning phase resumes (the head phase is not run again)
+    extended = resume(run, {"epochs": 3})
+    assert extended.epochs_run >= 2 and extended.auto is not None
+    assert extended.auto["head_val_map"] == pytest.approx(a["head_val_map"])
+
+
+def test_auto_keeps_the_head_when_finetuning_does_not_beat_it(synth_small, tmp_path, tiny_config, caplog,
+                                                                monkeypatch):
+    caplog.set_level("INFO", logger="edgecls.train")
+    original = loop_module._Run._validate
+
+    def finetuning_that_hurts(self, epoch):  # fault injection: the fine-tuned weights rank every label backwards
+        logits, loss = original(self, epoch)
+        if self.head_run is not None:
+            logits = (5.0 * (1.0 - 2.0 * self.val_split.targets())).astype(np.float32)
+        return logits, loss
+
+    monkeypatch.setattr(loop_module._Run, "_validate", finetuning_that_hurts)
+    run = tmp_path / "run"
+    result = fit(tiny_config(synth_small, run, strategy="auto", epochs=4, head_epochs=8))
+    assert result.auto["winner"] == "head" and result.best_epoch == 0 and result.auto["margin"] < 0
+    assert result.stopped == "early_stop" and result.epochs_run == 2  # patience 2, counted against the head
+    ckpt = load_checkpoint(run)
+    assert all(torch.equal(v, ckpt.state_dict[k]) for k, v in _head_weights(run / "head").items())
+    assert result.best_map == pytest.approx(result.auto["head_val_map"])
+    assert ckpt.thresholds is not None and "**auto_winner**: head" in (run / "report.md").read_text()
+    assert any("the cached-feature head won" in m for m in caplog.messages)
+    assert any("nor beaten the cached-feature head" in m for m in caplog.messages)

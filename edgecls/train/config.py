@@ -14,6 +14,7 @@ from edgecls.preprocess import Resize
 
 
 class Strategy(str, enum.Enum):
+    AUTO = "auto"  # a cached-feature head first (seconds), then finetune from it with early stopping; the better wins
     FREEZE = "freeze"  # head only, encoder frozen (BatchNorm in eval)
     FINETUNE = "finetune"  # everything, encoder at lr * encoder_lr_scale
     FULL = "full"  # everything at one lr
@@ -75,11 +76,13 @@ class TrainConfig:
     strict: bool = field(False, help="missing or corrupt images are an error instead of skipped")
     augment: Augment = field(Augment.LIGHT, help="training augmentation preset")
     # strategy and optimisation
-    strategy: Strategy = field(Strategy.FINETUNE, help="what to train")
+    strategy: Strategy = field(Strategy.AUTO, help="what to train; auto: a cached-feature head, then fine-tuning "
+                               "from it while it beats the head on validation (the better one is kept)")
     cache_features: bool = field(False, help="freeze only: compute encoder features once, train the head on them")
-    epochs: int = field(10, help="number of epochs")
+    head_epochs: int = field(60, help="auto: epochs of its cached-feature head phase (seconds in all)")
+    epochs: int = field(15, help="number of epochs (auto: of its fine-tuning phase)")
     batch_size: int = field(32, help="images per step (per process)")
-    lr: float = field(1e-3, help="learning rate of the head (and of everything with --strategy full)")
+    lr: float = field(3e-3, help="learning rate of the head (and of everything with --strategy full)")
     encoder_lr_scale: float = field(0.1, help="encoder lr = lr * this, for finetune and staged")
     weight_decay: float = field(1e-4, help="weight decay")
     optimizer: Optimizer = field(Optimizer.ADAMW, help="optimizer")
@@ -100,7 +103,8 @@ class TrainConfig:
     accumulate: int = field(1, help="gradient accumulation steps")
     ema: bool = field(False, help="keep an exponential moving average of the weights and evaluate it")
     ema_decay: float = field(0.999, help="EMA decay per step")
-    patience: int | None = field(None, help="early stopping: epochs without val mAP improvement")
+    patience: int | None = field(None, help="early stopping: epochs without val mAP improvement (auto: 2, counted "
+                                 "against the cached-feature head's val mAP too)")
     threshold_rule: str = field(DEFAULT_THRESHOLD_RULE, help=f"how per-class thresholds are tuned on validation: "
                                 f"{', '.join(THRESHOLD_RULES)}")
     threshold_strength: float | None = field(None, help="shrink: positives at which a class keeps half its own "
@@ -116,6 +120,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
+            (self.head_epochs >= 1, "head_epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (math.isfinite(self.lr) and self.lr > 0,
              f"--lr must be a finite number above 0 (got {self.lr!r}), e.g. --lr 0.001"),
@@ -141,6 +146,7 @@ class TrainConfig:
         ):
             raise ConfigError(f"--threshold-strength must be a number >= 0, got {self.threshold_strength!r}")
         if self.cache_features and self.strategy is not Strategy.FREEZE:
-            raise ConfigError("--cache-features needs --strategy freeze (a trained encoder changes its features)")
+            raise ConfigError("--cache-features needs --strategy freeze (a trained encoder changes its features; "
+                              "--strategy auto caches them for its head phase by itself)")
         if self.pretrained is False and self.weights:
             raise ConfigError("--weights and --no-pretrained contradict each other; drop one")

@@ -44,7 +44,7 @@ from edgecls.train._device import (
 )
 from edgecls.train.backbones import HEAD_PRIOR, ModelSpec, MultiLabelNet, build_model, default_preprocess
 from edgecls.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from edgecls.train.config import Optimizer, Scheduler, Strategy, TrainConfig
+from edgecls.train.config import Augment, Optimizer, Scheduler, Strategy, TrainConfig
 from edgecls.train.evaluate import predict_logits
 from edgecls.train.losses import build_loss
 from edgecls.train.run_folder import prepare_out, remove_leftovers
@@ -54,6 +54,13 @@ log = logging.getLogger("edgecls.train")
 # Settings that may change when a run is resumed; everything else must stay as the run started. ``lr`` is the one
 # to lower after a divergence: the restored optimizer and schedule are rescaled to it.
 RESUMABLE = ("epochs", "patience", "workers", "device", "progress", "lr")
+# --strategy auto: its cached-feature head phase (benchmarks/training.py's freeze --cache-features settings) in a
+# sub-run folder, then fine-tuning from that head, stopped after AUTO_PATIENCE epochs that beat neither its own best
+# nor the head's val mAP.
+AUTO_HEAD_DIR = "head"
+AUTO_HEAD = {"strategy": Strategy.FREEZE, "cache_features": True, "lr": 3e-3, "weight_decay": 1e-3,
+             "augment": Augment.NONE, "ema": False, "patience": None, "scheduler": Scheduler.COSINE}
+AUTO_PATIENCE = 2
 # A training loss this many times its first value is logged as a warning (the run is probably diverging).
 LOSS_RISE_WARNING = 100.0
 
@@ -72,6 +79,7 @@ class FitResult:
     report_at_half: MetricsReport | None = None
     thresholds: np.ndarray | None = None
     seconds: float = 0.0
+    auto: dict[str, Any] | None = None  # --strategy auto: which phase won, both val mAPs, the margin and the times
 
 
 @dataclass
@@ -199,8 +207,14 @@ def _extract_features(model: MultiLabelNet, loader: DataLoader, device: torch.de
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, resume_from: Checkpoint | None) -> None:
+    """One training run. ``saved`` is the configuration recorded in the run (``cfg`` itself, or the ``auto`` one whose
+    fine-tuning phase ``cfg`` is); ``head`` is that phase's cached-feature head run: its head weights start the
+    model and its val mAP is the best to beat."""
+
+    def __init__(self, cfg: TrainConfig, resume_from: Checkpoint | None, *, saved: TrainConfig | None = None,
+                 head: FitResult | None = None) -> None:
         self.cfg = cfg
+        self.head_run = head
         self.dist: Dist = init_distributed(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.precision: Precision = choose_precision(self.device, cfg.amp)
@@ -226,7 +240,7 @@ class _Run:
         )
         self.preprocess = default_preprocess(cfg.backbone, cfg.img_size).replace(resize=cfg.resize.value)
         self.workers = default_workers() if cfg.workers is None else cfg.workers
-        self.resolved = dataclasses.replace(cfg, img_size=self.preprocess.img_size, workers=self.workers)
+        self.resolved = dataclasses.replace(saved or cfg, img_size=self.preprocess.img_size, workers=self.workers)
         seed_everything(cfg.seed)
         if resume_from is not None:
             self.model = resume_from.build_model()
@@ -234,12 +248,18 @@ class _Run:
             self.model = build_model(self.spec, pretrained=cfg.pretrained, weights=cfg.weights)
             # The head starts from the data: bias = logit(training frequency of each class, NA excluded, clipped).
             self.model.init_head_bias(label_priors(self.train_split, HEAD_PRIOR))
+            if head is not None:  # auto: fine-tune from the trained cached-feature head (linear probe, then tune)
+                state = load_checkpoint(head.best_checkpoint).state_dict
+                self.model.head.load_state_dict({k[len("head."):]: v for k, v in state.items()
+                                                 if k.startswith("head.")})
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         pw = _pos_weight(cfg, self.dataset)
         self.criterion = build_loss(cfg, pw.to(self.device) if pw is not None else None)
         self.state = _State()
+        if head is not None:  # fine-tuning must beat the head: its val mAP is the best so far
+            self.state.best_map = head.best_map
         self.ema = None
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -497,9 +517,15 @@ class _Run:
             log.warning("skipped %d missing or corrupt image(s); see `edgecls data inspect`", len(self.dataset.skipped))
         stopped = "completed"
         trainable = None
+        threads = None
         try:
             if cfg.cache_features:
                 self._cache_features()
+                # Epochs on cached features are tiny matrix products: one thread, so that a busy machine's other
+                # processes do not make every step wait for a second one (an epoch of 448 Lite0 features on a 2-core
+                # machine at load 20: 3.0-3.5 s with 2 threads, 0.2-0.4 s with 1).
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
             while self.state.epoch < cfg.epochs:
                 epoch = self.state.epoch
                 seed_everything(epoch_seed(cfg.seed, epoch))
@@ -543,7 +569,8 @@ class _Run:
                     row["seconds"], "  *best*" if improved else "",
                 )
                 if cfg.patience is not None and self.state.bad_epochs >= cfg.patience:
-                    log.info("early stopping: val mAP has not improved for %d epochs", cfg.patience)
+                    against = " (nor beaten the cached-feature head's)" if self.head_run is not None else ""
+                    log.info("early stopping: val mAP has not improved for %d epochs%s", cfg.patience, against)
                     stopped = "early_stop"
                     break
         except KeyboardInterrupt:
@@ -554,16 +581,39 @@ class _Run:
                 self.run_dir,
             )
         finally:
+            if threads is not None:
+                torch.set_num_threads(threads)
             if self.tb is not None:
                 self.tb.close()
         result = FitResult(
             run_dir=self.run_dir, best_checkpoint=self.run_dir / "best.pt", best_epoch=self.state.best_epoch,
             best_map=self.state.best_map, epochs_run=self.state.epoch, stopped=stopped,
         )
-        if stopped != "interrupted" and self.main and self.state.best_epoch > 0:
+        if stopped != "interrupted" and self.main and self.head_run is not None and self.state.best_epoch == 0:
+            # fine-tuning never beat the head: the head's checkpoint becomes the run's
+            save_checkpoint(load_checkpoint(self.head_run.best_checkpoint), self.run_dir / "best.pt")
+        if stopped != "interrupted" and self.main and (self.state.best_epoch > 0 or self.head_run is not None):
             self._finish(result)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _auto_summary(self, result: FitResult) -> dict[str, Any]:
+        """Which phase of --strategy auto won and by how much (logged, and in report.md / report.json)."""
+        head = self.head_run
+        assert head is not None
+        tuned = [r["val_map"] for r in self.state.history]
+        finetune = max(tuned) if tuned else math.nan
+        won = "finetune" if result.best_epoch > 0 else "head"
+        margin = finetune - head.best_map
+        seconds = sum(r["seconds"] for r in self.state.history)
+        if won == "finetune":
+            log.info("auto: fine-tuning won: val mAP %.4f against the cached-feature head's %.4f (%+.4f), best at "
+                     "epoch %d of %d", finetune, head.best_map, margin, result.best_epoch, result.epochs_run)
+        else:
+            log.info("auto: the cached-feature head won: val mAP %.4f; fine-tuning reached %.4f (%+.4f) in %d "
+                     "epoch(s) and is discarded", head.best_map, finetune, margin, result.epochs_run)
+        return {"winner": won, "head_val_map": head.best_map, "finetune_val_map": finetune, "margin": margin,
+                "head_seconds": head.seconds, "finetune_seconds": seconds, "finetune_epochs": result.epochs_run}
 
     def _open_tensorboard(self) -> None:
         try:
@@ -610,8 +660,11 @@ class _Run:
             "valid_at_0.5": at_half.to_dict(), "valid_tuned": tuned.to_dict(),
         }
         save_checkpoint(best, self.run_dir / "best.pt")
+        if self.head_run is not None:
+            result.auto = self._auto_summary(result)
         info = {
-            "backbone": self.cfg.backbone, "strategy": self.cfg.strategy.value, "img_size": self.preprocess.img_size,
+            "backbone": self.cfg.backbone, "strategy": self.resolved.strategy.value,
+            "img_size": self.preprocess.img_size,
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
             "train_images": len(self.train_split), "valid_images": len(self.val_split),
             "data": str(self.cfg.data), "checkpoint": str(self.run_dir / "best.pt"),
@@ -620,6 +673,8 @@ class _Run:
             "labels_per_image_tuned": labels_per_image(probs, thresholds),
             "labels_per_image_at_0.5": labels_per_image(probs, DEFAULT_THRESHOLD),
         }
+        if result.auto is not None:
+            info.update({f"auto_{k}": v for k, v in result.auto.items()})
         _report.write_report(self.run_dir, split="valid", at_half=at_half, tuned=tuned, info=info)
         s = self.state
         ends = [int(r.get("iteration", r["epoch"] * self.batches_per_epoch)) for r in s.history]
@@ -640,7 +695,46 @@ def fit(cfg: TrainConfig, *, force: bool = False) -> FitResult:
     removed.
     """
     prepare_out(Path(cfg.out), force=force)
+    if cfg.strategy is Strategy.AUTO:
+        return _fit_auto(cfg)
     return _Run(cfg, None).run()
+
+
+def _auto_phases(cfg: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
+    """The two runs of --strategy auto: the cached-feature head (in ``out/head``) and fine-tuning (in ``out``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--strategy auto starts with a cached-feature head, which runs in one process; under "
+                          "torchrun pass --strategy finetune (or run auto without torchrun)")
+    head = dataclasses.replace(cfg, out=str(Path(cfg.out) / AUTO_HEAD_DIR), epochs=cfg.head_epochs, **AUTO_HEAD)
+    finetune = dataclasses.replace(cfg, strategy=Strategy.FINETUNE,
+                                   patience=cfg.patience if cfg.patience is not None else AUTO_PATIENCE)
+    return head, finetune
+
+
+def _fit_auto(cfg: TrainConfig) -> FitResult:
+    started = time.perf_counter()
+    head_cfg, finetune_cfg = _auto_phases(cfg)
+    log.info("auto: [1/2] a head on cached encoder features (%d epochs)", head_cfg.epochs)
+    head = _Run(head_cfg, None).run()
+    if head.stopped == "interrupted":
+        return head
+    log.info("auto: [2/2] fine-tuning from that head (val mAP %.4f to beat, patience %d)", head.best_map,
+             finetune_cfg.patience)
+    result = _Run(finetune_cfg, None, saved=cfg, head=head).run()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _head_result(run_dir: Path) -> FitResult:
+    """The finished head phase of an auto run, read back from ``run_dir/head`` (to resume its fine-tuning)."""
+    path = run_dir / AUTO_HEAD_DIR / "best.pt"
+    if not path.is_file():
+        raise ConfigError(f"--resume {run_dir}: an auto run without its head phase ({path} is missing); start it "
+                          "over with --force")
+    ckpt = load_checkpoint(path)
+    best = float((ckpt.metrics or {}).get("val_map", math.nan))
+    return FitResult(run_dir=run_dir / AUTO_HEAD_DIR, best_checkpoint=path, best_epoch=int(ckpt.epoch or 0),
+                     best_map=best, epochs_run=int(ckpt.epoch or 0), stopped="completed")
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> FitResult:
@@ -661,4 +755,7 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> FitR
     ckpt = load_checkpoint(run_dir / "last.pt")
     if ckpt.training is None:
         raise ConfigError(f"{run_dir / 'last.pt'}: holds no training state to resume from")
+    if cfg.strategy is Strategy.AUTO:  # the head phase is done: continue the fine-tuning phase
+        _, finetune_cfg = _auto_phases(cfg)
+        return _Run(finetune_cfg, ckpt, saved=cfg, head=_head_result(run_dir)).run()
     return _Run(cfg, ckpt).run()
