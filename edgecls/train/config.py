@@ -109,6 +109,12 @@ class TrainConfig:
                                 f"{', '.join(THRESHOLD_RULES)}")
     threshold_strength: float | None = field(None, help="shrink: positives at which a class keeps half its own "
                                              "threshold (20); floor: fewest positives for its own (20)")
+    # distillation
+    teacher: str | None = field(None, help="distil from this run folder or checkpoint (same labels; any backbone "
+                                "or input size, each model gets its own preprocessing)")
+    distill_weight: float = field(0.5, help="loss = (1 - w) * label loss + w * teacher loss")
+    distill_temperature: float = field(1.0, help="temperature of the teacher's and the student's sigmoids")
+    distill_unknown: bool = field(True, help="the teacher also teaches where a label is unknown (NA)")
     # execution
     device: str = field("auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     amp: bool = field(True, help="mixed precision: fp16/bf16 autocast on CUDA, bf16 on CPUs that have it")
@@ -121,6 +127,9 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.head_epochs >= 1, "head_epochs must be at least 1"),
+            (0 <= self.distill_weight <= 1, f"--distill-weight must be in [0, 1], got {self.distill_weight!r}"),
+            (math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
+             f"--distill-temperature must be a number above 0, got {self.distill_temperature!r}"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (math.isfinite(self.lr) and self.lr > 0,
              f"--lr must be a finite number above 0 (got {self.lr!r}), e.g. --lr 0.001"),

@@ -46,7 +46,7 @@ from edgecls.train.backbones import HEAD_PRIOR, ModelSpec, MultiLabelNet, build_
 from edgecls.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgecls.train.config import Augment, Optimizer, Scheduler, Strategy, TrainConfig
 from edgecls.train.evaluate import predict_logits
-from edgecls.train.losses import build_loss
+from edgecls.train.losses import build_loss, distill_loss
 from edgecls.train.run_folder import prepare_out, remove_leftovers
 
 log = logging.getLogger("edgecls.train")
@@ -257,6 +257,13 @@ class _Run:
             self.model.to(memory_format=torch.channels_last)
         pw = _pos_weight(cfg, self.dataset)
         self.criterion = build_loss(cfg, pw.to(self.device) if pw is not None else None)
+        self.teacher = None
+        if cfg.teacher:
+            from edgecls.train._distill import Teacher
+
+            self.teacher = Teacher(cfg.teacher, self.spec.class_names, self.preprocess, self.device,
+                                   batch_size=cfg.batch_size, workers=self.workers)
+        self._teacher_cache: torch.Tensor | None = None  # teacher logits of the un-augmented train images
         self.state = _State()
         if head is not None:  # fine-tuning must beat the head: its val mAP is the best so far
             self.state.best_map = head.best_map
@@ -341,11 +348,16 @@ class _Run:
         cfg = self.cfg
         if cfg.cache_features:
             feats, targets, known = self.cached["train"]
-            dataset: torch.utils.data.Dataset = TensorDataset(feats, targets, known)
+            extra = () if self.teacher is None else (self._teacher_logits(),)
+            dataset: torch.utils.data.Dataset = TensorDataset(feats, targets, known, *extra)
             workers = 0
         else:
             augment = build_augment(cfg.augment, self.preprocess)
             dataset = ImageDataset(self.train_split.samples, self.preprocess, augment)
+            if self.teacher is not None and augment is None:  # un-augmented: the teacher's outputs once per image
+                from edgecls.train._distill import WithTeacher
+
+                dataset = WithTeacher(dataset, self._teacher_logits())
             workers = self.workers
         sampler = DistributedSampler(dataset, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=True,
                                      seed=cfg.seed)
@@ -356,6 +368,15 @@ class _Run:
         drop_last = len(sampler) > cfg.batch_size
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                           generator=generator, pin_memory=self.device.type == "cuda", drop_last=drop_last)
+
+    def _teacher_logits(self) -> torch.Tensor:
+        if self._teacher_cache is None:
+            assert self.teacher is not None
+            started = time.perf_counter()
+            self._teacher_cache = self.teacher.logits_for(self.train_split.samples)
+            log.info("cached the teacher's outputs on %d un-augmented train images in %.1f s", len(self.train_split),
+                     time.perf_counter() - started)
+        return self._teacher_cache
 
     def _cache_features(self) -> None:
         started = time.perf_counter()
@@ -390,13 +411,24 @@ class _Run:
         started = time.perf_counter()
         bar = self._progress(loader, f"epoch {epoch + 1}/{cfg.epochs}")
         n_batches = len(loader)
-        for step, (x, y, m) in enumerate(bar):
+        for step, batch in enumerate(bar):
+            x, y, m = batch[0], batch[1], batch[2]
             x, y, m = x.to(self.device, non_blocking=True), y.to(self.device), m.to(self.device)
             if cfg.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
+            teacher = None
+            if self.teacher is not None:  # cached (un-augmented) or on this augmented batch
+                if len(batch) > 3:
+                    teacher = batch[3].to(self.device)
+                else:
+                    with self.precision.autocast():
+                        teacher = self.teacher.logits(x)
             with self.precision.autocast():
                 logits = self._forward_train(x)
             loss = self.criterion(logits.float(), y, m)
+            if teacher is not None:
+                soft = distill_loss(logits, teacher, None if cfg.distill_unknown else m, cfg.distill_temperature)
+                loss = (1.0 - cfg.distill_weight) * loss + cfg.distill_weight * soft
             if not torch.isfinite(loss):
                 raise self._diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             scaled = loss / cfg.accumulate
@@ -669,6 +701,7 @@ class _Run:
             "train_images": len(self.train_split), "valid_images": len(self.val_split),
             "data": str(self.cfg.data), "checkpoint": str(self.run_dir / "best.pt"),
             "threshold_rule": self.cfg.threshold_rule,
+            "teacher": self.cfg.teacher,
             "labels_per_image_truth": float(((targets > 0.5) & known).sum(axis=1).mean()),
             "labels_per_image_tuned": labels_per_image(probs, thresholds),
             "labels_per_image_at_0.5": labels_per_image(probs, DEFAULT_THRESHOLD),
