@@ -103,8 +103,7 @@ class TrainConfig:
     accumulate: int = field(1, help="gradient accumulation steps")
     ema: bool = field(False, help="keep an exponential moving average of the weights and evaluate it")
     ema_decay: float = field(0.999, help="EMA decay per step")
-    patience: int | None = field(None, help="early stopping: epochs without val mAP improvement (auto: 2, counted "
-                                 "against the cached-feature head's val mAP too)")
+    patience: int | None = field(None, help="early stopping: epochs without val mAP improvement (auto: 3)")
     threshold_rule: str = field(DEFAULT_THRESHOLD_RULE, help=f"how per-class thresholds are tuned on validation: "
                                 f"{', '.join(THRESHOLD_RULES)}")
     threshold_strength: float | None = field(None, help="shrink: positives at which a class keeps half its own "

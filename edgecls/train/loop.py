@@ -55,12 +55,12 @@ log = logging.getLogger("edgecls.train")
 # to lower after a divergence: the restored optimizer and schedule are rescaled to it.
 RESUMABLE = ("epochs", "patience", "workers", "device", "progress", "lr")
 # --strategy auto: its cached-feature head phase (benchmarks/training.py's freeze --cache-features settings) in a
-# sub-run folder, then fine-tuning from that head, stopped after AUTO_PATIENCE epochs that beat neither its own best
-# nor the head's val mAP.
+# sub-run folder, then fine-tuning from that head, stopped after AUTO_PATIENCE epochs without a new best of its own;
+# best.pt is fine-tuning's best only where it beats the head's val mAP, else the head's checkpoint.
 AUTO_HEAD_DIR = "head"
 AUTO_HEAD = {"strategy": Strategy.FREEZE, "cache_features": True, "lr": 3e-3, "weight_decay": 1e-3,
              "augment": Augment.NONE, "ema": False, "patience": None, "scheduler": Scheduler.COSINE}
-AUTO_PATIENCE = 2
+AUTO_PATIENCE = 3
 # A training loss this many times its first value is logged as a warning (the run is probably diverging).
 LOSS_RISE_WARNING = 100.0
 
@@ -581,11 +581,13 @@ class _Run:
                     else:
                         self.scheduler.step()
                 self.state.epoch = epoch + 1
+                # best.pt holds the best so far (for auto: counting the head's); early stopping follows this run's
+                # own progress, so fine-tuning that starts below the head but climbs is not cut off
                 improved = val_map > self.state.best_map
+                progressed = val_map > max((r["val_map"] for r in self.state.history), default=-math.inf)
                 if improved:
-                    self.state.best_map, self.state.best_epoch, self.state.bad_epochs = val_map, epoch + 1, 0
-                else:
-                    self.state.bad_epochs += 1
+                    self.state.best_map, self.state.best_epoch = val_map, epoch + 1
+                self.state.bad_epochs = 0 if progressed else self.state.bad_epochs + 1
                 row = {
                     "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_map": val_map,
                     "val_f1_micro": report.f1_micro, "val_f1_macro": report.f1_macro,
@@ -601,8 +603,7 @@ class _Run:
                     row["seconds"], "  *best*" if improved else "",
                 )
                 if cfg.patience is not None and self.state.bad_epochs >= cfg.patience:
-                    against = " (nor beaten the cached-feature head's)" if self.head_run is not None else ""
-                    log.info("early stopping: val mAP has not improved for %d epochs%s", cfg.patience, against)
+                    log.info("early stopping: val mAP has not improved for %d epochs", cfg.patience)
                     stopped = "early_stop"
                     break
         except KeyboardInterrupt:
@@ -747,8 +748,9 @@ def _auto_phases(cfg: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
 def _fit_auto(cfg: TrainConfig) -> FitResult:
     started = time.perf_counter()
     head_cfg, finetune_cfg = _auto_phases(cfg)
+    head_run = _Run(head_cfg, None)  # loads the data first: a user error is one line, not after a progress line
     log.info("auto: [1/2] a head on cached encoder features (%d epochs)", head_cfg.epochs)
-    head = _Run(head_cfg, None).run()
+    head = head_run.run()
     if head.stopped == "interrupted":
         return head
     log.info("auto: [2/2] fine-tuning from that head (val mAP %.4f to beat, patience %d)", head.best_map,
@@ -766,8 +768,11 @@ def _head_result(run_dir: Path) -> FitResult:
                           "over with --force")
     ckpt = load_checkpoint(path)
     best = float((ckpt.metrics or {}).get("val_map", math.nan))
+    history = run_dir / AUTO_HEAD_DIR / "history.jsonl"
+    rows = [json.loads(line) for line in history.read_text().splitlines()] if history.is_file() else []
     return FitResult(run_dir=run_dir / AUTO_HEAD_DIR, best_checkpoint=path, best_epoch=int(ckpt.epoch or 0),
-                     best_map=best, epochs_run=int(ckpt.epoch or 0), stopped="completed")
+                     best_map=best, epochs_run=len(rows), stopped="completed",
+                     seconds=sum(float(r.get("seconds", 0.0)) for r in rows))
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> FitResult:
