@@ -7,7 +7,8 @@ Steps:
   [4/7] `--strategy finetune` (encoder at lr x 0.1)
   [5/7] `--strategy full` (everything at one lr)
   [6/7] `--strategy staged` (head for 2 epochs, then the last 2 stages)
-  [7/7] report: val/test mAP, training images/s, minutes in all and to the best epoch, cached vs uncached epochs
+  [7/7] `--strategy auto` with every other setting at its default (the default command; issue 14)
+  report: val/test mAP, training images/s, minutes in all and to the best epoch, cached vs uncached epochs
 
 Run:  .venv/bin/python benchmarks/training.py [--data ../shared/datasets/aquarium] [--out runs/bench-training]
       [--only full,staged]  (runs those steps and merges them into the existing JSON)
@@ -69,6 +70,7 @@ def linear_probe(data: Path, img_size: int) -> dict:
 
 def run_training(data: Path, out: Path, **overrides) -> dict:
     from edgecls.config import build_config
+    from edgecls.metrics import labels_per_image
     from edgecls.train import fit
     from edgecls.train.config import TrainConfig
     from edgecls.train.evaluate import evaluate
@@ -83,6 +85,9 @@ def run_training(data: Path, out: Path, **overrides) -> dict:
     test = evaluate(out, data, split="test")
     to_best = sum(h["seconds"] for h in history[: result.best_epoch]) / 60
     return {
+        "auto": result.auto,
+        "labels_per_image_test_truth": float(((test.targets > 0.5) & test.known).sum(axis=1).mean()),
+        "labels_per_image_test_tuned": labels_per_image(test.probs, test.tuned.thresholds),
         "minutes_to_best": round(to_best, 2),
         "settings": {k: v for k, v in overrides.items()},
         "val_map": result.best_map,
@@ -95,7 +100,7 @@ def run_training(data: Path, out: Path, **overrides) -> dict:
     }
 
 
-STEPS = ("probe", "freeze", "freeze_cached", "finetune", "full", "staged")
+STEPS = ("probe", "freeze", "freeze_cached", "finetune", "full", "staged", "auto")
 
 
 def main() -> None:
@@ -129,6 +134,7 @@ def main() -> None:
         "full": ("full", dict(strategy="full", epochs=args.full_epochs, lr=1e-3)),
         "staged": ("staged", dict(strategy="staged", epochs=args.staged_epochs, lr=3e-3, staged_head_epochs=2,
                                   staged_unfreeze=2)),
+        "auto": ("auto, the defaults", dict(seed=0)),
     }
     for i, step in enumerate(STEPS, 1):
         if step not in only:
@@ -140,7 +146,8 @@ def main() -> None:
         else:
             title, settings = plans[step]
             print(f"[{i}/7] {title}", flush=True)
-            results[step] = run_training(args.data, args.out / step.replace("_", "-"), **settings, **common)
+            extra = {} if step == "auto" else common  # the default command: nothing but the data and the seed
+            results[step] = run_training(args.data, args.out / step.replace("_", "-"), **settings, **extra)
             print(json.dumps(results[step]), flush=True)
         results["dates"][step] = time.strftime("%Y-%m-%d")
 
@@ -148,7 +155,7 @@ def main() -> None:
         uncached = np.mean(results["freeze"]["epoch_seconds"][1:])
         cached = np.mean(results["freeze_cached"]["epoch_seconds"][1:])
         results["epoch_speedup_cached_vs_uncached"] = float(uncached / cached)
-    print("[7/7] report", flush=True)
+    print("report", flush=True)
     print("| run | val mAP | test mAP | train img/s (median) | s/epoch (after 1st) | minutes to best | minutes |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     if "linear_probe" in results:
@@ -156,7 +163,7 @@ def main() -> None:
         print(f"| linear probe (logistic regression) | {lp['val_map']:.4f} | {lp['test_map']:.4f} | - | - | - | "
               f"{lp['feature_seconds'] / 60:.1f} |")
     labels = {"freeze": "freeze", "freeze_cached": "freeze --cache-features", "finetune": "finetune", "full": "full",
-              "staged": "staged"}
+              "staged": "staged", "auto": "auto (defaults)"}
     for key, label in labels.items():
         if key not in results:
             continue

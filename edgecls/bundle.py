@@ -53,7 +53,8 @@ from edgecls.manifest import MANIFEST_NAME, Artifact, Manifest
 
 __all__ = [
     "CONFIG_NAME", "DEFAULT_FP16_MAX_MAP_DROP", "DEFAULT_FP16_MIN_AGREEMENT", "DEFAULT_FP16_TOLERANCE",
-    "DEFAULT_FP32_TOLERANCE", "DEFAULT_MAX_MAP_DROP", "ENGINE_SETTINGS_NAME", "MANIFEST_NAME", "META_PREFIX",
+    "DEFAULT_FP32_TOLERANCE", "DEFAULT_INT8_MIN_AGREEMENT", "DEFAULT_MAX_MAP_DROP",
+    "ENGINE_SETTINGS_NAME", "MANIFEST_NAME", "META_PREFIX",
     "PARITY_NAME", "PARITY_SCHEMA", "README_NAME", "REFERENCE_NAME", "already_verified", "artifact_paths",
     "bundle_file", "check_inside", "companions", "folder_files", "read_manifest", "read_parity", "read_reference",
     "sha256_of", "sha256_path", "size_mb", "verify_files", "write_parity", "write_reference",
@@ -77,6 +78,7 @@ DEFAULT_FP16_TOLERANCE = None  # max |delta p| is reported for FP16/BF16, and a 
 DEFAULT_FP16_MIN_AGREEMENT = 0.99
 DEFAULT_FP16_MAX_MAP_DROP = 0.01
 DEFAULT_MAX_MAP_DROP = 0.01
+DEFAULT_INT8_MIN_AGREEMENT = 0.95  # INT8 keeps >= 95% of the decisions at the tuned thresholds
 
 
 def read_manifest(bundle: str | Path) -> Manifest:

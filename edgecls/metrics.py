@@ -31,6 +31,8 @@ from edgecls.errors import ConfigError
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "DEFAULT_THRESHOLD_RULE",
+    "THRESHOLD_RULES",
     "ClassMetrics",
     "MetricsReport",
     "average_precision",
@@ -38,10 +40,19 @@ __all__ = [
     "mean_average_precision",
     "pr_curve",
     "sigmoid",
+    "labels_per_image",
     "tune_thresholds",
 ]
 
 DEFAULT_THRESHOLD = 0.5  # the untuned decision threshold (the "at 0.5" reports, a class without known positives)
+# How tune_thresholds turns validation scores into per-class thresholds (benchmarks/thresholds.py compares them):
+#   per-class  each class's own F1-optimal threshold (chases a handful of positives on rare classes)
+#   global     one F1-optimal threshold for all classes (micro F1 over every known entry)
+#   shrink     per-class pulled toward global by support: w = n / (n + strength), n = the class's known positives
+#   floor      per-class where a class has at least `strength` known positives, else global
+THRESHOLD_RULES = ("per-class", "global", "shrink", "floor")
+DEFAULT_THRESHOLD_RULE = "shrink"
+DEFAULT_THRESHOLD_STRENGTH = {"shrink": 20.0, "floor": 20.0}
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -241,25 +252,68 @@ def _best_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(t)
 
 
-def tune_thresholds(probs: np.ndarray, targets: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
-    """Per-class threshold that maximises F1 on the known entries.
+def tune_thresholds(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    known: np.ndarray | None = None,
+    *,
+    rule: str = DEFAULT_THRESHOLD_RULE,
+    strength: float | None = None,
+) -> np.ndarray:
+    """Per-class decision thresholds from validation scores: the one place thresholds are tuned (training, export
+    parity and ``evaluate`` all call it).
 
-    The candidates are the midpoints between consecutive distinct sorted scores (each splits the ranking between two
-    score groups), plus the lowest score itself (everything predicted positive); "nothing positive" never wins since
-    its F1 is 0. One sort per class, O(N log N). When several candidates reach the same best F1, the middle one of
-    them (by rank) is taken, which is deterministic. The thresholds are rounded to float32 so that
-    ``probs >= threshold`` gives the same decisions on the float32 scores that models and runtimes produce.
+    An F1-optimal threshold is found by one sort: the candidates are the midpoints between consecutive distinct sorted
+    scores (each splits the ranking between two score groups), plus the lowest score itself (everything predicted
+    positive); "nothing positive" never wins since its F1 is 0. When several candidates reach the same best F1, the
+    middle one of them (by rank) is taken, which is deterministic. ``rule`` says how the per-class ones are combined
+    with the global one (all known entries of all classes pooled), see :data:`THRESHOLD_RULES`:
+
+    * ``per-class``: each class's own F1-optimal threshold.
+    * ``global``: the pooled one for every class.
+    * ``shrink`` (default): ``w * own + (1 - w) * global`` with ``w = n / (n + strength)``, ``n`` the class's known
+      positives, ``strength`` 20 by default: a class with 5 validation positives keeps a fifth of its own.
+    * ``floor``: the class's own where it has at least ``strength`` (20) known positives, else the global one.
+
+    The thresholds are rounded to float32 so that ``probs >= threshold`` gives the same decisions on the float32
+    scores that models and runtimes produce.
 
     Returns:
-        ``(K,)`` float32 thresholds; 0.5 for a class without known positives.
+        ``(K,)`` float32 thresholds; a class without known positives gets the global one (0.5 under ``per-class``,
+        or when no class has a known positive).
     """
+    if rule not in THRESHOLD_RULES:
+        raise ConfigError(f"unknown threshold rule {rule!r}; valid: {', '.join(THRESHOLD_RULES)}")
+    if strength is None:
+        strength = DEFAULT_THRESHOLD_STRENGTH.get(rule, 0.0)
+    if not (math.isfinite(strength) and strength >= 0):
+        raise ConfigError(f"threshold strength must be a finite number >= 0, got {strength!r}")
     p, t, k = _prepare(probs, targets, known)
-    out = np.full(p.shape[1], DEFAULT_THRESHOLD, dtype=np.float32)
+    positives = (t & k).sum(axis=0)
+    pooled = _best_threshold(p[k], t[k]) if rule != "per-class" and k.any() else DEFAULT_THRESHOLD
+    out = np.full(p.shape[1], pooled, dtype=np.float64)
+    if rule == "global":
+        return out.astype(np.float32)
     for j in range(p.shape[1]):
         m = k[:, j]
-        if m.any():
-            out[j] = _best_threshold(p[m, j], t[m, j])
-    return out
+        n = int(positives[j])
+        if n == 0:
+            continue
+        own = _best_threshold(p[m, j], t[m, j])
+        if rule == "per-class" or (rule == "floor" and n >= strength):
+            out[j] = own
+        elif rule == "shrink":
+            w = n / (n + strength)
+            out[j] = w * own + (1.0 - w) * pooled
+    return out.astype(np.float32)
+
+
+def labels_per_image(probs: np.ndarray, thresholds: float | Sequence[float] | np.ndarray) -> float:
+    """Mean number of labels predicted per image (``probs >= threshold``), to compare with the truth's cardinality."""
+    p = _as_scores(probs, "probs", 2)
+    if p.shape[0] == 0:
+        return math.nan
+    return float((p >= _thresholds_array(thresholds, p.shape[1])[None, :]).sum(axis=1).mean())
 
 
 # ---------------------------------------------------------------------------------------------------------------------

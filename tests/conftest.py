@@ -71,7 +71,7 @@ def tiny_config():
     def make(data: Path, out: Path, **extra):
         base = dict(
             data=str(data), out=str(out), backbone=TINY_BACKBONE, pretrained=False, img_size=64, epochs=2,
-            batch_size=16, workers=0, progress=False, lr=3e-3, amp=False,
+            batch_size=16, workers=0, progress=False, lr=3e-3, amp=False, strategy="finetune",
         )
         base.update(extra)
         return build_config(TrainConfig, overrides=base)

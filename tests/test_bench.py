@@ -55,7 +55,7 @@ def tiny_config():
 
     def make(data: Path, out: Path, **extra):
         base = dict(data=str(data), out=str(out), backbone="timm:test_efficientnet", pretrained=False, img_size=64,
-                    epochs=2, batch_size=16, workers=0, progress=False, lr=3e-3, amp=False)
+                    epochs=2, batch_size=16, workers=0, progress=False, lr=3e-3, amp=False, strategy="finetune")
         return build_config(TrainConfig, overrides={**base, **extra})
 
     return make

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from edgecls.cli import cli
 
 TINY = ["--backbone", "timm:test_efficientnet", "--no-pretrained", "--img-size", "64", "--workers", "0",
-        "--no-progress", "--no-amp", "--batch-size", "16"]
+        "--no-progress", "--no-amp", "--batch-size", "16", "--strategy", "finetune"]
 
 
 def test_help_lists_commands(runner):
@@ -24,8 +24,9 @@ def test_train_with_yaml_and_flags_then_evaluate(runner, synth_small, tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("epochs: 5\nstrategy: full\nlr: 0.003\n")
     run = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--strategy", "finetune")]  # the YAML's strategy: full
     result = runner.invoke(cli, ["train", str(synth_small), "--out", str(run), "--config", str(config),
-                                 "--epochs", "1", *TINY])
+                                 "--epochs", "1", *tiny])
     assert result.exit_code == 0, result.output
     assert "checkpoint:" in result.output and "mAP" in result.output
     saved = (run / "config.yaml").read_text()
@@ -89,6 +90,15 @@ def tiny_run(synth_small, tmp_path_factory):
     result = CliRunner().invoke(cli, ["train", str(synth_small), "--out", str(run), "--epochs", "1", *TINY])
     assert result.exit_code == 0, result.output
     return run
+
+
+def test_cli_train_auto_says_which_phase_it_kept(synth_small, tmp_path):
+    args = [a for a in TINY if a not in ("--strategy", "finetune")]  # auto is the default
+    result = CliRunner().invoke(cli, ["train", str(synth_small), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                      "--head-epochs", "3", *args])
+    assert result.exit_code == 0, result.output
+    assert "auto: kept " in result.output and "head val mAP" in result.output
+    assert (tmp_path / "run" / "head" / "best.pt").is_file()
 
 
 def _edited_checkpoint(run, dst, edit):

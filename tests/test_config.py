@@ -22,7 +22,7 @@ def test_unknown_yaml_key_names_file_and_closest_key(tmp_path):
 
 
 def test_invalid_enum_lists_choices():
-    with pytest.raises(ConfigError, match="invalid strategy 'finetun'; valid: freeze, finetune, full, staged"):
+    with pytest.raises(ConfigError, match="invalid strategy 'finetun'; valid: auto, freeze, finetune, full, staged"):
         build_config(TrainConfig, overrides={"data": "d", "out": "o", "strategy": "finetun"})
 
 
@@ -36,6 +36,17 @@ def test_bad_yaml_names_line(tmp_path):
 def test_cache_features_needs_freeze():
     with pytest.raises(ConfigError, match="--cache-features needs --strategy freeze"):
         TrainConfig(data="d", out="o", cache_features=True)
+
+
+def test_defaults_auto_and_threshold_rule_checks():
+    cfg = TrainConfig(data="d", out="o")
+    assert cfg.strategy is Strategy.AUTO and cfg.threshold_rule == "shrink" and cfg.lr == 3e-3
+    with pytest.raises(ConfigError, match="--threshold-rule 'median': valid: per-class, global, shrink, floor"):
+        build_config(TrainConfig, overrides={"data": "d", "out": "o", "threshold_rule": "median"})
+    with pytest.raises(ConfigError, match="--threshold-strength must be a number >= 0"):
+        TrainConfig(data="d", out="o", threshold_strength=-1.0)
+    with pytest.raises(ConfigError, match="head_epochs must be at least 1"):
+        TrainConfig(data="d", out="o", head_epochs=0)
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path):

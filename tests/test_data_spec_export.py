@@ -38,7 +38,7 @@ def run(tmp_path_factory):
     generate_synthetic(data, n=40, img_size=32, seed=2)
     cfg = build_config(TrainConfig, overrides=dict(
         data=str(data), out=str(root / "run"), backbone="timm:test_efficientnet", pretrained=False, img_size=32,
-        epochs=1, batch_size=16, workers=0, progress=False, amp=False, **SPLIT))
+        epochs=1, batch_size=16, workers=0, progress=False, amp=False, strategy="finetune", **SPLIT))
     ckpt = fit(cfg).best_checkpoint
     bundle = root / "bundle"
     export(ExportConfig(checkpoint=str(ckpt), targets=("onnx",), data=str(data), out=str(bundle),

@@ -15,6 +15,7 @@ from edgecls.metrics import (
     MetricsReport,
     average_precision,
     compute_metrics,
+    labels_per_image,
     mean_average_precision,
     pr_curve,
     sigmoid,
@@ -222,7 +223,7 @@ def test_all_known_mask_equals_none():
 def test_tuned_thresholds_beat_a_fine_grid(seed):
     scores, targets, known = _random_problem(seed, n=300, k=5, unknown=0.2)
     targets[:, 4] = 0  # no positives -> 0.5
-    thr = tune_thresholds(scores, targets, known)
+    thr = tune_thresholds(scores, targets, known, rule="per-class")
     assert thr.dtype == np.float32 and thr.shape == (5,)
     assert thr[4] == np.float32(0.5)
     grid = np.linspace(-0.01, 1.01, 1021)
@@ -241,7 +242,7 @@ def test_tuned_threshold_beats_every_distinct_score_with_float32_scores():
     rng = np.random.default_rng(3)
     targets = (rng.random((500, 3)) < 0.3).astype(int)
     scores = sigmoid((targets * 1.5 + rng.normal(size=(500, 3))).astype(np.float32))
-    thr = tune_thresholds(scores, targets)
+    thr = tune_thresholds(scores, targets, rule="per-class")
     for j in range(3):
         best = max(_f1(scores[:, j], targets[:, j], u) for u in np.unique(scores[:, j]))
         assert _f1(scores[:, j], targets[:, j], thr[j]) == pytest.approx(best, abs=0)
@@ -265,6 +266,63 @@ def test_tune_thresholds_midpoints_ties_and_determinism():
     # unknown everywhere or no positives -> 0.5
     thr = tune_thresholds(np.array([[0.9, 0.2], [0.1, 0.8]]), np.array([[1, 0], [0, 0]]), np.array([[0, 1], [0, 1]]))
     np.testing.assert_array_equal(thr, np.array([0.5, 0.5], dtype=np.float32))
+
+
+def test_global_rule_is_the_pooled_f1_optimum_and_the_mixed_rules_sit_between():
+    scores, targets, known = _random_problem(7, n=200, k=4, unknown=0.1)
+    g = tune_thresholds(scores, targets, known, rule="global")
+    assert len(set(g.tolist())) == 1
+    pooled_s, pooled_t = scores[known], targets[known]
+    best = max(_f1(pooled_s, pooled_t, u) for u in np.unique(pooled_s))
+    assert _f1(pooled_s, pooled_t, g[0]) == pytest.approx(best, abs=1e-12)
+    own = tune_thresholds(scores, targets, known, rule="per-class")
+    support = ((targets == 1) & known).sum(axis=0)
+    shrunk = tune_thresholds(scores, targets, known, rule="shrink", strength=10)
+    w = support / (support + 10)
+    np.testing.assert_allclose(shrunk, w * own + (1 - w) * g, rtol=1e-6)
+    np.testing.assert_array_equal(tune_thresholds(scores, targets, known, rule="shrink", strength=0), own)
+    floor = int(np.median(support))
+    floored = tune_thresholds(scores, targets, known, rule="floor", strength=floor)
+    np.testing.assert_array_equal(floored, np.where(support >= floor, own, g))
+    with pytest.raises(ConfigError, match="unknown threshold rule 'perclass'; valid: per-class, global"):
+        tune_thresholds(scores, targets, rule="perclass")
+
+
+def _rare_class_problem(seed: int, n: int, rates: tuple[float, ...], separation: float = 1.5):
+    """Calibrated scores (the exact posterior of a Gaussian score) for classes with the given positive rates."""
+    rng = np.random.default_rng(seed)
+    r = np.array(rates)
+    targets = (rng.random((n, len(r))) < r).astype(int)
+    score = separation * targets + rng.normal(size=targets.shape)
+    return sigmoid(np.log(r / (1 - r)) + separation * score - separation**2 / 2), targets
+
+
+def test_support_aware_rules_hold_better_on_held_out_data_than_per_class():
+    """Classes with a handful of validation positives: their own F1-optimal thresholds over-fit the validation set;
+    shrinking them toward the global one (or falling back to it) predicts fewer spurious labels on new data."""
+    names = list("abcdef")
+    rates = (0.5, 0.3, 0.04, 0.04, 0.03, 0.03)  # 120 validation images: about 4 positives for the rare classes
+    f1 = {rule: [] for rule in ("per-class", "shrink", "floor")}
+    labels = {rule: [] for rule in f1}
+    truth = []
+    for seed in range(20):
+        val_s, val_t = _rare_class_problem(seed, 120, rates)
+        test_s, test_t = _rare_class_problem(1000 + seed, 2000, rates)
+        truth.append(test_t.sum(axis=1).mean())
+        for rule in f1:
+            thr = tune_thresholds(val_s, val_t, rule=rule)
+            f1[rule].append(compute_metrics(test_s, test_t, None, names, thr).f1_micro)
+            labels[rule].append(labels_per_image(test_s, thr))
+    assert np.mean(f1["shrink"]) > np.mean(f1["per-class"]) + 0.01
+    assert np.mean(f1["floor"]) > np.mean(f1["per-class"]) + 0.01
+    over = {rule: abs(np.mean(labels[rule]) / np.mean(truth) - 1) for rule in f1}
+    assert over["shrink"] < over["per-class"] and np.mean(labels["per-class"]) > np.mean(truth)  # per-class over-fires
+
+
+def test_labels_per_image():
+    probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.1, 0.1]])
+    assert labels_per_image(probs, 0.5) == 1.0
+    assert labels_per_image(probs, [0.95, 0.05, 0.5]) == 1.5
 
 
 def test_tuned_thresholds_separate_float32_neighbours():

@@ -282,7 +282,7 @@ def test_two_process_ddp_on_cpu_with_gloo(synth_small, tmp_path):
         "--master-port", port,
         "-m", "edgecls.cli", "train", str(synth_small), "--out", str(run), "--backbone", "timm:test_efficientnet",
         "--no-pretrained", "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--workers", "0",
-        "--no-progress", "--no-amp", "--device", "cpu",
+        "--no-progress", "--no-amp", "--device", "cpu", "--strategy", "finetune",  # auto refuses torchrun
     ]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -371,3 +371,97 @@ def test_a_run_stopped_before_its_first_epoch_needs_force(synth_small, tmp_path,
     with pytest.raises(ConfigError, match="stopped before its first epoch .*--force"):
         fit(tiny_config(synth_small, run, epochs=1))
     assert (run / "config.yaml").read_text() == "data: x\n"
+
+
+def _skewed_label_file(root, n=30):
+    """A label file whose classes are 80% / 50% / 10% / 0% positive, with NA entries only on negatives of class a."""
+    import cv2
+
+    images = root / "images"
+    images.mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        img = np.full((48, 48, 3), 30 + 5 * i, np.uint8)
+        cv2.imwrite(str(images / f"image_{i}.jpg"), img)
+        a = "1" if i % 5 else ("NA" if i % 10 == 0 else "0")  # 24 positives, 3 negatives, 3 NA
+        values = [a, str(int(i % 2 == 0)), str(int(i % 10 == 3)), "0"]
+        lines.append(f"image_{i}.jpg " + " ".join(values))
+    (root / "labels.txt").write_text("\n".join(lines) + "\n")
+    return root / "labels.txt"
+
+
+def test_head_bias_starts_at_the_logit_of_each_class_frequency(tmp_path, tiny_config):
+    from edgecls.data import label_priors
+    from edgecls.train.backbones import PRIOR_CLIP
+
+    labels = _skewed_label_file(tmp_path / "data")
+    train = load_dataset(labels, classes=("a", "b", "c", "d")).split("train")
+    priors = label_priors(train)
+    known_a = train.known()[:, 0]
+    assert 0 < (~known_a).sum() and priors[0] == pytest.approx(train.targets()[known_a, 0].mean())  # NA excluded
+    assert priors[0] > 0.8 and priors[3] == 0.0
+    # an lr so small that one epoch leaves the head where it started
+    fit(tiny_config(labels, tmp_path / "run", classes="a,b,c,d", epochs=1, lr=1e-9, dropout=0.0))
+    bias = load_checkpoint(tmp_path / "run").state_dict["head.1.bias"].double().numpy()
+    p = np.clip(priors, *PRIOR_CLIP)
+    np.testing.assert_allclose(bias, np.log(p / (1 - p)), atol=1e-4)
+    assert bias[3] == pytest.approx(np.log(0.01 / 0.99), abs=1e-4)  # clipped, not -inf
+
+
+def _head_weights(path):
+    return {k: v for k, v in load_checkpoint(path).state_dict.items() if k.startswith("head.")}
+
+
+def test_auto_trains_a_cached_head_then_finetunes_from_it_and_keeps_the_better(synth_small, tmp_path, tiny_config,
+                                                                               caplog):
+    caplog.set_level("INFO", logger="edgecls.train")
+    run = tmp_path / "run"
+    result = fit(tiny_config(synth_small, run, strategy="auto", epochs=2, head_epochs=8))
+    assert (run / "head" / "best.pt").is_file() and (run / "head" / "report.md").is_file()
+    head = load_checkpoint(run / "head")
+    assert head.config["strategy"] == "freeze" and head.config["cache_features"] is True
+    a = result.auto
+    assert a is not None and a["winner"] in ("head", "finetune")
+    assert a["margin"] == pytest.approx(a["finetune_val_map"] - a["head_val_map"])
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert a["finetune_val_map"] == max(h["val_map"] for h in history)
+    assert result.best_map == max(a["head_val_map"], a["finetune_val_map"])
+    assert "strategy: auto" in (run / "config.yaml").read_text()
+    report = (run / "report.md").read_text()
+    assert f"**auto_winner**: {a['winner']}" in report and "**auto_margin**" in report
+    assert "**labels_per_image_truth**" in report and "**labels_per_image_tuned**" in report
+    assert any(m.startswith("auto: ") and "won" in m for m in caplog.messages)
+    ckpt = load_checkpoint(run)
+    if a["winner"] == "head":
+        assert result.best_epoch == 0
+        assert all(torch.equal(v, ckpt.state_dict[k]) for k, v in _head_weights(run / "head").items())
+    else:
+        assert result.best_epoch >= 1 and a["finetune_val_map"] > a["head_val_map"]
+    # its fine-tuning phase resumes (the head phase is not run again)
+    extended = resume(run, {"epochs": 3})
+    assert extended.epochs_run >= 2 and extended.auto is not None
+    assert extended.auto["head_val_map"] == pytest.approx(a["head_val_map"])
+
+
+def test_auto_keeps_the_head_when_finetuning_does_not_beat_it(synth_small, tmp_path, tiny_config, caplog,
+                                                                monkeypatch):
+    caplog.set_level("INFO", logger="edgecls.train")
+    original = loop_module._Run._validate
+
+    def finetuning_that_hurts(self, epoch):  # fault injection: the fine-tuned weights rank every label backwards
+        logits, loss = original(self, epoch)
+        if self.head_run is not None:
+            logits = (5.0 * (1.0 - 2.0 * self.val_split.targets())).astype(np.float32)
+        return logits, loss
+
+    monkeypatch.setattr(loop_module._Run, "_validate", finetuning_that_hurts)
+    run = tmp_path / "run"
+    result = fit(tiny_config(synth_small, run, strategy="auto", epochs=6, head_epochs=8))
+    assert result.auto["winner"] == "head" and result.best_epoch == 0 and result.auto["margin"] < 0
+    assert result.stopped == "early_stop" and result.epochs_run == 4  # patience 3 after its own best (epoch 1)
+    ckpt = load_checkpoint(run)
+    assert all(torch.equal(v, ckpt.state_dict[k]) for k, v in _head_weights(run / "head").items())
+    assert result.best_map == pytest.approx(result.auto["head_val_map"])
+    assert ckpt.thresholds is not None and "**auto_winner**: head" in (run / "report.md").read_text()
+    assert any("the cached-feature head won" in m for m in caplog.messages)
+    assert any("early stopping: val mAP has not improved for 3 epochs" in m for m in caplog.messages)

@@ -75,6 +75,12 @@ def train(data: str | None, out: str | None, config_path: str | None, resume: st
         sys.exit(130)
     if result.report is not None and result.report_at_half is not None:
         click.echo(format_report(result.report_at_half, result.report, split="valid"))
+    if result.auto is not None:
+        a = result.auto
+        kept = ("fine-tuning" if a["winner"] == "finetune" else "the cached-feature head")
+        click.echo(f"auto: kept {kept}: head val mAP {a['head_val_map']:.4f} ({a['head_seconds']:.0f} s), fine-tuning "
+                   f"{a['finetune_val_map']:.4f} ({a['finetune_epochs']} epochs, {a['finetune_seconds']:.0f} s), "
+                   f"{a['margin']:+.4f}")
     click.echo(
         f"best epoch {result.best_epoch} of {result.epochs_run} ({result.stopped}), val mAP {result.best_map:.4f}, "
         f"{result.seconds / 60:.1f} min"

@@ -24,7 +24,7 @@ from edgecls.data.dataset import SPLITS, Dataset, Sample, SkippedImage, Split
 from edgecls.data.load import load_dataset, load_from_spec
 from edgecls.data.spec import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
 from edgecls.data.split import iterative_stratification
-from edgecls.data.stats import ClassStats, DatasetStats, format_stats, inspect_dataset, pos_weight_from
+from edgecls.data.stats import ClassStats, DatasetStats, format_stats, inspect_dataset, label_priors, pos_weight_from
 from edgecls.preprocess import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "format_stats",
     "inspect_dataset",
     "iterative_stratification",
+    "label_priors",
     "load_dataset",
     "load_from_spec",
     "pos_weight_from",

@@ -65,6 +65,15 @@ def _class_stats(names: Sequence[str], targets: np.ndarray, known: np.ndarray) -
     return tuple(ClassStats(n, int(p), int(q), int(u)) for n, p, q, u in zip(names, pos, neg, unk))
 
 
+def label_priors(split: Split, default: float = 0.1) -> np.ndarray:
+    """Each class's share of positives among its known entries (unknown/NA entries excluded); ``default`` for a class
+    with no known entry. float64 ``(K,)``."""
+    targets, known = split.targets(), split.known()
+    pos = ((targets > 0.5) & known).sum(axis=0).astype(np.float64)
+    seen = known.sum(axis=0).astype(np.float64)
+    return np.divide(pos, seen, out=np.full_like(pos, default), where=seen > 0)
+
+
 def pos_weight_from(split: Split) -> np.ndarray:
     """Suggested BCE ``pos_weight`` per class: known negatives / positives, clipped to [1, 100]; 1.0 without positives.
 

@@ -14,6 +14,7 @@ from edgecls.bundle import (
     DEFAULT_FP16_MIN_AGREEMENT,
     DEFAULT_FP16_TOLERANCE,
     DEFAULT_FP32_TOLERANCE,
+    DEFAULT_INT8_MIN_AGREEMENT,
     DEFAULT_MAX_MAP_DROP,
 )
 from edgecls.config import field as config_field
@@ -43,6 +44,8 @@ class ExportConfig:
         fp16_min_agreement: FP16/BF16 budget: smallest share of decisions agreeing with the reference's, each at
             its tuned thresholds.
         fp16_max_map_drop: FP16/BF16 budget: largest validation mAP drop (absolute).
+        int8_min_agreement: INT8 budget: smallest share of decisions agreeing with the reference's, each at its
+            tuned thresholds.
         allow_parity_failure: Write the bundle even when an artifact breaks its budget (the report says so).
         force: Replace an existing bundle at ``out``.
         require_engine: Fail unless TensorRT engines can be built here (else the portable ONNX is bundled).
@@ -71,6 +74,8 @@ class ExportConfig:
     fp16_min_agreement: float = config_field(
         DEFAULT_FP16_MIN_AGREEMENT, help="FP16/BF16 budget: share of decisions agreeing with PyTorch's")
     fp16_max_map_drop: float = config_field(DEFAULT_FP16_MAX_MAP_DROP, help="FP16/BF16 budget: absolute mAP drop")
+    int8_min_agreement: float = config_field(
+        DEFAULT_INT8_MIN_AGREEMENT, help="INT8 budget: share of decisions agreeing with PyTorch's")
     allow_parity_failure: bool = config_field(False, help="write the bundle even if a budget breaks", switch=True)
     force: bool = config_field(False, help="replace an existing bundle", switch=True)
     require_engine: bool = config_field(False, help="fail unless TensorRT engines can be built here", switch=True)
@@ -108,7 +113,8 @@ class ExportConfig:
     @property
     def budgets(self) -> Budgets:
         return Budgets(self.fp32_tolerance, self.fp16_tolerance, self.map_budget,
-                       fp16_min_agreement=self.fp16_min_agreement, fp16_max_map_drop=self.fp16_max_map_drop)
+                       fp16_min_agreement=self.fp16_min_agreement, fp16_max_map_drop=self.fp16_max_map_drop,
+                       int8_min_agreement=self.int8_min_agreement)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -9,8 +9,9 @@ per-class thresholds re-tuned for the artifact. The budget depends on the precis
   absolute). Half precision moves probabilities by a hundredth or so without changing what the model decides, so
   the gate is the decisions and the metric, as for INT8; max and mean |delta p| are reported beside them, and
   ``fp16_tolerance`` adds a max |delta p| budget for whoever wants one (off by default).
-* int8 / int8-weights: mAP drop <= ``max_map_drop`` (0.01 absolute); probabilities legitimately move by a few
-  hundredths under INT8, so the gate is the metric, with the decision agreement reported beside it.
+* int8 / int8-weights: mAP drop <= ``max_map_drop`` (0.01 absolute) and decision agreement >=
+  ``int8_min_agreement`` (0.95); probabilities legitimately move by a few hundredths under INT8, so the gate is the
+  metric and the decisions (a ranking metric alone let 8% of decisions flip), not max |delta p|.
 
 A broken budget's message names the ``edgecls export`` flag that sets it (:attr:`ParityReport.broken`).
 
@@ -32,6 +33,7 @@ from edgecls.bundle import (
     DEFAULT_FP16_MIN_AGREEMENT,
     DEFAULT_FP16_TOLERANCE,
     DEFAULT_FP32_TOLERANCE,
+    DEFAULT_INT8_MIN_AGREEMENT,
     DEFAULT_MAX_MAP_DROP,
 )
 from edgecls.config import check_keys
@@ -56,6 +58,8 @@ class Budgets:
         fp16_min_agreement: FP16/BF16: smallest share of decisions that agree with the reference's, each at its
             tuned thresholds (``--fp16-min-agreement``).
         fp16_max_map_drop: FP16/BF16: largest mAP drop, absolute (``--fp16-max-map-drop``).
+        int8_min_agreement: INT8: smallest share of decisions that agree with the reference's, each at its tuned
+            thresholds (``--int8-min-agreement``).
     """
 
     fp32_tolerance: float = DEFAULT_FP32_TOLERANCE
@@ -63,6 +67,7 @@ class Budgets:
     max_map_drop: float = DEFAULT_MAX_MAP_DROP
     fp16_min_agreement: float = DEFAULT_FP16_MIN_AGREEMENT
     fp16_max_map_drop: float = DEFAULT_FP16_MAX_MAP_DROP
+    int8_min_agreement: float = DEFAULT_INT8_MIN_AGREEMENT
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -71,8 +76,9 @@ class Budgets:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{f.name} must be a finite number >= 0, got {value!r}")
-        if self.fp16_min_agreement > 1:
-            raise ConfigError(f"fp16_min_agreement is a share of decisions, 0 to 1, got {self.fp16_min_agreement!r}")
+        for name in ("fp16_min_agreement", "int8_min_agreement"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"{name} is a share of decisions, 0 to 1, got {getattr(self, name)!r}")
 
     def describe(self, precision: str) -> str:
         if precision == "fp32":
@@ -80,15 +86,15 @@ class Budgets:
         if precision in ("fp16", "bf16"):
             text = f"agreement >= {self.fp16_min_agreement:g}, mAP drop <= {self.fp16_max_map_drop:g}"
             return text + ("" if self.fp16_tolerance is None else f", max |dp| <= {self.fp16_tolerance:g}")
-        return f"mAP drop <= {self.max_map_drop:g}"
+        return f"mAP drop <= {self.max_map_drop:g}, agreement >= {self.int8_min_agreement:g}"
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Budgets":
-        """Read ``parity.json``'s budgets; those of older bundles (without the FP16 decision budgets) load with the
-        defaults for the missing fields and keep the max |delta p| budget they were written with."""
+        """Read ``parity.json``'s budgets; those of older bundles (without the FP16 or INT8 decision budgets) load
+        with the defaults for the missing fields and keep the max |delta p| budget they were written with."""
         check_keys(cls, data, "parity budgets")
         return cls(**{k: None if v is None else float(v) for k, v in data.items()})
 
@@ -195,9 +201,13 @@ def _broken(precision: str, budgets: Budgets, max_diff: float, agreement: float,
             broken.append(f"mAP drop {drop:+.4f} > {budgets.fp16_max_map_drop:g} (--fp16-max-map-drop)")
         if budgets.fp16_tolerance is not None and not max_diff <= budgets.fp16_tolerance:
             broken.append(f"max |dp| {max_diff:.2e} > {budgets.fp16_tolerance:g} (--fp16-tolerance)")
-    elif not (math.isfinite(drop) and drop <= budgets.max_map_drop):
-        broken.append(f"mAP drop {drop:+.4f} > {budgets.max_map_drop:g} (--max-map-drop)" if math.isfinite(drop)
-                      else "mAP drop undefined (--max-map-drop cannot be checked)")
+    else:
+        if not (math.isfinite(drop) and drop <= budgets.max_map_drop):
+            broken.append(f"mAP drop {drop:+.4f} > {budgets.max_map_drop:g} (--max-map-drop)" if math.isfinite(drop)
+                          else "mAP drop undefined (--max-map-drop cannot be checked)")
+        if not (math.isfinite(agreement) and agreement >= budgets.int8_min_agreement):
+            broken.append(f"decision agreement {agreement:.4f} < {budgets.int8_min_agreement:g} "
+                          "(--int8-min-agreement)")
     return broken
 
 

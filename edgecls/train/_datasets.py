@@ -28,6 +28,8 @@ def build_augment(preset: Augment, spec: PreprocessSpec):
     ops = [v2.RandomResizedCrop((size, size), scale=scale, antialias=True), v2.RandomHorizontalFlip()]
     if preset is Augment.STRONG:
         ops += [v2.ColorJitter(0.3, 0.3, 0.3, 0.05), v2.RandomGrayscale(0.05)]
+    else:  # light: crop, flip and a little colour, as the fine-tuning script of issue 14 that beat our defaults
+        ops += [v2.ColorJitter(0.1, 0.1, 0.1)]
     mean = [m for m in spec.mean]
     std = [s for s in spec.std]
     # spec.scale maps pixels to [0, 1] for every spec we build; ToDtype(scale=True) does the same.

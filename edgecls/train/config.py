@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from edgecls.config import field
 from edgecls.data.spec import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, check_fractions
 from edgecls.errors import ConfigError
+from edgecls.metrics import DEFAULT_THRESHOLD_RULE, THRESHOLD_RULES
 from edgecls.preprocess import Resize
 
 
 class Strategy(str, enum.Enum):
+    AUTO = "auto"  # a cached-feature head first (seconds), then finetune from it with early stopping; the better wins
     FREEZE = "freeze"  # head only, encoder frozen (BatchNorm in eval)
     FINETUNE = "finetune"  # everything, encoder at lr * encoder_lr_scale
     FULL = "full"  # everything at one lr
@@ -74,11 +76,13 @@ class TrainConfig:
     strict: bool = field(False, help="missing or corrupt images are an error instead of skipped")
     augment: Augment = field(Augment.LIGHT, help="training augmentation preset")
     # strategy and optimisation
-    strategy: Strategy = field(Strategy.FINETUNE, help="what to train")
+    strategy: Strategy = field(Strategy.AUTO, help="what to train; auto: a cached-feature head, then fine-tuning "
+                               "from it while it beats the head on validation (the better one is kept)")
     cache_features: bool = field(False, help="freeze only: compute encoder features once, train the head on them")
-    epochs: int = field(10, help="number of epochs")
+    head_epochs: int = field(60, help="auto: epochs of its cached-feature head phase (seconds in all)")
+    epochs: int = field(15, help="number of epochs (auto: of its fine-tuning phase)")
     batch_size: int = field(32, help="images per step (per process)")
-    lr: float = field(1e-3, help="learning rate of the head (and of everything with --strategy full)")
+    lr: float = field(3e-3, help="learning rate of the head (and of everything with --strategy full)")
     encoder_lr_scale: float = field(0.1, help="encoder lr = lr * this, for finetune and staged")
     weight_decay: float = field(1e-4, help="weight decay")
     optimizer: Optimizer = field(Optimizer.ADAMW, help="optimizer")
@@ -99,7 +103,17 @@ class TrainConfig:
     accumulate: int = field(1, help="gradient accumulation steps")
     ema: bool = field(False, help="keep an exponential moving average of the weights and evaluate it")
     ema_decay: float = field(0.999, help="EMA decay per step")
-    patience: int | None = field(None, help="early stopping: epochs without val mAP improvement")
+    patience: int | None = field(None, help="early stopping: epochs without val mAP improvement (auto: 3)")
+    threshold_rule: str = field(DEFAULT_THRESHOLD_RULE, help=f"how per-class thresholds are tuned on validation: "
+                                f"{', '.join(THRESHOLD_RULES)}")
+    threshold_strength: float | None = field(None, help="shrink: positives at which a class keeps half its own "
+                                             "threshold (20); floor: fewest positives for its own (20)")
+    # distillation
+    teacher: str | None = field(None, help="distil from this run folder or checkpoint (same labels; any backbone "
+                                "or input size, each model gets its own preprocessing)")
+    distill_weight: float = field(0.5, help="loss = (1 - w) * label loss + w * teacher loss")
+    distill_temperature: float = field(1.0, help="temperature of the teacher's and the student's sigmoids")
+    distill_unknown: bool = field(True, help="the teacher also teaches where a label is unknown (NA)")
     # execution
     device: str = field("auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     amp: bool = field(True, help="mixed precision: fp16/bf16 autocast on CUDA, bf16 on CPUs that have it")
@@ -111,6 +125,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
+            (self.head_epochs >= 1, "head_epochs must be at least 1"),
+            (0 <= self.distill_weight <= 1, f"--distill-weight must be in [0, 1], got {self.distill_weight!r}"),
+            (math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
+             f"--distill-temperature must be a number above 0, got {self.distill_temperature!r}"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (math.isfinite(self.lr) and self.lr > 0,
              f"--lr must be a finite number above 0 (got {self.lr!r}), e.g. --lr 0.001"),
@@ -129,7 +147,14 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         check_fractions(self.val_fraction, self.test_fraction)
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(f"--threshold-rule {self.threshold_rule!r}: valid: {', '.join(THRESHOLD_RULES)}")
+        if self.threshold_strength is not None and not (
+            math.isfinite(self.threshold_strength) and self.threshold_strength >= 0
+        ):
+            raise ConfigError(f"--threshold-strength must be a number >= 0, got {self.threshold_strength!r}")
         if self.cache_features and self.strategy is not Strategy.FREEZE:
-            raise ConfigError("--cache-features needs --strategy freeze (a trained encoder changes its features)")
+            raise ConfigError("--cache-features needs --strategy freeze (a trained encoder changes its features; "
+                              "--strategy auto caches them for its head phase by itself)")
         if self.pretrained is False and self.weights:
             raise ConfigError("--weights and --no-pretrained contradict each other; drop one")

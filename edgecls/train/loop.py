@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from edgecls._deps import library_versions
 from edgecls._io import atomic_write_text
 from edgecls.config import build_config, dump_yaml, to_plain
-from edgecls.data import Dataset, load_dataset, pos_weight_from
+from edgecls.data import Dataset, label_priors, load_dataset, pos_weight_from
 from edgecls.errors import ConfigError, DataError, TrainingDiverged
 from edgecls.metrics import (
     DEFAULT_THRESHOLD,
     MetricsReport,
     compute_metrics,
+    labels_per_image,
     mean_average_precision,
     sigmoid,
     tune_thresholds,
@@ -41,11 +42,11 @@ from edgecls.train._device import (
     resolve_device,
     seed_everything,
 )
-from edgecls.train.backbones import ModelSpec, MultiLabelNet, build_model, default_preprocess
+from edgecls.train.backbones import HEAD_PRIOR, ModelSpec, MultiLabelNet, build_model, default_preprocess
 from edgecls.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from edgecls.train.config import Optimizer, Scheduler, Strategy, TrainConfig
+from edgecls.train.config import Augment, Optimizer, Scheduler, Strategy, TrainConfig
 from edgecls.train.evaluate import predict_logits
-from edgecls.train.losses import build_loss
+from edgecls.train.losses import build_loss, distill_loss
 from edgecls.train.run_folder import prepare_out, remove_leftovers
 
 log = logging.getLogger("edgecls.train")
@@ -53,6 +54,13 @@ log = logging.getLogger("edgecls.train")
 # Settings that may change when a run is resumed; everything else must stay as the run started. ``lr`` is the one
 # to lower after a divergence: the restored optimizer and schedule are rescaled to it.
 RESUMABLE = ("epochs", "patience", "workers", "device", "progress", "lr")
+# --strategy auto: its cached-feature head phase (benchmarks/training.py's freeze --cache-features settings) in a
+# sub-run folder, then fine-tuning from that head, stopped after AUTO_PATIENCE epochs without a new best of its own;
+# best.pt is fine-tuning's best only where it beats the head's val mAP, else the head's checkpoint.
+AUTO_HEAD_DIR = "head"
+AUTO_HEAD = {"strategy": Strategy.FREEZE, "cache_features": True, "lr": 3e-3, "weight_decay": 1e-3,
+             "augment": Augment.NONE, "ema": False, "patience": None, "scheduler": Scheduler.COSINE}
+AUTO_PATIENCE = 3
 # A training loss this many times its first value is logged as a warning (the run is probably diverging).
 LOSS_RISE_WARNING = 100.0
 
@@ -71,6 +79,7 @@ class FitResult:
     report_at_half: MetricsReport | None = None
     thresholds: np.ndarray | None = None
     seconds: float = 0.0
+    auto: dict[str, Any] | None = None  # --strategy auto: which phase won, both val mAPs, the margin and the times
 
 
 @dataclass
@@ -198,8 +207,14 @@ def _extract_features(model: MultiLabelNet, loader: DataLoader, device: torch.de
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, resume_from: Checkpoint | None) -> None:
+    """One training run. ``saved`` is the configuration recorded in the run (``cfg`` itself, or the ``auto`` one whose
+    fine-tuning phase ``cfg`` is); ``head`` is that phase's cached-feature head run: its head weights start the
+    model and its val mAP is the best to beat."""
+
+    def __init__(self, cfg: TrainConfig, resume_from: Checkpoint | None, *, saved: TrainConfig | None = None,
+                 head: FitResult | None = None) -> None:
         self.cfg = cfg
+        self.head_run = head
         self.dist: Dist = init_distributed(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.precision: Precision = choose_precision(self.device, cfg.amp)
@@ -225,18 +240,33 @@ class _Run:
         )
         self.preprocess = default_preprocess(cfg.backbone, cfg.img_size).replace(resize=cfg.resize.value)
         self.workers = default_workers() if cfg.workers is None else cfg.workers
-        self.resolved = dataclasses.replace(cfg, img_size=self.preprocess.img_size, workers=self.workers)
+        self.resolved = dataclasses.replace(saved or cfg, img_size=self.preprocess.img_size, workers=self.workers)
         seed_everything(cfg.seed)
         if resume_from is not None:
             self.model = resume_from.build_model()
         else:
             self.model = build_model(self.spec, pretrained=cfg.pretrained, weights=cfg.weights)
+            # The head starts from the data: bias = logit(training frequency of each class, NA excluded, clipped).
+            self.model.init_head_bias(label_priors(self.train_split, HEAD_PRIOR))
+            if head is not None:  # auto: fine-tune from the trained cached-feature head (linear probe, then tune)
+                state = load_checkpoint(head.best_checkpoint).state_dict
+                self.model.head.load_state_dict({k[len("head."):]: v for k, v in state.items()
+                                                 if k.startswith("head.")})
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         pw = _pos_weight(cfg, self.dataset)
         self.criterion = build_loss(cfg, pw.to(self.device) if pw is not None else None)
+        self.teacher = None
+        if cfg.teacher:
+            from edgecls.train._distill import Teacher
+
+            self.teacher = Teacher(cfg.teacher, self.spec.class_names, self.preprocess, self.device,
+                                   batch_size=cfg.batch_size, workers=self.workers)
+        self._teacher_cache: torch.Tensor | None = None  # teacher logits of the un-augmented train images
         self.state = _State()
+        if head is not None:  # fine-tuning must beat the head: its val mAP is the best so far
+            self.state.best_map = head.best_map
         self.ema = None
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -318,11 +348,16 @@ class _Run:
         cfg = self.cfg
         if cfg.cache_features:
             feats, targets, known = self.cached["train"]
-            dataset: torch.utils.data.Dataset = TensorDataset(feats, targets, known)
+            extra = () if self.teacher is None else (self._teacher_logits(),)
+            dataset: torch.utils.data.Dataset = TensorDataset(feats, targets, known, *extra)
             workers = 0
         else:
             augment = build_augment(cfg.augment, self.preprocess)
             dataset = ImageDataset(self.train_split.samples, self.preprocess, augment)
+            if self.teacher is not None and augment is None:  # un-augmented: the teacher's outputs once per image
+                from edgecls.train._distill import WithTeacher
+
+                dataset = WithTeacher(dataset, self._teacher_logits())
             workers = self.workers
         sampler = DistributedSampler(dataset, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=True,
                                      seed=cfg.seed)
@@ -333,6 +368,15 @@ class _Run:
         drop_last = len(sampler) > cfg.batch_size
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                           generator=generator, pin_memory=self.device.type == "cuda", drop_last=drop_last)
+
+    def _teacher_logits(self) -> torch.Tensor:
+        if self._teacher_cache is None:
+            assert self.teacher is not None
+            started = time.perf_counter()
+            self._teacher_cache = self.teacher.logits_for(self.train_split.samples)
+            log.info("cached the teacher's outputs on %d un-augmented train images in %.1f s", len(self.train_split),
+                     time.perf_counter() - started)
+        return self._teacher_cache
 
     def _cache_features(self) -> None:
         started = time.perf_counter()
@@ -367,13 +411,24 @@ class _Run:
         started = time.perf_counter()
         bar = self._progress(loader, f"epoch {epoch + 1}/{cfg.epochs}")
         n_batches = len(loader)
-        for step, (x, y, m) in enumerate(bar):
+        for step, batch in enumerate(bar):
+            x, y, m = batch[0], batch[1], batch[2]
             x, y, m = x.to(self.device, non_blocking=True), y.to(self.device), m.to(self.device)
             if cfg.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
+            teacher = None
+            if self.teacher is not None:  # cached (un-augmented) or on this augmented batch
+                if len(batch) > 3:
+                    teacher = batch[3].to(self.device)
+                else:
+                    with self.precision.autocast():
+                        teacher = self.teacher.logits(x)
             with self.precision.autocast():
                 logits = self._forward_train(x)
             loss = self.criterion(logits.float(), y, m)
+            if teacher is not None:
+                soft = distill_loss(logits, teacher, None if cfg.distill_unknown else m, cfg.distill_temperature)
+                loss = (1.0 - cfg.distill_weight) * loss + cfg.distill_weight * soft
             if not torch.isfinite(loss):
                 raise self._diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             scaled = loss / cfg.accumulate
@@ -494,9 +549,15 @@ class _Run:
             log.warning("skipped %d missing or corrupt image(s); see `edgecls data inspect`", len(self.dataset.skipped))
         stopped = "completed"
         trainable = None
+        threads = None
         try:
             if cfg.cache_features:
                 self._cache_features()
+                # Epochs on cached features are tiny matrix products: one thread, so that a busy machine's other
+                # processes do not make every step wait for a second one (an epoch of 448 Lite0 features on a 2-core
+                # machine at load 20: 3.0-3.5 s with 2 threads, 0.2-0.4 s with 1).
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
             while self.state.epoch < cfg.epochs:
                 epoch = self.state.epoch
                 seed_everything(epoch_seed(cfg.seed, epoch))
@@ -520,11 +581,13 @@ class _Run:
                     else:
                         self.scheduler.step()
                 self.state.epoch = epoch + 1
+                # best.pt holds the best so far (for auto: counting the head's); early stopping follows this run's
+                # own progress, so fine-tuning that starts below the head but climbs is not cut off
                 improved = val_map > self.state.best_map
+                progressed = val_map > max((r["val_map"] for r in self.state.history), default=-math.inf)
                 if improved:
-                    self.state.best_map, self.state.best_epoch, self.state.bad_epochs = val_map, epoch + 1, 0
-                else:
-                    self.state.bad_epochs += 1
+                    self.state.best_map, self.state.best_epoch = val_map, epoch + 1
+                self.state.bad_epochs = 0 if progressed else self.state.bad_epochs + 1
                 row = {
                     "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_map": val_map,
                     "val_f1_micro": report.f1_micro, "val_f1_macro": report.f1_macro,
@@ -551,16 +614,39 @@ class _Run:
                 self.run_dir,
             )
         finally:
+            if threads is not None:
+                torch.set_num_threads(threads)
             if self.tb is not None:
                 self.tb.close()
         result = FitResult(
             run_dir=self.run_dir, best_checkpoint=self.run_dir / "best.pt", best_epoch=self.state.best_epoch,
             best_map=self.state.best_map, epochs_run=self.state.epoch, stopped=stopped,
         )
-        if stopped != "interrupted" and self.main and self.state.best_epoch > 0:
+        if stopped != "interrupted" and self.main and self.head_run is not None and self.state.best_epoch == 0:
+            # fine-tuning never beat the head: the head's checkpoint becomes the run's
+            save_checkpoint(load_checkpoint(self.head_run.best_checkpoint), self.run_dir / "best.pt")
+        if stopped != "interrupted" and self.main and (self.state.best_epoch > 0 or self.head_run is not None):
             self._finish(result)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _auto_summary(self, result: FitResult) -> dict[str, Any]:
+        """Which phase of --strategy auto won and by how much (logged, and in report.md / report.json)."""
+        head = self.head_run
+        assert head is not None
+        tuned = [r["val_map"] for r in self.state.history]
+        finetune = max(tuned) if tuned else math.nan
+        won = "finetune" if result.best_epoch > 0 else "head"
+        margin = finetune - head.best_map
+        seconds = sum(r["seconds"] for r in self.state.history)
+        if won == "finetune":
+            log.info("auto: fine-tuning won: val mAP %.4f against the cached-feature head's %.4f (%+.4f), best at "
+                     "epoch %d of %d", finetune, head.best_map, margin, result.best_epoch, result.epochs_run)
+        else:
+            log.info("auto: the cached-feature head won: val mAP %.4f; fine-tuning reached %.4f (%+.4f) in %d "
+                     "epoch(s) and is discarded", head.best_map, finetune, margin, result.epochs_run)
+        return {"winner": won, "head_val_map": head.best_map, "finetune_val_map": finetune, "margin": margin,
+                "head_seconds": head.seconds, "finetune_seconds": seconds, "finetune_epochs": result.epochs_run}
 
     def _open_tensorboard(self) -> None:
         try:
@@ -596,7 +682,8 @@ class _Run:
                                     batch_size=self.cfg.batch_size, workers=self.workers)
         probs = sigmoid(logits)
         targets, known = self.val_split.targets(), self.val_split.known()
-        thresholds = tune_thresholds(probs, targets, known)
+        thresholds = tune_thresholds(probs, targets, known, rule=self.cfg.threshold_rule,
+                                     strength=self.cfg.threshold_strength)
         names = self.spec.class_names
         at_half = compute_metrics(probs, targets, known, names, DEFAULT_THRESHOLD)
         tuned = compute_metrics(probs, targets, known, names, thresholds)
@@ -606,12 +693,22 @@ class _Run:
             "valid_at_0.5": at_half.to_dict(), "valid_tuned": tuned.to_dict(),
         }
         save_checkpoint(best, self.run_dir / "best.pt")
+        if self.head_run is not None:
+            result.auto = self._auto_summary(result)
         info = {
-            "backbone": self.cfg.backbone, "strategy": self.cfg.strategy.value, "img_size": self.preprocess.img_size,
+            "backbone": self.cfg.backbone, "strategy": self.resolved.strategy.value,
+            "img_size": self.preprocess.img_size,
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
             "train_images": len(self.train_split), "valid_images": len(self.val_split),
             "data": str(self.cfg.data), "checkpoint": str(self.run_dir / "best.pt"),
+            "threshold_rule": self.cfg.threshold_rule,
+            "teacher": self.cfg.teacher,
+            "labels_per_image_truth": float(((targets > 0.5) & known).sum(axis=1).mean()),
+            "labels_per_image_tuned": labels_per_image(probs, thresholds),
+            "labels_per_image_at_0.5": labels_per_image(probs, DEFAULT_THRESHOLD),
         }
+        if result.auto is not None:
+            info.update({f"auto_{k}": v for k, v in result.auto.items()})
         _report.write_report(self.run_dir, split="valid", at_half=at_half, tuned=tuned, info=info)
         s = self.state
         ends = [int(r.get("iteration", r["epoch"] * self.batches_per_epoch)) for r in s.history]
@@ -632,7 +729,50 @@ def fit(cfg: TrainConfig, *, force: bool = False) -> FitResult:
     removed.
     """
     prepare_out(Path(cfg.out), force=force)
+    if cfg.strategy is Strategy.AUTO:
+        return _fit_auto(cfg)
     return _Run(cfg, None).run()
+
+
+def _auto_phases(cfg: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
+    """The two runs of --strategy auto: the cached-feature head (in ``out/head``) and fine-tuning (in ``out``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--strategy auto starts with a cached-feature head, which runs in one process; under "
+                          "torchrun pass --strategy finetune (or run auto without torchrun)")
+    head = dataclasses.replace(cfg, out=str(Path(cfg.out) / AUTO_HEAD_DIR), epochs=cfg.head_epochs, **AUTO_HEAD)
+    finetune = dataclasses.replace(cfg, strategy=Strategy.FINETUNE,
+                                   patience=cfg.patience if cfg.patience is not None else AUTO_PATIENCE)
+    return head, finetune
+
+
+def _fit_auto(cfg: TrainConfig) -> FitResult:
+    started = time.perf_counter()
+    head_cfg, finetune_cfg = _auto_phases(cfg)
+    head_run = _Run(head_cfg, None)  # loads the data first: a user error is one line, not after a progress line
+    log.info("auto: [1/2] a head on cached encoder features (%d epochs)", head_cfg.epochs)
+    head = head_run.run()
+    if head.stopped == "interrupted":
+        return head
+    log.info("auto: [2/2] fine-tuning from that head (val mAP %.4f to beat, patience %d)", head.best_map,
+             finetune_cfg.patience)
+    result = _Run(finetune_cfg, None, saved=cfg, head=head).run()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _head_result(run_dir: Path) -> FitResult:
+    """The finished head phase of an auto run, read back from ``run_dir/head`` (to resume its fine-tuning)."""
+    path = run_dir / AUTO_HEAD_DIR / "best.pt"
+    if not path.is_file():
+        raise ConfigError(f"--resume {run_dir}: an auto run without its head phase ({path} is missing); start it "
+                          "over with --force")
+    ckpt = load_checkpoint(path)
+    best = float((ckpt.metrics or {}).get("val_map", math.nan))
+    history = run_dir / AUTO_HEAD_DIR / "history.jsonl"
+    rows = [json.loads(line) for line in history.read_text().splitlines()] if history.is_file() else []
+    return FitResult(run_dir=run_dir / AUTO_HEAD_DIR, best_checkpoint=path, best_epoch=int(ckpt.epoch or 0),
+                     best_map=best, epochs_run=len(rows), stopped="completed",
+                     seconds=sum(float(r.get("seconds", 0.0)) for r in rows))
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> FitResult:
@@ -653,4 +793,7 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> FitR
     ckpt = load_checkpoint(run_dir / "last.pt")
     if ckpt.training is None:
         raise ConfigError(f"{run_dir / 'last.pt'}: holds no training state to resume from")
+    if cfg.strategy is Strategy.AUTO:  # the head phase is done: continue the fine-tuning phase
+        _, finetune_cfg = _auto_phases(cfg)
+        return _Run(finetune_cfg, ckpt, saved=cfg, head=_head_result(run_dir)).run()
     return _Run(cfg, ckpt).run()

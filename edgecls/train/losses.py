@@ -62,3 +62,12 @@ def build_loss(cfg: TrainConfig, pos_weight: Tensor | None) -> nn.Module:
     if cfg.loss is Loss.FOCAL:
         return MaskedFocal(cfg.focal_gamma, pos_weight)
     return MaskedASL(cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip)
+
+
+def distill_loss(student: Tensor, teacher: Tensor, known: Tensor | None, temperature: float) -> Tensor:
+    """BCE of the student's tempered sigmoid against the teacher's (soft targets), times ``T**2`` so that its
+    gradient keeps its size whatever the temperature; ``known`` masks entries out (None: every entry teaches)."""
+    soft = torch.sigmoid(teacher.float() / temperature)
+    loss = F.binary_cross_entropy_with_logits(student.float() / temperature, soft, reduction="none")
+    mask = torch.ones_like(loss, dtype=torch.bool) if known is None else known
+    return _masked_mean(loss, mask) * temperature**2

@@ -16,7 +16,7 @@ log = logging.getLogger("edgecls.train")
 # What a run writes into its folder (files are written atomically, as `.{name}.{pid}-XXXXXXXX.tmp` first).
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", "history.jsonl", "report.md", "report.json", "loss.png",
              "val_map.png", "pr_curves.png")
-RUN_FOLDERS = ("tensorboard",)
+RUN_FOLDERS = ("tensorboard", "head")  # head: the cached-feature head run of --strategy auto
 
 
 def remove_leftovers(run_dir: Path) -> None:

@@ -319,7 +319,7 @@ COREML_INT8 = register(Target(
     suffix=".mlpackage",
     extra="coreml",
     precision="int8-weights",
-    options=frozenset({"max_batch", "calib_split", "calib_size", "max_map_drop"}),
+    options=frozenset({"max_batch", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement"}),
     doc="CoreML ML Program with int8 per-channel weights (linear_symmetric); on macOS also 8-bit activations "
         "calibrated on real images (the manifest's 'quantization' says which). The classifier head stays FP16.",
     requires=_REQUIRES,

@@ -429,7 +429,7 @@ ONNX_INT8 = register(Target(
     suffix=".onnx",
     extra="runtime",
     precision="int8",
-    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop"}),
+    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement"}),
     doc="Static INT8 ONNX in Q/DQ format for ONNX Runtime: int8 per-channel symmetric weights in a 7-bit range (so "
         "x86 CPUs without VNNI do not saturate and accuracy is the same on every CPU), uint8 activations "
         "calibrated (MinMax) on real images through the shared preprocessing; the classifier head stays float. "

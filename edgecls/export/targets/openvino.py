@@ -195,7 +195,8 @@ OPENVINO_INT8 = register(Target(
     suffix=".xml",
     extra="openvino",
     precision="int8",
-    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "openvino_precision"}),
+    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement",
+                       "openvino_precision"}),
     doc="OpenVINO IR quantized to INT8 by NNCF post-training quantization (PERFORMANCE preset: symmetric int8, "
         "7-bit weights so x86 CPUs without VNNI do not saturate, min/max ranges on real calibration images through "
         "the shared preprocessing, classifier head kept float). With max_map_drop set, NNCF's accuracy-aware "
