@@ -142,7 +142,8 @@ def predict(bundle: str, paths: tuple[str, ...], engine: str, backend: str, devi
     if engine == "ray":
         return _predict_on_ray(bundle, paths, backend=backend, device=device, artifact=artifact, threads=threads,
                                batch=batch, workers=workers, fmt=fmt, out=out, progress=progress, truth=truth,
-                               max_pixels=max_pixels, verify=verify, ray_flags=ray_flags)
+                               max_pixels=max_pixels, verify=verify, engine_mode=engine_mode,
+                               ray_flags=ray_flags)
     given = [f"--{k.replace('_', '-')}" for k in RAY_ONLY if ray_flags.get(k) is not None]
     if given or fmt == "parquet" or (workers is not None and "," in workers):
         what = ", ".join(given) or ("--format parquet" if fmt == "parquet" else "--workers MIN,MAX")
@@ -162,7 +163,7 @@ def predict(bundle: str, paths: tuple[str, ...], engine: str, backend: str, devi
 
 
 def _predict_on_ray(bundle: str, paths: tuple[str, ...], *, threads: int | None, truth: str | None,
-                    fmt: str | None, ray_flags: dict[str, Any], **flags: Any) -> None:
+                    fmt: str | None, engine_mode: str, ray_flags: dict[str, Any], **flags: Any) -> None:
     """`predict --engine ray`: build the :class:`ScaleConfig`, call :func:`edgecls.scale.run`, print its summary."""
     from edgecls.cli.options import given
     from edgecls.config import build_config
@@ -177,7 +178,7 @@ def _predict_on_ray(bundle: str, paths: tuple[str, ...], *, threads: int | None,
         raise click.UsageError(f"--format {fmt}: --engine ray writes parquet, csv or jsonl", ctx)
     if flags.get("out") is None:
         raise click.UsageError("--engine ray writes files: give --out DIR_OR_URI", ctx)
-    if flags.pop("engine_mode") == "latency":
+    if engine_mode == "latency":
         raise click.UsageError("--engine-mode latency: Ray workers run batches in the engine's throughput mode", ctx)
     cfg = build_config(ScaleConfig, overrides=given({**ray_flags, **flags, "format": fmt}))
     summary = run(bundle, paths, cfg)
