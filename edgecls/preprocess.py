@@ -359,6 +359,18 @@ def _interp(cv2, name: str) -> int:
     }[name]
 
 
+
+def resized_shape(spec: PreprocessSpec, h: int, w: int) -> tuple[int, int]:
+    """The (height, width) an ``h`` x ``w`` image is resized to before the centre crop: the input size itself for
+    ``squash``, else the short side at ``img_size / crop_pct`` with the aspect ratio kept."""
+    size = spec.img_size
+    if spec.resize == Resize.SQUASH:
+        return size, size
+    short = int(round(size / spec.crop_pct))
+    if h <= w:
+        return short, max(short, int(round(w * short / h)))
+    return max(short, int(round(h * short / w))), short
+
 def resize_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Apply the spec's resize policy (and centre crop) to an HxWxC uint8 image."""
     cv2 = _cv2()
@@ -369,11 +381,7 @@ def resize_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         if (h, w) == (size, size):
             return img
         return cv2.resize(img, (size, size), interpolation=interp)
-    short = int(round(size / spec.crop_pct))
-    if h <= w:
-        new_h, new_w = short, max(short, int(round(w * short / h)))
-    else:
-        new_h, new_w = max(short, int(round(h * short / w))), short
+    new_h, new_w = resized_shape(spec, h, w)
     if (new_h, new_w) != (h, w):
         img = cv2.resize(img, (new_w, new_h), interpolation=interp)
     top = (new_h - size) // 2
@@ -441,14 +449,7 @@ class Preprocessor:
         spec = self.spec
         size = spec.img_size
         h, w = img.shape[:2]
-        if spec.resize == Resize.SQUASH:
-            new_h = new_w = size
-        else:
-            short = int(round(size / spec.crop_pct))
-            if h <= w:
-                new_h, new_w = short, max(short, int(round(w * short / h)))
-            else:
-                new_h, new_w = max(short, int(round(h * short / w))), short
+        new_h, new_w = resized_shape(spec, h, w)
         if (new_h, new_w) != (h, w):
             buf = self._resized.get((new_h, new_w))
             if buf is None:

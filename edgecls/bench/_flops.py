@@ -8,6 +8,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
+
+
+def load_at_batch_1(path: str | Path) -> tuple[Any, Any]:
+    """``(onnx, model)``: the ONNX model at ``path`` (no external data) with a dynamic batch dimension fixed to 1, for
+    shape inference. Needs ``onnx`` (the train extra)."""
+    from edgecls._deps import require
+
+    onnx = require("onnx", extra="train")
+    model = onnx.load(str(path), load_external_data=False)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].ClearField("dim_param")
+            dims[0].dim_value = 1
+    return onnx, model
 
 
 def count_macs(path: str | Path) -> int:
@@ -17,16 +33,8 @@ def count_macs(path: str | Path) -> int:
         MissingDependency: onnx is not installed.
         ValueError: A counted node's shapes cannot be inferred.
     """
-    from edgecls._deps import require
-
-    onnx = require("onnx", extra="train")
-    model = onnx.load(str(path), load_external_data=False)
+    onnx, model = load_at_batch_1(path)
     graph = model.graph
-    for value in graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].ClearField("dim_param")
-            dims[0].dim_value = 1
     inferred = onnx.shape_inference.infer_shapes(model).graph
     shapes: dict[str, tuple[int, ...]] = {}
     for init in graph.initializer:

@@ -101,16 +101,10 @@ class Roofline:
 
 def node_costs(path: str | Path) -> list[NodeCost]:
     """Per-node work of one image through the ONNX model at ``path`` (batch fixed to 1). Needs ``onnx``."""
-    from edgecls._deps import require
+    from edgecls.bench._flops import load_at_batch_1
 
-    onnx = require("onnx", extra="train")
-    model = onnx.load(str(path), load_external_data=False)
+    onnx, model = load_at_batch_1(path)
     graph = model.graph
-    for value in graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].ClearField("dim_param")
-            dims[0].dim_value = 1
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
     weights = {init.name: tuple(init.dims) for init in graph.initializer}
     shapes: dict[str, tuple[int, ...]] = dict(weights)
