@@ -389,10 +389,8 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
             raise ApiError(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)}) from None
 
     def result(probs: np.ndarray, source: str) -> dict[str, Any]:
-        names = classifier.class_names
-        return {"source": source,
-                "labels": [n for n, p, t in zip(names, probs, classifier.thresholds) if p >= t],
-                "probabilities": {n: float(p) for n, p in zip(names, probs)}}
+        pred = classifier.predictions(probs[None], [source])[0]  # the runtime's one thresholding rule
+        return {"source": source, "labels": list(pred.labels), "probabilities": pred.probabilities}
 
     def common() -> dict[str, Any]:
         b = classifier.backend
