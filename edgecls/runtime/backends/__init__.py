@@ -28,7 +28,19 @@ from edgecls.runtime.backends.base import (
     one_line,
     user_cache_dir,
 )
-from edgecls.runtime.backends.cpu import check_threads, cpu_flags, cpu_int8_support, cpu_name, is_x86, usable_cpus
+from edgecls.runtime.backends.cpu import (
+    ARM_CORES,
+    arm_core,
+    check_threads,
+    cpu_flags,
+    cpu_int8_support,
+    cpu_name,
+    cpuinfo_field,
+    emulated_arm64,
+    is_arm64,
+    is_x86,
+    usable_cpus,
+)
 from edgecls.runtime.backends.registry import (
     BACKEND_NAMES,
     RANK_COREML,
@@ -56,11 +68,11 @@ from edgecls.runtime.backends.registry import (
 )
 
 __all__ = [
-    "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "PRECISIONS", "RANK_COREML",
+    "ARM_CORES", "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "PRECISIONS", "RANK_COREML",
     "RANK_OPENVINO_CPU_OTHER", "RANK_OPENVINO_CPU_X86", "RANK_OPENVINO_GPU", "RANK_OPENVINO_NPU",
     "RANK_ORT_COREML", "RANK_ORT_CPU", "RANK_ORT_CUDA", "RANK_ORT_TENSORRT", "RANK_TENSORRT", "as_input",
-    "auto_candidates", "available_backends", "available_text", "backend_module", "backend_options",
+    "arm_core", "auto_candidates", "available_backends", "available_text", "backend_module", "backend_options",
     "backends_for_file", "check_input_size", "check_model_file", "check_threads", "cpu_flags", "cpu_int8_support",
-    "cpu_name", "device_kind", "has_qdq", "is_x86", "missing_backend", "normalize_precision", "one_line",
-    "open_backend", "open_first", "probe", "usable_cpus", "user_cache_dir",
+    "cpu_name", "cpuinfo_field", "device_kind", "emulated_arm64", "has_qdq", "is_arm64", "is_x86", "missing_backend",
+    "normalize_precision", "one_line", "open_backend", "open_first", "probe", "usable_cpus", "user_cache_dir",
 ]
