@@ -30,6 +30,8 @@ EXTRA_OF = {
     "openvino": "openvino",
     "coremltools": "coreml",
     "tensorrt": "tensorrt",
+    "ai_edge_litert": "litert",
+    "litert_torch": "litert-export",
 }
 
 
@@ -61,6 +63,7 @@ _VERSION_DISTS = {
     "torch": "torch", "torchvision": "torchvision", "timm": "timm", "onnx": "onnx", "onnxscript": "onnxscript",
     "onnxslim": "onnxslim", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "nncf",
     "coremltools": "coremltools", "tensorrt": "tensorrt", "numpy": "numpy", "opencv": "opencv-python-headless",
+    "ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch",
 }
 
 
