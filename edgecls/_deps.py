@@ -36,6 +36,8 @@ EXTRA_OF = {
     **dict.fromkeys(("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client", "python_multipart", "paho",
                      "swagger_ui_bundle"),
                     "serve"),
+    "ai_edge_litert": "litert",
+    "litert_torch": "litert-export",
 }
 
 
@@ -67,6 +69,7 @@ _VERSION_DISTS = {
     "torch": "torch", "torchvision": "torchvision", "timm": "timm", "onnx": "onnx", "onnxscript": "onnxscript",
     "onnxslim": "onnxslim", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "nncf",
     "coremltools": "coremltools", "tensorrt": "tensorrt", "numpy": "numpy", "opencv": "opencv-python-headless",
+    "ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch",
 }
 
 

@@ -220,7 +220,7 @@ def test_available_backends_reports_every_backend():
     from edgecls.runtime import available_backends
 
     statuses = {s.name: s for s in available_backends()}
-    assert set(statuses) == {"tensorrt", "onnxruntime", "openvino", "coreml"}
+    assert set(statuses) == {"tensorrt", "onnxruntime", "openvino", "coreml", "litert"}
     assert statuses["onnxruntime"].installed and "cpu" in statuses["onnxruntime"].devices
     for s in statuses.values():
         assert s.usable or s.reason  # every backend that cannot run says why
@@ -376,7 +376,7 @@ def test_doctor_report_shows_the_auto_choice(full_bundle):
     report = doctor_report(full_bundle["root"], load=True)
     assert report.error is None
     names = [b["name"] for b in report.backends]
-    assert names == ["tensorrt", "onnxruntime", "openvino", "coreml"]
+    assert names == ["tensorrt", "onnxruntime", "openvino", "coreml", "litert"]
     assert report.choices[0]["backend"] == report.loaded["backend"]["name"]
     assert report.choices[0]["artifact"] == report.loaded["artifact"]["name"]
     text = report.format()

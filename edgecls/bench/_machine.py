@@ -16,7 +16,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgecls.runtime.backends import cpu_flags, cpu_name, is_x86
+from edgecls.runtime.backends import (
+    arm_core,
+    cpu_flags,
+    cpu_name,
+    cpuinfo_field,
+    emulated_arm64,
+    is_arm64,
+    is_x86,
+)
 
 # ISA flags worth reporting (x86 /proc/cpuinfo names, then Arm's)
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
@@ -98,15 +106,12 @@ class Machine:
                 f"ISA: {' '.join(self.isa) or 'none of note'}; {self.os}, Python {self.python}")
 
 
+_ARM_IMPLEMENTERS = {"0x41": "Arm", "0x4e": "NVIDIA", "0x51": "Qualcomm", "0x61": "Apple", "0x48": "HiSilicon",
+                     "0xc0": "Ampere"}
+
+
 def _cpuinfo_field(name: str) -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip().lower() == name:
-                return value.strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo_field(name)
 
 
 def _clock_ghz() -> tuple[float, str]:
@@ -140,9 +145,15 @@ def machine_info() -> Machine:
     isa = tuple(f for f in _ISA_FLAGS if f in flags)
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         isa = ("asimd", "asimddp")
+    if is_arm64():  # /proc/cpuinfo's vendor_id and cpu family are x86's (qemu-user shows the host's)
+        vendor, family = _ARM_IMPLEMENTERS.get(_cpuinfo_field("cpu implementer").lower(), platform.machine()), ""
+        if emulated_arm64():
+            source += " (of the x86 host: this arm64 process is emulated)"
+    else:
+        vendor, family = _cpuinfo_field("vendor_id") or platform.machine(), _cpuinfo_field("cpu family")
     return Machine(
-        cpu=cpu_name(), vendor=_cpuinfo_field("vendor_id") or platform.machine(), arch=platform.machine(),
-        family=_cpuinfo_field("cpu family"), cores=usable_cores(), ghz=round(ghz, 3), ghz_source=source, isa=isa,
+        cpu=cpu_name(), vendor=vendor, arch=platform.machine(),
+        family=family, cores=usable_cores(), ghz=round(ghz, 3), ghz_source=source, isa=isa,
         os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
     )
 
@@ -171,12 +182,25 @@ def _ops_per_cycle(machine: Machine) -> tuple[float, float | None, float, str]:
             return fp32, None, int8, (f"2 FMA pipes of 256 bits: 32 FP32 FLOP/cycle; "
                                       f"{'AVX-VNNI' if int8 == 128 else 'AVX2 without VNNI'}: {int8} INT8 OP/cycle")
         return 16, None, 32, "SSE/AVX without FMA: 16 FP32 FLOP/cycle, 32 INT8 OP/cycle"
-    # Arm: NEON is 128 bits; assume 2 FMA pipes on little cores, 4 on Apple/Neoverse V-class big cores
-    pipes = 4 if platform.system() == "Darwin" else 2
+    # Arm: NEON is 128 bits; the FMA pipes per core from the core's part number (1 on A53/A55-class little cores, 2 on
+    # A7x/Neoverse N, 4 on X-class/Neoverse V/Apple), 2 when the core is unknown. Never x86 flags: qemu-user shows the
+    # host's /proc/cpuinfo, and cpu_flags() reads arm64 features from HWCAP there.
+    core = arm_core()
+    if core:
+        name, pipes = core
+        where = f"{name}: {pipes}"
+    elif platform.system() == "Darwin":
+        pipes, where = 4, "Apple silicon: 4"
+    else:
+        pipes, where = 2, "unknown core, assumed 2"
     fp32 = pipes * 4 * 2
+    # sdot: 4 int8 multiply-adds per 32-bit lane (4x FP32); smmla (i8mm): twice that; without either, widening
+    # multiply-adds at 2x
     int8 = fp32 * (8 if "i8mm" in isa else 4 if "asimddp" in isa else 2)
     bf16 = 2 * fp32 if "bf16" in isa else None
-    return fp32, bf16, int8, f"{pipes} NEON FMA pipes of 128 bits: {fp32} FP32 FLOP/cycle, {int8} INT8 OP/cycle"
+    return fp32, bf16, int8, (f"{where} NEON FMA pipes of 128 bits: {fp32} FP32 FLOP/cycle; "
+                              f"{'i8mm' if 'i8mm' in isa else 'dot product' if 'asimddp' in isa else 'no dot product'}"
+                              f": {int8} INT8 OP/cycle")
 
 
 def peak_estimate(machine: Machine, cores: int | None = None) -> Peak:

@@ -16,7 +16,8 @@ LEGEND = ("p50/p90/p99: batch-1 latency; +-%: half the range of the rounds' p50 
           "roofline bound at that precision and batch (each layer at the rate of the unit that runs it, bytes at the "
           "measured triad bandwidth), bound: which side dominates it")
 NO_TARGETS = "none judged: no --targets file given (the bench only reports the rows)"
-_KEY_LIBS = ("edgecls", "python", "numpy", "onnxruntime", "openvino", "torch", "tensorrt", "coremltools")
+_KEY_LIBS = ("edgecls", "python", "numpy", "onnxruntime", "openvino", "torch", "tensorrt", "coremltools",
+             "ai_edge_litert")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def plot_rows(result: BenchResult, path: Path) -> Path:
 
     rows = [r for r in result.rows if r.ok and r.p50]
     colors = {"pytorch": "#d62728", "onnxruntime": "#1f77b4", "openvino": "#2ca02c", "tensorrt": "#9467bd",
-              "coreml": "#8c564b"}
+              "coreml": "#8c564b", "litert": "#ff7f0e"}
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.6))
     y = range(len(rows))
     ax.barh(list(y), [r.p50 for r in rows], color=[colors.get(r.backend, "#7f7f7f") for r in rows])

@@ -20,7 +20,7 @@ class BenchConfig:
         bundle: An ``edgecls export`` bundle folder.
         data: Dataset for the accuracy columns (the bundle's dataset); None times on random inputs only.
         split: Split of ``data`` the accuracy columns (and the timing inputs) come from.
-        backends: Keep only these backends (onnxruntime, openvino, tensorrt, coreml, pytorch); empty keeps all.
+        backends: Keep only these backends (onnxruntime, openvino, tensorrt, coreml, litert, pytorch); empty keeps all.
         artifacts: Keep only these artifacts of the bundle; empty keeps all.
         batch: Batch sizes whose throughput is measured (batch-1 latency is always measured).
         warmup: Untimed calls before timing.

@@ -48,13 +48,18 @@ def export_cmd(checkpoint: str, **flags: Any) -> None:
 @click.option("--no-write", is_flag=True, help="print the report without updating parity.json")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="check the model files against the sha256 in the bundle's manifest before running them")
+@click.option("--logits", "logits_out", type=click.Path(dir_okay=False),
+              help="also write each measured artifact's logits here (.npz), to compare two machines")
 @user_errors
-def parity_cmd(bundle: str, data: str, artifacts: tuple[str, ...], no_write: bool, verify: bool) -> None:
+def parity_cmd(bundle: str, data: str, artifacts: tuple[str, ...], no_write: bool, verify: bool,
+               logits_out: str | None) -> None:
     """Re-run the parity check of BUNDLE on this machine with the images of DATA; updates parity.json."""
     from edgecls.export import check_bundle
 
     result = check_bundle(bundle, data, artifacts=artifacts or None, write=not no_write, verify=verify)
     click.echo(result.table)
+    if logits_out:
+        click.echo(f"logits: {result.save_logits(logits_out)}")
     if not result.passed:
         raise click.ClickException("some artifacts broke their parity budget (see the table above)")
     if not result.reports:

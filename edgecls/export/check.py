@@ -4,7 +4,7 @@ again, run every artifact that can run here, and update the bundle's parity repo
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,6 +50,21 @@ class BundleCheck:
     reports: dict[str, ParityReport]
     not_run: dict[str, str]
     table: str
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # what each measured artifact output, per image
+    names: tuple[str, ...] = ()  # the parity images, in the order of the logits' rows
+
+    def save_logits(self, path: str | Path) -> Path:
+        """Write the measured logits to ``path`` (.npz: ``names`` and one array per artifact), atomically: compare
+        devices with it (``edgecls parity --logits``)."""
+        from edgecls._io import atomic_save
+
+        arrays = {f"logits/{name}": value for name, value in self.logits.items()}
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, names=np.asarray(self.names, dtype=str), **arrays)
+
+        return atomic_save(path, write)
 
     @property
     def passed(self) -> bool:
@@ -113,6 +128,7 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
     ref_thresholds = np.asarray(manifest.thresholds, dtype=np.float32)
     split = doc.get("split", "")
     reports: dict[str, ParityReport] = {}
+    measured: dict[str, np.ndarray] = {}
     not_run: dict[str, str] = {}
     rows = []
     updated = []
@@ -135,6 +151,7 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
         report = artifact_report(artifact.name, artifact.details, artifact.precision, info, ref["logits"], logits,
                          _Images(targets, known), budgets, ref_thresholds, split, runner)
         reports[artifact.name] = report
+        measured[artifact.name] = logits
         rows.append({"artifact": artifact.name, "precision": precision_name(artifact), "report": report.to_dict(),
                      "latency_ms": info.get("latency_ms")})
         updated.append(replace(artifact, parity=report.to_dict(), thresholds=report.thresholds))
@@ -148,7 +165,7 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
         doc.pop("schema_version", None)
         write_parity(root, doc)
         replace(manifest, artifacts=tuple(updated)).save(root / MANIFEST_NAME)
-    return BundleCheck(root, reports, not_run, format_table(rows))
+    return BundleCheck(root, reports, not_run, format_table(rows), measured, tuple(str(n) for n in ref["names"]))
 
 
 @dataclass

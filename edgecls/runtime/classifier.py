@@ -40,7 +40,7 @@ from edgecls.runtime.plan import Choice, artifact_already_verified, check_artifa
 log = logging.getLogger("edgecls.runtime")
 
 _SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino", ".mlpackage": "coreml", ".mlmodel": "coreml",
-                  ".engine": "tensorrt", ".plan": "tensorrt"}
+                  ".engine": "tensorrt", ".plan": "tensorrt", ".tflite": "litert"}
 
 
 @dataclass(frozen=True)

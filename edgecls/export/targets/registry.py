@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("edgecls.export")
 
 ALL = "all"
-_FAMILIES = ("onnx", "openvino", "coreml", "tensorrt")
+_FAMILIES = ("onnx", "openvino", "coreml", "tensorrt", "litert")
 _REGISTRY: dict[str, "Target"] = {}
 
 

@@ -1,6 +1,7 @@
 """Inference backends behind one small interface, and the automatic choice between them.
 
-Each backend is one module in this package (``onnxruntime``, ``openvino``, ``tensorrt``, ``coreml``) that exposes:
+Each backend is one module in this package (``onnxruntime``, ``openvino``, ``tensorrt``, ``coreml``, ``litert``)
+that exposes:
 
 * ``NAME``, ``EXTRA`` (the pip extra that installs it), ``SUFFIXES`` (model files it loads) and ``FORMATS`` (bundle
   artifact formats it runs, preferred first);
@@ -10,7 +11,7 @@ Each backend is one module in this package (``onnxruntime``, ``openvino``, ``ten
 
 ``auto`` walks the candidates of every installed backend from the lowest rank (fastest) up and takes the first one
 that loads the model; the ranks below encode the preference TensorRT > CUDA > OpenVINO GPU > CoreML > OpenVINO CPU
-(x86) > ONNX Runtime CPU. Heavy libraries are imported only inside the backend modules' functions.
+(x86) > ONNX Runtime CPU > LiteRT CPU. Heavy libraries are imported only inside the backend modules' functions.
 """
 
 from __future__ import annotations
@@ -33,10 +34,23 @@ from edgecls.runtime.backends.base import (
     split_batch,
     user_cache_dir,
 )
-from edgecls.runtime.backends.cpu import check_threads, cpu_flags, cpu_int8_support, cpu_name, is_x86, usable_cpus
+from edgecls.runtime.backends.cpu import (
+    ARM_CORES,
+    arm_core,
+    check_threads,
+    cpu_flags,
+    cpu_int8_support,
+    cpu_name,
+    cpuinfo_field,
+    emulated_arm64,
+    is_arm64,
+    is_x86,
+    usable_cpus,
+)
 from edgecls.runtime.backends.registry import (
     BACKEND_NAMES,
     RANK_COREML,
+    RANK_LITERT_CPU,
     RANK_OPENVINO_CPU_OTHER,
     RANK_OPENVINO_CPU_X86,
     RANK_OPENVINO_GPU,
@@ -61,12 +75,12 @@ from edgecls.runtime.backends.registry import (
 )
 
 __all__ = [
-    "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "LATENCY", "MODES", "PRECISIONS",
-    "RANK_COREML", "THROUGHPUT", "check_mode", "split_batch",
+    "ARM_CORES", "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "LATENCY", "MODES", "PRECISIONS",
+    "RANK_COREML", "RANK_LITERT_CPU", "THROUGHPUT", "check_mode", "split_batch",
     "RANK_OPENVINO_CPU_OTHER", "RANK_OPENVINO_CPU_X86", "RANK_OPENVINO_GPU", "RANK_OPENVINO_NPU",
     "RANK_ORT_COREML", "RANK_ORT_CPU", "RANK_ORT_CUDA", "RANK_ORT_TENSORRT", "RANK_TENSORRT", "as_input",
-    "auto_candidates", "available_backends", "available_text", "backend_module", "backend_options",
+    "arm_core", "auto_candidates", "available_backends", "available_text", "backend_module", "backend_options",
     "backends_for_file", "check_input_size", "check_model_file", "check_threads", "cpu_flags", "cpu_int8_support",
-    "cpu_name", "device_kind", "has_qdq", "is_x86", "missing_backend", "normalize_precision", "one_line",
-    "open_backend", "open_first", "probe", "usable_cpus", "user_cache_dir",
+    "cpu_name", "cpuinfo_field", "device_kind", "emulated_arm64", "has_qdq", "is_arm64", "is_x86", "missing_backend",
+    "normalize_precision", "one_line", "open_backend", "open_first", "probe", "usable_cpus", "user_cache_dir",
 ]

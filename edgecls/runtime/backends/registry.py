@@ -30,7 +30,7 @@ from edgecls.runtime.backends.cpu import (
 log = logging.getLogger("edgecls.runtime")
 
 
-BACKEND_NAMES = ("tensorrt", "onnxruntime", "openvino", "coreml")
+BACKEND_NAMES = ("tensorrt", "onnxruntime", "openvino", "coreml", "litert")
 
 
 # auto preference: lower is tried first
@@ -70,6 +70,7 @@ RANK_ORT_CPU = 70
 
 
 RANK_ORT_CPU = 70
+RANK_LITERT_CPU = 75
 RANK_OPENVINO_CPU_OTHER = 80
 
 

@@ -1,0 +1,138 @@
+"""LiteRT: the runtime backend on ai-edge-litert's interpreter (a tiny .tflite written with LiteRT's own flatbuffer
+schema: global mean pooling and a fully connected head, checked against numpy), and the litert / litert-int8 export
+targets (need litert-torch, the ``litert-export`` extra; skipped without it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecls._deps import has
+
+pytestmark = pytest.mark.skipif(not has("ai_edge_litert"), reason='ai-edge-litert not installed: '
+                                'pip install "edgecls[litert]"')
+
+K, C, S = 4, 3, 8  # classes, channels, image side
+
+
+def write_tiny_tflite(path, weights: np.ndarray, bias: np.ndarray, *, batch: int = 1) -> None:
+    """logits = FULLY_CONNECTED(MEAN(x, axes=[2, 3]), weights, bias) for x (batch, 3, S, S) float32."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools.flatbuffer_utils import write_model
+
+    def buffer(data: np.ndarray | None) -> fb.BufferT:
+        buf = fb.BufferT()
+        buf.data = None if data is None else list(np.ascontiguousarray(data).tobytes())
+        return buf
+
+    def tensor(name: str, shape: list[int], buf: int, dtype: int = fb.TensorType.FLOAT32) -> fb.TensorT:
+        t = fb.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, shape, dtype, buf
+        return t
+
+    def op(code: int, inputs: list[int], outputs: list[int], options_type: int, options) -> fb.OperatorT:
+        o = fb.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = code, inputs, outputs
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        return o
+
+    codes = []
+    for builtin in (fb.BuiltinOperator.MEAN, fb.BuiltinOperator.FULLY_CONNECTED):
+        code = fb.OperatorCodeT()
+        code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, builtin, 1
+        codes.append(code)
+    sub = fb.SubGraphT()
+    sub.tensors = [tensor("images", [batch, C, S, S], 0), tensor("axes", [2], 1, fb.TensorType.INT32),
+                   tensor("pooled", [batch, C], 0), tensor("w", [K, C], 2), tensor("b", [K], 3),
+                   tensor("logits", [batch, K], 0)]
+    for t, sig in zip(sub.tensors, ([-1, C, S, S], None, [-1, C], None, None, [-1, K])):
+        t.shapeSignature = sig
+    sub.inputs, sub.outputs = [0], [5]
+    reducer = fb.ReducerOptionsT()
+    reducer.keepDims = False
+    sub.operators = [op(0, [0, 1], [2], fb.BuiltinOptions.ReducerOptions, reducer),
+                     op(1, [2, 3, 4], [5], fb.BuiltinOptions.FullyConnectedOptions, fb.FullyConnectedOptionsT())]
+    model = fb.ModelT()
+    model.version, model.description = 3, "edgecls test model"
+    model.operatorCodes, model.subgraphs = codes, [sub]
+    model.buffers = [buffer(None), buffer(np.array([2, 3], np.int32)), buffer(weights.astype(np.float32)),
+                     buffer(bias.astype(np.float32))]
+    write_model(model, path)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((K, C)).astype(np.float32), rng.standard_normal(K).astype(np.float32)
+    path = tmp_path / "model.tflite"
+    write_tiny_tflite(path, w, b)
+    return path, w, b
+
+
+def test_litert_backend_matches_numpy_for_any_batch(tiny):
+    from edgecls.runtime.backends import open_backend
+
+    path, w, b = tiny
+    x = np.random.default_rng(1).standard_normal((5, C, S, S)).astype(np.float32)
+    expected = x.mean(axis=(2, 3)) @ w.T + b
+    with open_backend(path, backend="litert", threads=1) as runner:
+        assert (runner.name, runner.device, runner.precision) == ("litert", "cpu", "f32")
+        assert runner.input_shape == (1, C, S, S)
+        for n in (1, 5, 2, 0):  # the interpreter is resized per batch size (and back)
+            got = runner.infer(x[:n])
+            assert got.shape == (n, K) and got.dtype == np.float32
+            np.testing.assert_allclose(got, expected[:n], rtol=1e-5, atol=1e-5)
+        assert runner.info()["delegate"].startswith("XNNPACK")
+
+
+def test_litert_is_chosen_by_suffix_and_rejects_what_it_cannot_run(tiny, tmp_path):
+    from edgecls.errors import ConfigError, UnsupportedOption
+    from edgecls.runtime.backends import backends_for_file, open_backend, probe
+
+    path, _, _ = tiny
+    assert backends_for_file(path) == ["litert"] and probe("litert").devices == ("cpu",)
+    assert open_backend(path).name == "litert"  # auto: the only backend for .tflite
+    with pytest.raises(UnsupportedOption, match="int8 needs the litert-int8 artifact"):
+        open_backend(path, backend="litert", precision_hint="int8")
+    with pytest.raises(UnsupportedOption, match="unknown device"):
+        open_backend(path, backend="litert", device="cuda")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match="not a LiteRT"):
+        open_backend(bad, backend="litert")
+    with pytest.raises(ConfigError, match="x has shape|takes"):
+        open_backend(path, backend="litert").infer(np.zeros((1, C, S + 1, S + 1), np.float32))
+
+
+def test_litert_targets_are_registered_with_their_extra():
+    from edgecls.export.targets import get_target
+
+    for name, precision in (("litert", "fp32"), ("litert-int8", "int8")):
+        target = get_target(name)
+        assert (target.format, target.suffix, target.precision, target.extra) == \
+            ("litert", ".tflite", precision, "litert-export")
+        ok, why = target.available()
+        assert ok or 'pip install "edgecls[litert-export]"' in why
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has("litert_torch"), reason='litert-torch not installed (pip install "edgecls[litert-export]"'
+                    "; it pins typing-extensions<4.13, so it lives in its own environment)")
+def test_export_litert_and_int8_with_parity(tmp_path, synth_small, tiny_config):
+    """The tiny backbone to litert and litert-int8: FP32 within 1e-4 of PyTorch, INT8 within the mAP budget, and
+    `edgecls parity` re-runs both from the bundle through the runtime backend."""
+    from edgecls.config import build_config
+    from edgecls.export import ExportConfig, check_bundle, export
+    from edgecls.train import train
+
+    run = tmp_path / "run"
+    train(tiny_config(synth_small, run, epochs=1))
+    bundle = tmp_path / "bundle"
+    result = export(build_config(ExportConfig, overrides=dict(
+        checkpoint=str(run), data=str(synth_small), out=str(bundle), targets=["litert", "litert-int8"],
+        calib_size=16, max_map_drop=0.05)))
+    assert result.passed, result.table
+    check = check_bundle(bundle, synth_small, write=False)
+    assert set(check.reports) == {"litert", "litert-int8"} and check.passed
+    assert check.reports["litert"].max_abs_diff <= 1e-4
+    assert check.reports["litert-int8"].backend_precision == "int8"
