@@ -204,7 +204,7 @@ print([row.label for row in r.rows], r.not_run, "torch" in sys.modules)
 
 def test_bad_options_name_the_valid_choices(exported):
     bundle = str(exported[0])
-    with pytest.raises(ConfigError, match="valid: tensorrt, onnxruntime, openvino, coreml, pytorch"):
+    with pytest.raises(ConfigError, match="valid: tensorrt, onnxruntime, openvino, coreml, litert, pytorch"):
         BenchConfig(bundle=bundle, backends=("onnxrt",))
     with pytest.raises(ConfigError, match="--batch"):
         BenchConfig(bundle=bundle, batch=(0,))

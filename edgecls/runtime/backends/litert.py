@@ -175,5 +175,8 @@ class LiteRTBackend(Backend):
         self.interpreter = None  # type: ignore[assignment]
 
 
-def load(path: Path, *, device: str | None, threads: int | None, precision: str | None) -> Backend:
+def load(path: Path, *, device: str | None, threads: int | None, precision: str | None,
+         mode: str = "latency") -> Backend:
+    """A :class:`LiteRTBackend`; ``mode`` changes nothing (one interpreter runs each batch as it comes, on
+    ``threads`` XNNPACK threads)."""
     return LiteRTBackend(Path(path), device=device, threads=threads, precision=precision)
