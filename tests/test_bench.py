@@ -504,7 +504,10 @@ def test_a_row_faster_than_the_peak_raises_the_clock():
 
 
 def test_cpu_meter_tells_the_benchmark_from_other_processes():
-    """A busy loop in this process counts as the benchmark's own; one in another process counts as someone else's."""
+    """A busy loop in this process counts as the benchmark's own; one in another process counts as someone else's.
+    Checked against the CPU seconds each process really used (getrusage), so that whatever else this machine runs
+    meanwhile cannot make it fail or pass."""
+    import resource
     import time
 
     from edgecls.bench._machine import CpuMeter
@@ -514,21 +517,30 @@ def test_cpu_meter_tells_the_benchmark_from_other_processes():
         while time.perf_counter() < end:
             pass
 
-    meter = CpuMeter().start()
+    cpus = os.cpu_count() or 1
+    meter, wall, cpu = CpuMeter().start(), time.perf_counter(), time.process_time()
     spin(0.6)
     own = meter.stop()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if own is None:
         pytest.skip("no /proc/stat on this OS")
-    meter = CpuMeter().start()
+    # this process's share is its CPU seconds over the machine's (10 ms ticks: a few hundredths of slack)
+    assert abs(own.own - cpu / (wall * cpus)) < 0.05 + 0.2 * own.own, (own, cpu, wall)
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter, wall = CpuMeter().start(), time.perf_counter()
     busy = "import time\nend = time.time() + 1.2\nwhile time.time() < end: pass"
     other = subprocess.Popen([sys.executable, "-c", busy])
     time.sleep(1.0)
     theirs = meter.stop()
+    wall = time.perf_counter() - wall
     other.wait()
-    cpus = os.cpu_count() or 1
-    # one core busy out of ``cpus``: about 1/cpus each, with room for what else this machine runs
-    assert own.own > 0.6 / cpus and own.others < own.own
-    assert theirs.others > 0.6 / cpus and theirs.own < 0.2 / cpus
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)  # its whole 1.2 s life
+    assert theirs.own < 0.05, theirs  # this process slept
+    # the child's CPU seconds inside the window (at least its share of 1 s of a 1.2 s life) are someone else's
+    assert theirs.others * wall * cpus >= 0.7 * child * (1.0 / 1.2) - 0.05, (theirs, child, wall)
+    assert child > 0.1, "the busy child never ran"
 
 
 def _spinners(seconds: float) -> list[subprocess.Popen]:
