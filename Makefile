@@ -56,7 +56,8 @@ bench-check: $(STAMP)
 # (ARM64_CPU: cortex-a76, cortex-a72, neoverse-n1, max). Without ARM64_BUNDLE a small synthetic Lite0 bundle is built
 # in ARM64_DIR; the published run (benchmarks/results/arm64-check.json) used the aquarium Lite0 bundle:
 #   make arm64-check ARM64_BUNDLE=bundles/aq-lite0 ARM64_DATA=../shared/datasets/aquarium \
-#     ARM64_IMAGES=../shared/datasets/aquarium/test/images ARM64_OUT=benchmarks/results/arm64-check.json
+#     ARM64_IMAGES=../shared/datasets/aquarium/test/images ARM64_PARITY_IMAGES=40 \
+#     ARM64_OUT=benchmarks/results/arm64-check.json
 ARM64_DIR ?= /tmp/edgecls-arm64
 ARM64_BUNDLE ?= $(ARM64_DIR)/bundle
 ARM64_DATA ?= $(ARM64_DIR)/data
@@ -72,7 +73,8 @@ arm64-check: $(STAMP)
 			--target openvino-int8 --data $(ARM64_DIR)/data --calib-size 64 --out $(ARM64_DIR)/bundle --force \
 			--allow-parity-failure; }
 	nice -n 19 $(BIN)/python benchmarks/arm64_check.py $(ARM64_BUNDLE) $(ARM64_DATA) --images $(ARM64_IMAGES) \
-		--qemu-cpu $(ARM64_CPU) --step-timeout 1800 --out $(ARM64_OUT)
+		--qemu-cpu $(ARM64_CPU) --step-timeout 1800 --out $(ARM64_OUT) \
+		$(if $(ARM64_PARITY_IMAGES),--parity-images $(ARM64_PARITY_IMAGES))
 
 # The same through the opt-in test (not in `make test`): a tiny bundle, the runtime extra only
 arm64-check-test: $(STAMP)
