@@ -3,7 +3,7 @@ and ``qemu-user-static``, kept in a cache folder), ``edgecls[runtime,openvino]``
 aarch64 wheels, then ``edgecls doctor``, ``edgecls predict`` and ``edgecls parity`` run inside it on a bundle made on
 this (x86) machine, and the ARM logits compared with this machine's.
 
-    sudo python benchmarks/arm64_check.py BUNDLE DATA [--images DIR] [--out report.json]
+    sudo python benchmarks/arm64_check.py BUNDLE DATA [--images DIR] [--parity-images N] [--qemu-cpu CPU] [--out F]
 
 Needs root (debootstrap, chroot, mounts), ``apt-get install debootstrap qemu-user-static binfmt-support`` and a
 binfmt_misc registration of qemu-aarch64 with the F flag (``update-binfmts --enable qemu-aarch64``; the script does
@@ -12,7 +12,9 @@ and pip's cache inside it. Every emulated command runs under ``nice -n 19``.
 
 Timing under emulation says nothing about a real ARM board; the figures that carry over are which wheels exist, the
 install size, and the numbers ONNX Runtime's and OpenVINO's ARM kernels compute (qemu runs the aarch64 instructions
-the wheels picked for the emulated CPU: NEON, dot-product, i8mm, SVE as qemu's ``max`` CPU offers them).
+the wheels picked for the emulated CPU: ``--qemu-cpu cortex-a76`` by default, the Raspberry Pi 5's core, NEON and dot
+product; ``max`` adds i8mm, SVE2 and SME). FP32 runs in software under qemu, so parity on a bundle's 127 images takes
+long: ``--parity-images`` checks fewer.
 """
 
 from __future__ import annotations
