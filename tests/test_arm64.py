@@ -148,10 +148,10 @@ def test_runtime_under_arm64_emulation(tmp_path, synth_small, tiny_config):
         pytest.skip(why)
     from edgecls.config import build_config
     from edgecls.export import ExportConfig, export
-    from edgecls.train import train
+    from edgecls.train import fit
 
     run = tmp_path / "run"
-    train(tiny_config(synth_small, run, epochs=1))
+    fit(tiny_config(synth_small, run, epochs=1))
     bundle = tmp_path / "bundle"
     export(build_config(ExportConfig, overrides=dict(checkpoint=str(run), data=str(synth_small), out=str(bundle),
                                                      targets=["onnx", "onnx-int8"], calib_size=16,
