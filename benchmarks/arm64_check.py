@@ -3,7 +3,7 @@ and ``qemu-user-static``, kept in a cache folder), ``edgecls[runtime,openvino]``
 aarch64 wheels, then ``edgecls doctor``, ``edgecls predict`` and ``edgecls parity`` run inside it on a bundle made on
 this (x86) machine, and the ARM logits compared with this machine's.
 
-    sudo python benchmarks/arm64_check.py BUNDLE DATA [--images DIR] [--out report.json]
+    sudo python benchmarks/arm64_check.py BUNDLE DATA [--images DIR] [--parity-images N] [--qemu-cpu CPU] [--out F]
 
 Needs root (debootstrap, chroot, mounts), ``apt-get install debootstrap qemu-user-static binfmt-support`` and a
 binfmt_misc registration of qemu-aarch64 with the F flag (``update-binfmts --enable qemu-aarch64``; the script does
@@ -12,7 +12,9 @@ and pip's cache inside it. Every emulated command runs under ``nice -n 19``.
 
 Timing under emulation says nothing about a real ARM board; the figures that carry over are which wheels exist, the
 install size, and the numbers ONNX Runtime's and OpenVINO's ARM kernels compute (qemu runs the aarch64 instructions
-the wheels picked for the emulated CPU: NEON, dot-product, i8mm, SVE as qemu's ``max`` CPU offers them).
+the wheels picked for the emulated CPU: ``--qemu-cpu cortex-a76`` by default, the Raspberry Pi 5's core, NEON and dot
+product; ``max`` adds i8mm, SVE2 and SME). FP32 runs in software under qemu, so parity on a bundle's 127 images takes
+long: ``--parity-images`` checks fewer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,19 @@ STAMP = ".edgecls-arm64-root"
 VENV = "/opt/edgecls"
 WORK = "/work"
 HOST_CA = "/etc/edgecls-host-ca.crt"
+CPUINFO = "/run/edgecls-arm64-cpuinfo"
+# qemu-user's CPU models: MIDR fields (implementer, variant, part, revision) as the model reports them. ``max`` (qemu's
+# default: every feature qemu emulates, SVE, SVE2, i8mm, SME) reports implementer 0, "reserved for software use".
+QEMU_CPUS = {"max": (0x00, 0x0, 0x051, 0), "cortex-a76": (0x41, 0x4, 0xD0B, 1),
+             "neoverse-n1": (0x41, 0x4, 0xD0C, 1),
+             "cortex-a72": (0x41, 0x0, 0xD08, 3), "cortex-a57": (0x41, 0x1, 0xD07, 0),
+             "cortex-a53": (0x41, 0x0, 0xD03, 4)}
+# arm64 HWCAP / HWCAP2 bits as the kernel names them in /proc/cpuinfo's Features (arch/arm64/kernel/cpuinfo.c)
+HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop "
+               "sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm svebf16 "
+                "i8mm bf16 dgh rng bti mte ecv afp rpres mte3 sme smei16i64 smef64f64 smei8i32 smef16f32 smeb16f32 "
+                "smef32f32 smefa64 wfxt").split()
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 # qemu-aarch64's ELF magic and mask, as Debian's binfmt-support registers it
 AARCH64_MAGIC = r"\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
@@ -52,12 +68,22 @@ WHEEL_CHECKS = {
     "openvino": ["openvino>=2024.4"],
     "core": ["numpy>=1.24,<2.4", "opencv-python-headless>=4.8", "click>=8.1", "pyyaml>=6.0"],
     "litert runtime": ["ai-edge-litert"],
-    "onnxruntime-gpu (Jetson)": ["onnxruntime-gpu"],
+    "onnxruntime-gpu (server aarch64 CUDA, not JetPack)": ["onnxruntime-gpu"],
     "tensorrt": ["tensorrt>=10.0"],
     "train: torch": ["torch==2.14.1", "torchvision==0.29.1"],
     "coreml": ["coremltools>=8.0"],
 }
 GLIBC = (17, 24, 26, 27, 28, 31, 34, 35, 36)  # manylinux tags bookworm's glibc 2.36 accepts
+
+
+def _host_cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
 
 
 def log(msg: str) -> None:
@@ -139,8 +165,9 @@ def ensure_root(root: Path) -> tuple[float, bool]:
 
 
 @contextmanager
-def mounted(root: Path) -> Iterator[None]:
-    """/proc, /sys and /dev inside the root while the commands run, and the host's DNS settings for pip."""
+def mounted(root: Path, qemu_cpu: str = "max") -> Iterator[dict[str, Any]]:
+    """/proc, /sys and /dev inside the root while the commands run, the host's DNS settings and CA bundle for pip,
+    and an arm64 /proc/cpuinfo (see :func:`arm_cpuinfo`); yields what the emulated CPU is."""
     with ExitStack() as stack:
         for kind, source, target in (("proc", "proc", "proc"), ("bind", "/sys", "sys"), ("bind", "/dev", "dev")):
             where = root / target
@@ -160,20 +187,68 @@ def mounted(root: Path) -> Iterator[None]:
         if resolv.is_file():
             (root / "etc" / "resolv.conf").unlink(missing_ok=True)
             shutil.copy(resolv, root / "etc" / "resolv.conf")
-        yield
+        cpu = arm_cpuinfo(root, qemu_cpu)
+        stack.callback(lambda: run(["umount", "-l", str(root / "proc" / "cpuinfo")], check=False))
+        yield cpu
+
+
+def arm_cpuinfo(root: Path, qemu_cpu: str) -> dict[str, Any]:
+    """Bind an arm64-format /proc/cpuinfo over the root's.
+
+    qemu-user 7.2 (bookworm's) passes the x86 host's /proc/cpuinfo through, and ONNX Runtime's aarch64 wheel
+    (1.32.0: pytorch/cpuinfo, which reads the processors' MIDR from it) then dies with SIGSEGV while its module loads,
+    before any edgecls code runs; a real arm64 kernel never shows that file. The replacement has what an arm64 kernel
+    writes for the emulated CPU: one block per host CPU with the ``Features`` the emulated CPU's HWCAP bits grant
+    (read inside, from getauxval) and its model's MIDR fields; the host's ``vendor_id`` / ``model name`` lines stay,
+    so that edgecls still sees that it runs under emulation (and assumes no Arm core from the MIDR)."""
+    implementer, variant, part, revision = QEMU_CPUS[qemu_cpu]
+    proc, _ = in_root(root, "python3 -c 'import ctypes; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
+                            "g.argtypes = [ctypes.c_ulong]; print(g(16), g(26))'", env={"QEMU_CPU": qemu_cpu})
+    hwcap, hwcap2 = (int(v) for v in proc.stdout.split())
+    features = [n for i, n in enumerate(HWCAP_NAMES) if hwcap >> i & 1]
+    features += [n for i, n in enumerate(HWCAP2_NAMES) if hwcap2 >> i & 1]
+    host = Path("/proc/cpuinfo").read_text()
+    vendor = next((ln for ln in host.splitlines() if ln.startswith("vendor_id")), "vendor_id\t: unknown")
+    model = next((ln for ln in host.splitlines() if ln.startswith("model name")), "model name\t: x86")
+    blocks = [f"processor\t: {n}\nBogoMIPS\t: 100.00\nFeatures\t: {' '.join(features)}\n"
+              f"CPU implementer\t: 0x{implementer:02x}\nCPU architecture: 8\nCPU variant\t: 0x{variant:x}\n"
+              f"CPU part\t: 0x{part:03x}\nCPU revision\t: {revision}\n{vendor}\n{model}\n"
+              for n in range(os.cpu_count() or 1)]
+    fake = root / CPUINFO.lstrip("/")
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text("\n".join(blocks))
+    run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")])
+    return {"qemu_cpu": qemu_cpu, "midr": f"implementer 0x{implementer:02x} variant 0x{variant:x} part 0x{part:03x} "
+                                          f"revision {revision}", "features": features}
+
+
+QEMU_CPU = ["max"]  # the qemu CPU model the commands run on (--qemu-cpu)
 
 
 def in_root(root: Path, cmd: str, *, env: dict[str, str] | None = None, check: bool = True,
             timeout: float | None = None) -> tuple[subprocess.CompletedProcess, float]:
-    """Run ``cmd`` (a shell line) inside the root under nice 19; (result, seconds)."""
+    """Run ``cmd`` (a shell line) inside the root under nice 19; (result, seconds). Past ``timeout`` the whole
+    process group is killed and the result's returncode is 124."""
     base = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+            "QEMU_CPU": QEMU_CPU[0],
             "PIP_DISABLE_PIP_VERSION_CHECK": "1", "EDGECLS_CACHE_DIR": "/root/.cache/edgecls"}
     if (root / HOST_CA.lstrip("/")).is_file():
         base["PIP_CERT"] = HOST_CA
+    # QEMU_CPU: each emulated program reads it, the chroot's and every one the shell starts
+    argv = ["env", f"QEMU_CPU={({**base, **(env or {})})['QEMU_CPU']}", "nice", "-n", "19", "chroot", str(root),
+            "/usr/bin/env", "-i",
+            *(f"{k}={v}" for k, v in {**base, **(env or {})}.items()), "/bin/sh", "-c", cmd]
     start = time.perf_counter()
-    proc = run(["nice", "-n", "19", "chroot", str(root), "/usr/bin/env", "-i",
-                *(f"{k}={v}" for k, v in {**base, **(env or {})}.items()), "/bin/sh", "-c", cmd],
-               check=False, capture=True, timeout=timeout)
+    child = subprocess.Popen(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=timeout)
+        code = child.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # its own session: the emulated processes under it, nothing else
+        out, err = child.communicate()
+        code = 124
+        err = (err or "") + f"\narm64-check: killed after {timeout:.0f} s"
+    proc = subprocess.CompletedProcess(argv, code, out, err)
     took = time.perf_counter() - start
     if check and proc.returncode != 0:
         raise SystemExit(f"inside the arm64 root, `{cmd}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -254,34 +329,40 @@ def install(root: Path, wheel: Path, extras: str, fresh: bool) -> dict[str, Any]
 # the comparison
 
 
-def compare(arm: Path, x86: Path, bundle: Path) -> dict[str, Any]:
-    """Per artifact: ARM logits against this machine's on the same parity images (max/mean |dp|, decision agreement
-    at the artifact's thresholds, mAP on each machine)."""
+def compare(arm: Sequence[Path], x86: Path, bundle: Path) -> dict[str, Any]:
+    """Per artifact: ARM logits (one .npz per parity run inside) against this machine's on the same parity images
+    (max/mean |dp|, decision agreement at the artifact's thresholds, mAP on each machine)."""
     from edgecls.bundle import read_manifest, read_reference
     from edgecls.metrics import mean_average_precision, sigmoid
 
     ref = read_reference(bundle)
     manifest = read_manifest(bundle)
     rows: dict[str, Any] = {}
-    with np.load(arm) as a, np.load(x86) as b:
-        if list(a["names"]) != list(b["names"]):
-            raise SystemExit("the ARM and x86 parity runs saw different images")
-        for key in a.files:
-            if not key.startswith("logits/") or key not in b.files:
-                continue
-            name = key.split("/", 1)[1]
-            pa, pb = sigmoid(a[key]), sigmoid(b[key])
-            art = manifest.artifact(name)
-            thr = np.asarray(art.thresholds if art.thresholds else manifest.thresholds, dtype=np.float32)
-            known = ref["known"]
-            agree = float(((pa >= thr) == (pb >= thr))[known].mean())
-            map_arm = mean_average_precision(pa, ref["targets"], known)
-            map_x86 = mean_average_precision(pb, ref["targets"], known)
-            map_ref = mean_average_precision(sigmoid(ref["logits"]), ref["targets"], known)
-            rows[name] = {"precision": art.precision, "max_dp": float(np.abs(pa - pb).max()),
-                          "mean_dp": float(np.abs(pa - pb).mean()), "decision_agreement": agree,
-                          "map_arm": map_arm, "map_x86": map_x86, "map_pytorch": map_ref,
-                          "dmap_arm_vs_x86": map_x86 - map_arm, "dmap_arm_vs_pytorch": map_ref - map_arm}
+    with np.load(x86) as b:
+        x86_names, x86_logits = list(b["names"]), {k: b[k] for k in b.files if k.startswith("logits/")}
+    for path in arm:
+        if not path.is_file():
+            continue
+        with np.load(path) as a:
+            if list(a["names"]) != x86_names:
+                raise SystemExit("the ARM and x86 parity runs saw different images")
+            for key in a.files:
+                if not key.startswith("logits/") or key not in x86_logits:
+                    continue
+                name = key.split("/", 1)[1]
+                pa, pb = sigmoid(a[key]), sigmoid(x86_logits[key])
+                art = manifest.artifact(name)
+                thr = np.asarray(art.thresholds if art.thresholds else manifest.thresholds, dtype=np.float32)
+                known = ref["known"]
+                agree = float(((pa >= thr) == (pb >= thr))[known].mean())
+                map_arm = mean_average_precision(pa, ref["targets"], known)
+                map_x86 = mean_average_precision(pb, ref["targets"], known)
+                map_ref = mean_average_precision(sigmoid(ref["logits"]), ref["targets"], known)
+                rows[name] = {"precision": art.precision, "images": len(x86_names),
+                              "max_dp": float(np.abs(pa - pb).max()), "mean_dp": float(np.abs(pa - pb).mean()),
+                              "decision_agreement": agree, "map_arm": map_arm, "map_x86": map_x86,
+                              "map_pytorch": map_ref, "dmap_arm_vs_x86": map_x86 - map_arm,
+                              "dmap_arm_vs_pytorch": map_ref - map_arm}
     return rows
 
 
@@ -298,20 +379,49 @@ def table(rows: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def subset_bundle(bundle: Path, out: Path, count: int) -> tuple[Path, list[str]]:
+    """A copy of ``bundle`` at ``out`` whose parity reference keeps ``count`` of its images, evenly spaced (emulated
+    float arithmetic is slow: qemu runs NEON FP32 in software); the model files are unchanged."""
+    from edgecls.bundle import read_reference
+
+    ref = read_reference(bundle)
+    total = len(ref["names"])
+    keep = np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
+    shutil.copytree(bundle, out)
+    with open(out / "reference.npz", "wb") as f:
+        np.savez(f, **{k: v[keep] for k, v in ref.items()})
+    return out, [str(n) for n in ref["names"][keep]]
+
+
 def check(bundle: Path, data: Path, images: Path | None, root: Path, extras: str, fresh: bool,
-          wheels: bool) -> dict[str, Any]:
+          wheels: bool, step_timeout: float = 3600, qemu_cpu: str = "cortex-a76",
+          parity_images: int | None = None) -> dict[str, Any]:
     problems = preflight()
     if problems:
         raise SystemExit("arm64-check cannot run here: " + "; ".join(problems))
-    report: dict[str, Any] = {"root": str(root), "suite": SUITE, "extras": extras}
+    started = time.perf_counter()
+    report: dict[str, Any] = {"root": str(root), "suite": SUITE, "extras": extras,
+                              "host": {"machine": platform.machine(), "cpu": _host_cpu(), "cores": os.cpu_count(),
+                                       "python": platform.python_version(), "kernel": platform.release()},
+                              "bundle": str(bundle), "data": str(data), "images": str(images) if images else None}
     report["binfmt"] = ensure_binfmt()
     took, built = ensure_root(root)
     report["root_build_s"] = round(took, 1) if built else "cached"
     if wheels:
         log("which aarch64 wheels exist (pip --platform, nothing installed)")
+        start = time.perf_counter()
         report["aarch64_wheels"] = wheel_availability()
-    with tempfile.TemporaryDirectory() as tmp, mounted(root):
+        report["wheel_report_s"] = round(time.perf_counter() - start, 1)
+    QEMU_CPU[0] = qemu_cpu
+    with tempfile.TemporaryDirectory() as tmp, mounted(root, qemu_cpu) as cpu:
         tmp = Path(tmp)
+        report["emulated_cpu"] = cpu
+        if parity_images:
+            from edgecls.bundle import read_reference
+
+            total = len(read_reference(bundle)["names"])
+            bundle, kept = subset_bundle(bundle, tmp / "bundle-subset", parity_images)
+            report["parity_images"] = {"used": len(kept), "of": total, "names": kept}
         uname, _ = in_root(root, "uname -m; python3 -V; grep -m1 -i '^features' /proc/cpuinfo || true")
         report["inside"] = uname.stdout.strip().splitlines()
         log(f"inside: {' | '.join(report['inside'])}")
@@ -329,34 +439,49 @@ def check(bundle: Path, data: Path, images: Path | None, root: Path, extras: str
         if images is not None:
             shutil.copytree(images, work / "images")
         runs: dict[str, Any] = {}
-        for name, cmd in (
-            ("doctor", f"edgecls doctor {WORK}/bundle"),
-            ("predict", f"edgecls predict {WORK}/bundle {WORK}/{'images' if images else 'data'} --format jsonl "
-                        f"--out {WORK}/predictions.jsonl --no-progress"),
-            ("parity", f"edgecls parity {WORK}/bundle {WORK}/data --logits {WORK}/arm-logits.npz"),
-        ):
+        steps = [("doctor", f"edgecls doctor {WORK}/bundle"),
+                 ("predict", f"edgecls predict {WORK}/bundle {WORK}/{'images' if images else 'data'} --format jsonl "
+                             f"--out {WORK}/predictions.jsonl --no-progress")]
+        # one parity run per model format (ONNX Runtime, OpenVINO ...): one engine that fails or hangs under
+        # emulation leaves the others' figures
+        from edgecls.bundle import read_manifest
+
+        formats: dict[str, list[str]] = {}
+        for art in read_manifest(bundle).artifacts:
+            formats.setdefault(art.format, []).append(art.name)
+        for fmt, names in formats.items():
+            steps.append((f"parity {fmt}", f"edgecls parity {WORK}/bundle {WORK}/data "
+                                           f"{' '.join(f'-a {n}' for n in names)} --logits {WORK}/arm-{fmt}.npz"))
+        for name, cmd in steps:
             log(f"inside: {cmd}")
-            proc, took = in_root(root, cmd, check=False, timeout=3600)
+            proc, took = in_root(root, cmd, check=False, timeout=step_timeout)
             runs[name] = {"command": cmd, "rc": proc.returncode, "seconds": round(took, 1),
                           "output": (proc.stdout + proc.stderr).strip().splitlines()[-40:]}
             print(proc.stdout + proc.stderr, flush=True)
+            log(f"{name}: rc {proc.returncode} in {took:.0f} s")
         report["runs"] = runs
         if (work / "predictions.jsonl").is_file():
             report["predictions"] = len((work / "predictions.jsonl").read_text().splitlines())
-        if runs["parity"]["rc"] == 0 or (work / "arm-logits.npz").is_file():
+        arm_logits = [work / f"arm-{fmt}.npz" for fmt in formats]
+        if any(p.is_file() for p in arm_logits):
             log("the same parity run on this machine, for the comparison")
             from edgecls.export import check_bundle
 
-            x86_bundle = tmp / "bundle"
+            x86_bundle = tmp / "bundle-x86"
             shutil.copytree(bundle, x86_bundle)
+            start = time.perf_counter()
             result = check_bundle(x86_bundle, data, write=False)
+            report["x86_parity_s"] = round(time.perf_counter() - start, 1)
             result.save_logits(tmp / "x86-logits.npz")
-            report["compare"] = compare(work / "arm-logits.npz", tmp / "x86-logits.npz", bundle)
-            arm_parity = json.loads((work / "bundle" / "parity.json").read_text())
-            report["arm_parity"] = {k: {f: v.get(f) for f in ("passed", "max_abs_diff", "map_artifact", "map_drop",
-                                                                "agreement", "backend", "backend_precision")}
-                                    for k, v in arm_parity.get("artifacts", {}).items()}
+            report["compare"] = compare(arm_logits, tmp / "x86-logits.npz", bundle)
+            if (work / "bundle" / "parity.json").is_file():
+                arm_parity = json.loads((work / "bundle" / "parity.json").read_text())
+                fields = ("passed", "max_abs_diff", "map_artifact", "map_drop", "agreement", "backend",
+                          "backend_precision")
+                report["arm_parity"] = {k: {f: v.get(f) for f in fields}
+                                        for k, v in arm_parity.get("artifacts", {}).items()}
     report["passed"] = all(r["rc"] == 0 for r in report["runs"].values()) and "compare" in report
+    report["total_s"] = round(time.perf_counter() - started, 1)
     return report
 
 
@@ -371,13 +496,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--extras", default="runtime,openvino", help="edgecls extras to install [runtime,openvino]")
     ap.add_argument("--reuse-venv", action="store_true", help="keep the root's venv from the last run (faster)")
     ap.add_argument("--no-wheel-report", action="store_true", help="skip the aarch64 wheel availability report")
+    ap.add_argument("--step-timeout", type=float, default=3600,
+                    help="seconds each command inside may run before it is killed [3600]")
+    ap.add_argument("--qemu-cpu", default="cortex-a76", choices=sorted(QEMU_CPUS),
+                    help="the emulated CPU: cortex-a76 (Raspberry Pi 5; like Jetson Orin's A78AE: NEON, dot product, "
+                         "no i8mm or SVE), cortex-a72 (Pi 4: no dot product), max (all qemu emulates: SVE2, i8mm, "
+                         "SME) [cortex-a76]")
+    ap.add_argument("--parity-images", type=int, metavar="N",
+                    help="check parity on N of the bundle's parity images, evenly spaced [all]")
     ap.add_argument("--out", type=Path, help="write the report here (JSON)")
     args = ap.parse_args(argv)
     for path in (args.bundle, args.data):
         if not path.is_dir():
             ap.error(f"{path} is not a folder")
     report = check(args.bundle.resolve(), args.data.resolve(), args.images.resolve() if args.images else None,
-                   args.root.resolve(), args.extras, not args.reuse_venv, not args.no_wheel_report)
+                   args.root.resolve(), args.extras, not args.reuse_venv, not args.no_wheel_report, args.step_timeout,
+                   args.qemu_cpu, args.parity_images)
     if "compare" in report:
         print(table(report["compare"]))
     text = json.dumps(report, indent=2, default=str)
