@@ -48,31 +48,6 @@ PROJECT_IMAGES = 10_000_000
 # CPU time of this process tree (Ray's workers are children of its raylet, which ray.init starts) and of all others
 
 
-def _ticks(pid: str) -> tuple[int, float] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / os.sysconf(
-        "SC_CLK_TCK")
-
-
-def _tree_cpu() -> float:
-    procs = {pid: _ticks(pid) for pid in os.listdir("/proc") if pid.isdigit()}
-    procs = {int(k): v for k, v in procs.items() if v is not None}
-    me, total = os.getpid(), 0.0
-    for pid, (_, cpu) in procs.items():
-        p, seen = pid, 0
-        while p not in (0, 1) and seen < 64:
-            if p == me:
-                total += cpu
-                break
-            p = procs.get(p, (0, 0.0))[0]
-            seen += 1
-    return total
-
-
 def _system() -> tuple[float, float]:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()
     ticks = [int(v) for v in fields[1:9]]
@@ -81,23 +56,66 @@ def _system() -> tuple[float, float]:
     return busy / hz, sum(ticks) / hz
 
 
+def _own_cpu() -> dict[int, float]:
+    """utime + stime (s) of each process of this tree, this one included (no children's times: each is counted as
+    itself)."""
+    procs: dict[int, tuple[int, float]] = {}
+    hz = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        procs[int(pid)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / hz)
+    me, out = os.getpid(), {}
+    for pid, (_, cpu) in procs.items():
+        p, hops = pid, 0
+        while p not in (0, 1) and hops < 64:
+            if p == me:
+                out[pid] = cpu
+                break
+            p = procs.get(p, (0, 0.0))[0]
+            hops += 1
+    return out
+
+
 class Meter:
-    """Share of all CPUs used by this process tree and by everything else between start and stop."""
+    """Share of all CPUs used by this process tree and by everything else between start and stop, and the CPU
+    seconds of this tree: sampled every 0.2 s, so Ray's worker processes that exit before the end still count."""
 
     def __enter__(self) -> "Meter":
-        self.t0, self.own0, (self.busy0, self.total0) = time.perf_counter(), _tree_cpu(), _system()
+        import threading
+
+        self.t0, (self.busy0, self.total0) = time.perf_counter(), _system()
+        self._first = _own_cpu()
+        self._last = dict(self._first)
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.2):
+                self._last.update(_own_cpu())
+
+        self._sampler = threading.Thread(target=sample, daemon=True)
+        self._sampler.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        own, (busy, total) = _tree_cpu(), _system()
+        self._stop.set()
+        self._sampler.join()
+        self._last.update(_own_cpu())
+        busy, total = _system()
         span = max(1e-9, total - self.total0)
         self.seconds = time.perf_counter() - self.t0
-        self.own = (own - self.own0) / span
-        self.others = max(0.0, (busy - self.busy0 - (own - self.own0)) / span)
+        self.own_s = sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
+        self.own = self.own_s / span
+        self.others = max(0.0, (busy - self.busy0) / span - self.own)
 
     def to_dict(self) -> dict[str, float]:
-        return {"wall_s": round(self.seconds, 3), "own_cpu_share": round(self.own, 3),
-                "others_cpu_share": round(self.others, 3)}
+        return {"wall_s": round(self.seconds, 3), "own_cpu_s": round(self.own_s, 2),
+                "own_cpu_share": round(self.own, 3), "others_cpu_share": round(self.others, 3)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -159,7 +177,8 @@ def ray_data_floor(ray: Any) -> float:
 def start_breakdown(s: Any) -> dict[str, Any]:
     """Where the fixed start of a run went (s), from its JobSummary: the driver's steps, then per worker (the
     median of the workers) how long each of its steps took."""
-    t = s.timeline
+    t = getattr(s, "timeline", {})  # (edgecls before the breakdown existed: none)
+    timeline = getattr(s, "worker_timeline", {})
     out: dict[str, Any] = {"driver_listing_s": t.get("listed"),
                            "connect_s": round(t.get("connected", 0) - t.get("listed", 0), 3),
                            "plan_s": round(t.get("planned", 0) - t.get("connected", 0), 3),
@@ -171,17 +190,17 @@ def start_breakdown(s: Any) -> dict[str, Any]:
              "worker_model_load_s": ("loaded", "imported"),
              "worker_first_batch_s": ("first_batch", "loaded")}
     for name, (end, begin) in steps.items():
-        values = sorted(w[end] - (w[begin] if begin else 0.0) for w in s.worker_timeline.values()
+        values = sorted(w[end] - (w[begin] if begin else 0.0) for w in timeline.values()
                         if end in w and (begin is None or begin in w))
         out[name] = round(values[len(values) // 2], 3) if values else None
-    out["first_batch_to_driver_s"] = round(t["first_row"] - min(w["first_batch"] for w in s.worker_timeline.values()
+    out["first_batch_to_driver_s"] = round(t["first_row"] - min(w["first_batch"] for w in timeline.values()
                                                                 if "first_batch" in w), 3) \
-        if "first_row" in t and s.worker_timeline else None
+        if "first_row" in t and timeline else None
     return out
 
 
 def ray_row(args: Any, images: Path, out: Path, workers: int, threads: int, local_ips: float,
-            reference: dict[str, dict], ray_start_s: float) -> dict[str, Any]:
+            reference: dict[str, dict], ray_start_s: float, local_cpu_per_img: float) -> dict[str, Any]:
     from edgecls.scale import ScaleConfig, run
 
     shutil.rmtree(out, ignore_errors=True)
@@ -203,14 +222,19 @@ def ray_row(args: Any, images: Path, out: Path, workers: int, threads: int, loca
            "backend": ", ".join(s.engines), "output_bytes_per_row": round(out_bytes / max(1, s.written), 1),
            "vs_local": round(whole / local_ips, 3),
            "vs_local_with_ray_start": round(s.written / (m.seconds + ray_start_s) / local_ips, 3),
-           "steady_vs_local": round(steady / local_ips, 3), **check, **m.to_dict()}
+           "steady_vs_local": round(steady / local_ips, 3),
+           # CPU seconds per image, local's over this row's: how much more CPU the Ray job spent for the same images
+           # (less sensitive to other processes than wall-clock ratios on a shared machine)
+           "cpu_vs_local": round(local_cpu_per_img / max(1e-9, m.own_s / max(1, s.written)), 3),
+           **check, **m.to_dict()}
     b = row["start_breakdown"]
     print(f"      {workers} worker(s) x {threads} thread(s), {s.written} images: {row['img_s']} img/s whole run "
           f"({row['vs_local']:.0%} of local; {row['vs_local_with_ray_start']:.0%} with ray.init), steady "
           f"{row['steady_img_s']} img/s ({row['steady_vs_local']:.0%}); first row after {row['start_s']:.2f} s "
           f"(check {b['bundle_check_s']}, worker boot+Ray Data {b['worker_boot_and_ray_data_s']}, runtime import "
           f"{b['worker_runtime_import_s']}, model load {b['worker_model_load_s']}, first batch "
-          f"{b['worker_first_batch_s']}); per worker {row['per_worker_img_s']}; max |dp| "
+          f"{b['worker_first_batch_s']}); CPU {m.own_s:.1f} s (local's CPU per image / this one's: "
+          f"{row['cpu_vs_local']:.0%}); per worker {row['per_worker_img_s']}; max |dp| "
           f"{check['max_abs_diff']:.2e}, {check['label_mismatches']} label mismatches; other processes "
           f"{100 * m.others:.0f}% of the CPUs")
     return row
@@ -247,15 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     print("[2/6] local edgecls predict")
     local_out = work / "local.jsonl"
     predict_paths(args.bundle, [images], fmt="jsonl", out=local_out)  # warm the page cache and the verify record
-    with Meter() as m:
+    with Meter() as m_local:
         local = predict_paths(args.bundle, [images], fmt="jsonl", out=local_out)
+    m = m_local
     local_ips = local.images / m.seconds
     backend = local.backend["backend"]
     rows: list[dict[str, Any]] = [{"engine": "local", "workers": 1, "threads": None, "img_s": round(local_ips, 1),
                                    "backend": f"{local.backend['artifact']['name']} on {backend['name']}",
                                    **m.to_dict()}]
-    print(f"      {local_ips:.1f} img/s ({m.seconds:.2f} s) with {rows[0]['backend']}; other processes "
-          f"{100 * m.others:.0f}% of the CPUs")
+    print(f"      {local_ips:.1f} img/s ({m.seconds:.2f} s, CPU {m.own_s:.1f} s) with {rows[0]['backend']}; other "
+          f"processes {100 * m.others:.0f}% of the CPUs")
     reference = local_rows(local_out)
 
     print("[3/6] a local Ray (2 CPUs)")
@@ -273,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[4/6] --engine ray")
     for workers, threads in ((1, 2), (2, 1), (2, 2)):
         rows.append(ray_row(args, images, work / f"ray-{workers}x{threads}", workers, threads, local_ips, reference,
-                            ray_start_s))
+                            ray_start_s, m_local.own_s / local.images))
 
     large: list[dict[str, Any]] = []
     if args.large:
@@ -285,11 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         big_ips = big_local.images / m.seconds
         large.append({"engine": "local", "workers": 1, "threads": None, "images": big_local.images,
                       "img_s": round(big_ips, 1), **m.to_dict()})
-        print(f"      local {big_ips:.1f} img/s ({m.seconds:.2f} s)")
+        print(f"      local {big_ips:.1f} img/s ({m.seconds:.2f} s, CPU {m.own_s:.1f} s)")
         big_ref = local_rows(big_out)
         for workers, threads in ((2, 1), (2, 2)):
             large.append(ray_row(args, big, work / f"ray-large-{workers}x{threads}", workers, threads, big_ips,
-                                 big_ref, ray_start_s))
+                                 big_ref, ray_start_s, m.own_s / big_local.images))
     else:
         print("[5/6] a larger job: skipped (--large 0)")
     ray.shutdown()
