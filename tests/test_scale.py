@@ -302,6 +302,10 @@ def test_a_crashed_worker_is_retried_and_every_input_is_written_once(local_ray, 
                                                 batch=4), predictor=CrashOnce)
     assert not flag.exists()  # the crash happened
     assert summary.written == 24 and summary.blocks == 4
+    steps = [summary.timeline[k] for k in ("listed", "connected", "planned", "checked", "first_row", "end")]
+    assert steps == sorted(steps)  # the start-up breakdown: the driver's steps in order
+    done = [w for w in summary.worker_timeline.values() if "first_batch" in w]
+    assert done and all(w["init"] <= w["imported"] <= w["loaded"] <= w["first_batch"] for w in done)
     assert_same_rows(read_rows(out), local_rows(bundle, [str(images)]))
 
 
@@ -405,6 +409,12 @@ def test_s3_source_bundle_and_output_on_a_local_s3_server(local_ray, s3_server, 
 
 def test_two_nodes_give_the_same_rows(bundle, images, tmp_path):
     """ray.cluster_utils.Cluster, 2 nodes x 1 CPU, in its own process (one process joins one cluster)."""
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    for model in tampered.rglob("model.onnx"):
+        data = bytearray(model.read_bytes())
+        data[-8] ^= 1
+        model.write_bytes(bytes(data))
     code = textwrap.dedent(f"""
         import json, ray
         from ray.cluster_utils import Cluster
@@ -413,11 +423,17 @@ def test_two_nodes_give_the_same_rows(bundle, images, tmp_path):
         cluster.add_node(num_cpus=1, object_store_memory=150 << 20)
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
+        from edgecls.errors import ConfigError
         from edgecls.scale import ScaleConfig, run
+        try:  # two nodes: the bundle check is a task on a worker
+            run({str(tampered)!r}, [{str(images)!r}], ScaleConfig(out={str(tmp_path / "bad")!r}))
+            refused = ""
+        except ConfigError as exc:
+            refused = str(exc)
         s = run({str(bundle)!r}, [{str(images)!r}], ScaleConfig(out={str(tmp_path / "out")!r}, workers="2",
                 threads_per_worker=1, block_size=8, batch=4))
         print(json.dumps({{"nodes": s.plan.nodes, "cpus": s.plan.cpus,
-                           "written": s.written}}))
+                           "written": s.written, "refused": refused}}))
         ray.shutdown()
         cluster.shutdown()
     """)
@@ -425,5 +441,7 @@ def test_two_nodes_give_the_same_rows(bundle, images, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])
+    refused = facts.pop("refused")
+    assert "a worker cannot open it" in refused and "does not match the manifest" in refused, refused
     assert facts == {"nodes": 2, "cpus": 0.5, "written": 24}
     assert_same_rows(read_rows(tmp_path / "out"), local_rows(bundle, [str(images)]))

@@ -38,8 +38,10 @@ log = logging.getLogger("edgecls.scale")
 
 JOB_FILE = "_edgecls_job.json"  # in the output folder: what the blocks there belong to
 PROB_PREFIX = "prob_"
+READ_TASKS_PER_NODE = 2  # read tasks at once per node (the read of a 1,000-image slice of local JPEGs is ~50 ms)
+READ_THREADS = 16  # files of a remote filesystem (S3, GCS) read at once by one read task
 MAX_FILE_BYTES = 512 << 20  # an input file larger than this is an error row, not read into memory
-_INTERNAL = ("_block", "_worker", "_busy")  # columns the runner reads and does not write
+_INTERNAL = ("_block", "_worker", "_busy", "_started", "_done")  # columns the runner reads and does not write
 _SUFFIX = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
 _SCHEMA = 1
 
@@ -120,37 +122,42 @@ def local_bundle(bundle: str, manifest_sha: str, filesystem: Any = None, locatio
 
 def read_bytes(batch: Any, filesystems: Sequence[Any]) -> Any:
     """Ray Data read step: each input's bytes (``data``), or its ``error`` when it cannot be read (missing, not a
-    regular file, too large, no permission); one bad file never fails the task."""
+    regular file, too large, no permission); one bad file never fails the task. Local files are read in turn (from
+    the page cache or a local disk, a thread per file costs more than it saves); files of a remote filesystem on
+    :data:`READ_THREADS` threads, as their latency, not the CPU, bounds the rate."""
     pa = _pa()
     fs_mod = require("pyarrow.fs", extra="ray", package="pyarrow")
-    paths = batch.column("path").to_pylist()
-    fs_ids = batch.column("fs").to_pylist()
-    locations = batch.column("loc").to_pylist()
-    datas: list[bytes | None] = []
-    errors: list[str | None] = []
-    for path, fs_id, loc in zip(paths, fs_ids, locations):
-        data, error = None, None
+    items = list(zip(batch.column("path").to_pylist(), batch.column("fs").to_pylist(),
+                     batch.column("loc").to_pylist()))
+
+    def one(item: tuple[str, int, str]) -> tuple[bytes | None, str | None]:
+        path, fs_id, loc = item
         filesystem = filesystems[fs_id]
         try:
             if isinstance(filesystem, fs_mod.LocalFileSystem):
-                data, error = _read_local(path, loc)
-            else:
-                info = filesystem.get_file_info(loc)
-                if info.type == fs_mod.FileType.NotFound:
-                    error = f"{path}: image file not found"
-                elif info.type != fs_mod.FileType.File:
-                    error = f"{path}: not a regular file; skipped"
-                elif info.size is not None and info.size > MAX_FILE_BYTES:
-                    error = f"{path}: {info.size:,} bytes, over the {MAX_FILE_BYTES >> 20} MB an input may have"
-                else:
-                    with filesystem.open_input_stream(loc) as f:
-                        data = f.read()
+                return _read_local(path, loc)
+            info = filesystem.get_file_info(loc)
+            if info.type == fs_mod.FileType.NotFound:
+                return None, f"{path}: image file not found"
+            if info.type != fs_mod.FileType.File:
+                return None, f"{path}: not a regular file; skipped"
+            if info.size is not None and info.size > MAX_FILE_BYTES:
+                return None, f"{path}: {info.size:,} bytes, over the {MAX_FILE_BYTES >> 20} MB an input may have"
+            with filesystem.open_input_stream(loc) as f:
+                return f.read(), None
         except Exception as exc:  # a network or permission error on one file
-            data, error = None, f"{path}: cannot read image file ({_first_line(exc)})"
-        datas.append(data)
-        errors.append(error)
-    return batch.append_column("data", pa.array(datas, pa.binary())).append_column("error", pa.array(errors,
-                                                                                                     pa.string()))
+            return None, f"{path}: cannot read image file ({_first_line(exc)})"
+
+    remote = any(not isinstance(filesystems[fs_id], fs_mod.LocalFileSystem) for _, fs_id, _ in items)
+    if remote and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(items)), thread_name_prefix="edgecls-read") as pool:
+            results = list(pool.map(one, items))
+    else:
+        results = [one(item) for item in items]
+    return batch.append_column("data", pa.array([d for d, _ in results], pa.binary())).append_column(
+        "error", pa.array([e for _, e in results], pa.string()))
 
 
 def _read_local(path: str, location: str) -> tuple[bytes | None, str | None]:
@@ -187,10 +194,12 @@ class Predictor:
     """
 
     def __init__(self, bundle: "BundleSource", options: dict[str, Any], internal: bool = False) -> None:
+        init_at = time.time()
         from concurrent.futures import ThreadPoolExecutor
 
         from edgecls.runtime import Classifier
 
+        imported_at = time.time()
         self.threads = int(options["threads"])
         self.clf = Classifier(local_bundle(bundle.path, bundle.manifest_sha, bundle.filesystem, bundle.location),
                               options["backend"], options["device"],
@@ -201,6 +210,10 @@ class Predictor:
         self.worker = f"{_node_ip()}:{os.getpid()}"
         self.artifact = self.clf.artifact.name
         self.backend = self.clf.backend.name
+        # wall-clock times (epoch s) of this worker's start, for the job's start-up breakdown (JobSummary.startup)
+        self.started = {"process": _process_start(), "init": init_at, "imported": imported_at,
+                        "loaded": time.time()}
+        self.batches = 0
 
     def _load(self, path: str, data: bytes | None, error: str | None) -> tuple[np.ndarray | None, str | None]:
         if error is not None:
@@ -240,6 +253,11 @@ class Predictor:
             columns["_block"] = batch.column("_block")
             columns["_worker"] = pa.array([self.worker] * len(paths), pa.string())
             columns["_busy"] = pa.array([time.perf_counter() - start] + [0.0] * (len(paths) - 1), pa.float64())
+            first = self.batches == 0
+            columns["_started"] = pa.array([json.dumps(self.started) if first else None] + [None] * (len(paths) - 1),
+                                           pa.string())
+            columns["_done"] = pa.array([time.time()] + [None] * (len(paths) - 1), pa.float64())
+        self.batches += 1
         return pa.table(columns)
 
     def __del__(self) -> None:
@@ -249,28 +267,66 @@ class Predictor:
 
 
 def check_bundle_on_a_worker(bundle: "BundleSource", options: dict[str, Any], timeout: float = 600.0) -> None:
-    """Open the bundle as a worker will, in one Ray task on the cluster, before any work: a bundle a node cannot
-    read or open (a path only the driver has, a model file that fails its sha256) is one :class:`ConfigError`."""
+    """Check the bundle as a worker will open it, in one Ray task on the cluster, before any work: a bundle a node
+    cannot read (a path only the driver has, a URI it cannot fetch), that no engine of that node runs, or whose model
+    file fails its sha256 is one :class:`ConfigError`.
+
+    Light on purpose: the task plans the load (which artifact on which engine, as ``Classifier`` would) and checks
+    that artifact's files (inside the bundle, present, their sha256), but builds no engine; each worker loads the model
+    once itself, and a failure there still ends the job with one line (:func:`_job_error`). On a Ray whose only
+    node is this machine, the check runs here, in this process.
+    """
     ray = ray_module()
-
-    @ray.remote(num_cpus=READ_CPUS, max_retries=0)
-    def probe(bundle: BundleSource, options: dict[str, Any]) -> str | None:
-        from edgecls.runtime import Classifier
-
-        try:
-            path = local_bundle(bundle.path, bundle.manifest_sha, bundle.filesystem, bundle.location)
-            Classifier(path, options["backend"], options["device"], artifact=options["artifact"],
-                       threads=options["threads"], verify=options["verify"], max_pixels=options["max_pixels"]).close()
-        except Exception as exc:
-            return f"{exc}" if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {_first_line(exc)}"
-        return None
-
+    if _only_this_node(ray):  # a local Ray: this process sees what its workers see, without a task to start
+        error = probe_bundle(bundle, options)
+        if error is not None:
+            raise ConfigError(f"BUNDLE {bundle.path}: a worker cannot open it: {error}")
+        return
     try:
-        error = ray.get(probe.remote(bundle, options), timeout=timeout)
+        error = ray.get(_probe_task(ray).remote(bundle, options), timeout=timeout)
     except Exception as exc:
         raise ConfigError(f"BUNDLE {bundle.path}: a Ray worker could not check it ({_first_line(exc)})") from None
     if error is not None:
         raise ConfigError(f"BUNDLE {bundle.path}: a worker cannot open it: {error}")
+
+
+def _only_this_node(ray: Any) -> bool:
+    """Whether every node of the cluster that has CPUs is the one this process runs on."""
+    try:
+        here = ray.get_runtime_context().get_node_id()
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    except Exception:
+        return False
+    return bool(nodes) and all(n.get("NodeID") == here for n in nodes)
+
+
+def _probe_task(ray: Any) -> Any:
+    return ray.remote(num_cpus=READ_CPUS, max_retries=0)(probe_bundle)
+
+
+def probe_bundle(bundle: "BundleSource", options: dict[str, Any]) -> str | None:
+    """What :func:`check_bundle_on_a_worker` runs on a node: None when the bundle can be opened there, else why not."""
+    try:
+        from edgecls.runtime.plan import check_artifact_files, plan
+
+        root = Path(local_bundle(bundle.path, bundle.manifest_sha, bundle.filesystem, bundle.location))
+        manifest = Manifest.load(root)
+        choices = plan(manifest, root, backend=options["backend"], device=options["device"],
+                       artifact=options["artifact"])
+        check_artifact_files(root, choices[0].artifact, choices[0].path, verify=bool(options["verify"]))
+    except Exception as exc:
+        return f"{exc}" if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+def _process_start() -> float | None:
+    """When this process started (epoch s; Linux), None elsewhere."""
+    try:
+        stat = Path(f"/proc/{os.getpid()}/stat").read_text()
+        since_boot = int(stat[stat.rindex(")") + 2:].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def _node_ip() -> str:
@@ -303,6 +359,11 @@ def _read_slices(inputs: Inputs, blocks: Sequence["Block"], cluster_cpus: float)
     return slices
 
 
+def read_tasks(plan: WorkerPlan) -> int:
+    """How many read tasks run at once: :data:`READ_TASKS_PER_NODE` per node of the cluster."""
+    return max(1, READ_TASKS_PER_NODE * plan.nodes)
+
+
 def _options(config: ScaleConfig) -> dict[str, Any]:
     return {"threads": config.threads_per_worker, "backend": config.backend, "device": config.device,
             "artifact": config.artifact, "verify": config.verify, "max_pixels": config.max_pixels}
@@ -312,9 +373,22 @@ def _dataset(bundle: "BundleSource", inputs: Inputs, blocks: Sequence["Block"], 
              plan: WorkerPlan, *, predictor: type | None, internal: bool) -> Any:
     ray = ray_module()
     cls = predictor or Predictor
-    ds = ray.data.from_arrow(_read_slices(inputs, blocks, plan.cluster_cpus))
-    ds = ds.map_batches(read_bytes, fn_kwargs={"filesystems": list(inputs.filesystems)}, batch_format="pyarrow",
-                        batch_size=None, num_cpus=READ_CPUS)
+    slices = _read_slices(inputs, blocks, plan.cluster_cpus)
+    # from_blocks: the slices' metadata computed here (from_arrow runs one Ray task per slice for it, each in a
+    # worker process that must first start and import Ray Data)
+    ds = ray.data.from_blocks(slices) if hasattr(ray.data, "from_blocks") else ray.data.from_arrow(slices)
+    fs_mod = require("pyarrow.fs", extra="ray", package="pyarrow")
+    read = {"fn_kwargs": {"filesystems": list(inputs.filesystems)}, "batch_format": "pyarrow", "batch_size": None}
+    if all(isinstance(f, fs_mod.LocalFileSystem) for f in inputs.filesystems):
+        # Local files: read by the workers themselves (the same CPU request, so Ray Data fuses the two steps into
+        # the actor pool): no read tasks, whose worker processes would each start and import Ray Data, for reads
+        # that take microseconds a file
+        ds = ds.map_batches(read_bytes, num_cpus=plan.cpus, **read)
+    else:
+        # Remote files: a bounded pool of read tasks beside the workers (latency, not CPU, bounds a read; each
+        # task reads on threads, and each task running at once is a worker process of its own)
+        ds = ds.map_batches(read_bytes, num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=read_tasks(plan)),
+                            **read)
     compute = ray.data.ActorPoolStrategy(size=plan.max_workers) if plan.min_workers == plan.max_workers else \
         ray.data.ActorPoolStrategy(min_size=plan.min_workers, max_size=plan.max_workers)
     ds = ds.map_batches(cls, fn_constructor_args=(bundle, _options(config), internal),
@@ -529,6 +603,11 @@ class JobSummary:
     engines: list[str] = field(default_factory=list)  # "artifact on backend" of the rows written
     first_row_s: float | None = None  # from the start of the run to the first row back
     interrupted: bool = False
+    # where the start went, in seconds from the start of the run: the driver's steps (``listed``, ``connected``,
+    # ``planned``, ``checked``, ``first_row``, ``end``) and, per worker, when its process started, its __init__ began,
+    # the runtime was imported, the model was loaded and its first batch was done (see :func:`startup_breakdown`)
+    timeline: dict[str, float] = field(default_factory=dict)
+    worker_timeline: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -559,6 +638,7 @@ def run(bundle: str | Path, sources: Sequence[str | Path], config: ScaleConfig, 
     ``config.progress`` (None: on a terminal).
     """
     start = time.perf_counter()
+    epoch = time.time() - (time.perf_counter() - start)
     if not config.out:
         raise ConfigError("--engine ray writes files: give --out DIR_OR_URI")
     _, manifest_sha = load_manifest(bundle)
@@ -575,10 +655,13 @@ def run(bundle: str | Path, sources: Sequence[str | Path], config: ScaleConfig, 
     existing = _existing(output)
     todo = [b for b in blocks if not (b.name in existing and _rows_in(output, b.name, config.format) == b.size)]
     summary = JobSummary(len(inputs), len(blocks), len(blocks) - len(todo), 0, 0, 0.0, output.uri, config.format)
+    mark = _marker(summary.timeline, start)
+    mark("listed")
     if not todo:
         summary.seconds = time.perf_counter() - start
         return summary
     started = connect(config.address)
+    mark("connected")
     try:
         ray = ray_module()
         ctx = ray.data.DataContext.get_current()
@@ -587,13 +670,15 @@ def run(bundle: str | Path, sources: Sequence[str | Path], config: ScaleConfig, 
         ctx.enable_progress_bars = bool(sys.stderr.isatty() if config.progress is None else config.progress)
         cpus, nodes = cluster_size()
         summary.plan = plan_workers(config.worker_range, config.threads_per_worker, cluster_cpus=cpus, nodes=nodes)
+        mark("planned")
         source = _worker_bundle(bundle, manifest_sha)
         check_bundle_on_a_worker(source, _options(config))
+        mark("checked")
         log.info("edgecls predict --engine ray: %d inputs, %d block(s) to run (%d complete); %s", len(inputs),
                  len(todo), summary.skipped, summary.plan.describe())
         ds = _dataset(source, inputs, todo, config, summary.plan, predictor=predictor, internal=True)
         try:
-            _stream(ds, {b.index: b for b in todo}, output, config.format, summary, start, on_block)
+            _stream(ds, {b.index: b for b in todo}, output, config.format, summary, start, epoch, on_block)
         except KeyboardInterrupt:
             summary.interrupted = True
         except EdgeclsError:
@@ -602,13 +687,20 @@ def run(bundle: str | Path, sources: Sequence[str | Path], config: ScaleConfig, 
             raise _job_error(exc) from None
     finally:
         summary.seconds = time.perf_counter() - start
+        mark("end")
         if started:
             ray_module().shutdown()
     return summary
 
 
+def _marker(timeline: dict[str, float], start: float) -> Callable[[str], None]:
+    def mark(name: str) -> None:
+        timeline[name] = round(time.perf_counter() - start, 4)
+    return mark
+
+
 def _stream(ds: Any, pending: dict[int, Block], output: Output, fmt: str, summary: JobSummary, start: float,
-            on_block: Callable[[Block], None] | None) -> None:
+            epoch: float, on_block: Callable[[Block], None] | None) -> None:
     pa = _pa()
     pc = require("pyarrow.compute", extra="ray", package="pyarrow")
     seen: dict[int, set[str]] = {}
@@ -617,6 +709,8 @@ def _stream(ds: Any, pending: dict[int, Block], output: Output, fmt: str, summar
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         if summary.first_row_s is None:
             summary.first_row_s = time.perf_counter() - start
+            summary.timeline["first_row"] = round(summary.first_row_s, 4)
+        _worker_times(batch, summary.worker_timeline, epoch)
         for index in pc.unique(batch.column("_block")).to_pylist():
             block = pending.get(index)
             if block is None:
@@ -649,6 +743,19 @@ def _stream(ds: Any, pending: dict[int, Block], output: Output, fmt: str, summar
     if pending:
         raise DataError(f"{len(pending)} block(s) got no rows for some inputs (Ray dropped them); run the same "
                         "command again to finish them")
+
+
+def _worker_times(batch: Any, timeline: dict[str, dict[str, float]], epoch: float) -> None:
+    """Each worker's start (process, init, imported, loaded) and its first batch done, in s from the run's start."""
+    workers = batch.column("_worker").to_pylist()
+    for worker, started, done in zip(workers, batch.column("_started").to_pylist(), batch.column("_done").to_pylist()):
+        entry = timeline.setdefault(worker, {})
+        if started is not None:
+            for key, value in json.loads(started).items():
+                if value is not None:
+                    entry[key] = round(value - epoch, 4)
+        if done is not None:
+            entry["first_batch"] = round(min(entry.get("first_batch", float("inf")), done - epoch), 4)
 
 
 def _per_worker(table: Any) -> list[tuple[str, float, int]]:
