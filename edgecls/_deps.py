@@ -38,6 +38,7 @@ EXTRA_OF = {
                     "serve"),
     "ai_edge_litert": "litert",
     "litert_torch": "litert-export",
+    "executorch": "executorch",
 }
 
 
@@ -70,6 +71,7 @@ _VERSION_DISTS = {
     "onnxslim": "onnxslim", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "nncf",
     "coremltools": "coremltools", "tensorrt": "tensorrt", "numpy": "numpy", "opencv": "opencv-python-headless",
     "ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch",
+    "executorch": "executorch",
 }
 
 
