@@ -33,7 +33,8 @@ demo: $(STAMP)
 
 # The exporter tests run in their own process: torch's ONNX export segfaulted there after the training/runtime
 # tests had loaded OpenVINO and DDP state in the same interpreter (open bug, see the issue notes).
-EXPORT_TESTS := tests/test_export.py tests/test_export_cli.py tests/test_bench.py tests/test_data_spec_export.py
+EXPORT_TESTS := tests/test_export.py tests/test_export_cli.py tests/test_bench.py tests/test_data_spec_export.py \
+	tests/test_executorch.py
 
 # The Ray tests (a local Ray for the session, a two-node cluster, a local S3 server) run in their own process too, so
 # that Ray's processes do not share the CPUs with the training tests.

@@ -39,6 +39,7 @@ EXTRA_OF = {
     "ai_edge_litert": "litert",
     "litert_torch": "litert-export",
     "ai_edge_quantizer": "litert-export",
+    "executorch": "executorch",
 }
 
 
@@ -72,6 +73,7 @@ _VERSION_DISTS = {
     "coremltools": "coremltools", "tensorrt": "tensorrt", "numpy": "numpy", "opencv": "opencv-python-headless",
     "ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch",
     "ai_edge_quantizer": "ai-edge-quantizer",
+    "executorch": "executorch",
 }
 
 

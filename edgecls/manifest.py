@@ -81,7 +81,7 @@ class Artifact:
 
     name: str  # the export target that made it: onnx, onnx-int8, openvino, openvino-int8, coreml, tensorrt, ...
     path: str  # relative to the bundle root
-    format: str  # onnx | openvino | coreml | tensorrt
+    format: str  # onnx | openvino | coreml | tensorrt | litert | executorch (device_only: not run by the runtime)
     precision: str  # fp32 | fp16 | int8 | int8-weights
     sha256: str
     thresholds: tuple[float, ...]  # per-class thresholds re-tuned on validation for this artifact
@@ -138,6 +138,24 @@ def precision_name(artifact: Artifact, compute: str | None = None) -> str:
     if name in ("fp32", "fp16", "bf16") and done in ("fp32", "fp16", "bf16") and done != name:
         return f"{name} ({done.replace('fp', 'f')} compute)"
     return name
+
+
+# Formats the exporter makes for another runtime on the device, which edgecls's runtime does not run (it is torch-free
+# and these runtimes' Python bindings are not): predict, run, serve and bench never choose them.
+DEVICE_ONLY_FORMATS = {
+    "executorch": "ExecuTorch artifacts (.pte) run on-device through ExecuTorch's runtime (Android, iOS, embedded "
+                  "C++), not through edgecls's runtime",
+}
+
+
+def device_only(art: Artifact) -> str:
+    """Why edgecls's runtime does not run ``art`` ("" when it does): its format is one of :data:`DEVICE_ONLY_FORMATS`,
+    or the exporter marked it so (``details["edgecls_runtime"]`` false)."""
+    if art.format in DEVICE_ONLY_FORMATS:
+        return DEVICE_ONLY_FORMATS[art.format]
+    if (art.details or {}).get("edgecls_runtime") is False:
+        return f"{art.format} artifacts run on-device through their own runtime, not through edgecls's runtime"
+    return ""
 
 
 @dataclass(frozen=True)

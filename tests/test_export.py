@@ -26,6 +26,8 @@ pytest.importorskip("onnxruntime")
 REPO = Path(__file__).resolve().parents[1]
 TINY = "timm:test_efficientnet"
 SPLITS = {"seed": 0, "val_fraction": 0.3, "test_fraction": 0.1}
+ALL_TARGETS = ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8",
+               "litert", "litert-fp16", "litert-int8", "executorch", "executorch-int8"]
 
 
 def _train_tiny(data: Path, *, steps: int = 60):
@@ -105,12 +107,11 @@ def _cfg(tiny, out: Path, **kw) -> ExportConfig:
 def test_every_target_declares_suffix_extra_doc_and_known_options():
     fields = set(ExportConfig.__dataclass_fields__)
     names = [t.name for t in list_targets()]
-    assert names == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
-                     "tensorrt-int8", "litert", "litert-fp16", "litert-int8"]
+    assert names == ALL_TARGETS
     for t in list_targets():
         assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt",
-                                                        "litert-export"), t
-        assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt", "litert")
+                                                        "litert-export", "executorch"), t
+        assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt", "litert", "executorch")
         assert t.precision in ("fp32", "fp16", "int8", "int8-weights")
         assert t.options <= fields, t.options - fields
         ok, reason = t.available()
@@ -123,8 +124,7 @@ def test_targets_are_listed_family_by_family_whatever_was_imported_first():
     code = ("import edgecls.export.targets.tensorrt, edgecls.export.targets.openvino\n"
             "from edgecls.export.targets import list_targets\nprint(','.join(t.name for t in list_targets()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out.split(",") == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
-                              "tensorrt-int8", "litert", "litert-fp16", "litert-int8"]
+    assert out.split(",") == ALL_TARGETS
 
 
 def test_listing_targets_imports_nothing_heavy():

@@ -30,7 +30,7 @@ from edgecls.errors import EdgeclsError, MissingDependency, ParityError, Unsuppo
 from edgecls.export.check import artifact_report
 from edgecls.export.config import ExportConfig, ExportResult, _check_options
 from edgecls.export.context import ExportContext
-from edgecls.export.parity import ParityReport, format_table, run_backend
+from edgecls.export.parity import ParityReport, format_table
 from edgecls.export.targets import ALL, Target, expand_targets, get_target, list_targets
 from edgecls.export.writer import BundleWriter, model_card
 from edgecls.manifest import Artifact, Manifest, precision_name
@@ -170,9 +170,7 @@ def _export_into(ctx: ExportContext, targets: Sequence[Target], tmp: Path, skipp
             row["not_run"] = reason
         else:
             try:
-                logits, info = run_backend(tmp / (runner.path or built.path), val.images, backend=runner.backend,
-                                           device=runner.device, precision_hint=runner.precision_hint,
-                                           emulate_qdq=runner.emulate_qdq)
+                logits, info = target.run(tmp / (runner.path or built.path), val.images, runner)
             except EdgeclsError:
                 raise
             except Exception as exc:

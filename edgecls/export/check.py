@@ -13,7 +13,7 @@ import numpy as np
 from edgecls.bundle import MANIFEST_NAME, read_manifest, read_parity, read_reference, write_parity
 from edgecls.errors import DataError
 from edgecls.export.context import dataset_root, relative_names
-from edgecls.export.parity import Budgets, ParityReport, budget_precision, check_parity, format_table, run_backend
+from edgecls.export.parity import Budgets, ParityReport, budget_precision, check_parity, format_table
 from edgecls.export.targets import get_target
 from edgecls.manifest import precision_name
 from edgecls.preprocess import preprocess_paths
@@ -145,9 +145,7 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
             continue
         log.info("parity: %s on %s", artifact.name, runner.backend)
         model = check_artifact_files(root, artifact, root / (runner.path or artifact.path), verify=verify)
-        logits, info = run_backend(model, images, backend=runner.backend,
-                                   device=runner.device, precision_hint=runner.precision_hint,
-                                   emulate_qdq=runner.emulate_qdq)
+        logits, info = target.run(model, images, runner)
         report = artifact_report(artifact.name, artifact.details, artifact.precision, info, ref["logits"], logits,
                          _Images(targets, known), budgets, ref_thresholds, split, runner)
         reports[artifact.name] = report

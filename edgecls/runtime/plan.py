@@ -28,7 +28,7 @@ from edgecls.bundle import (
     verify_files,
 )
 from edgecls.errors import ConfigError, IntegrityError
-from edgecls.manifest import Artifact, Manifest
+from edgecls.manifest import Artifact, Manifest, device_only
 from edgecls.runtime.backends import (
     BACKEND_NAMES,
     Candidate,
@@ -203,7 +203,14 @@ def plan(
     if backend != "auto" and backend not in BACKEND_NAMES:
         backend_module(backend)  # raises with the valid names
     forced = manifest.artifact(artifact) if artifact else None
-    pool = (forced,) if forced else manifest.artifacts
+    runnable = tuple(a for a in manifest.artifacts if not device_only(a))
+    if forced is not None and device_only(forced):
+        others = f"; choose another with --artifact ({', '.join(a.name for a in runnable)})" if runnable else ""
+        raise ConfigError(f"artifact {forced.name!r}: {device_only(forced)}{others}")
+    if not runnable:
+        raise ConfigError(f"bundle {root}: {device_only(manifest.artifacts[0])}, and the bundle has no other artifact; "
+                          "re-export it with one for edgecls (e.g. --target onnx)")
+    pool = (forced,) if forced else runnable
     kind = device_kind(device)
 
     if backend != "auto":
@@ -277,6 +284,9 @@ def plan_all(
     verified: set[Path] = set()  # each file hashed once, whichever backends time it
     arts = [manifest.artifact(n) for n in artifacts] if artifacts else list(manifest.artifacts)
     for art in arts:
+        if device_only(art):  # an artifact for another runtime on the device (an ExecuTorch .pte)
+            not_run.append((art.name, device_only(art)))
+            continue
         for backend in BACKEND_NAMES:
             if backends and backend not in backends:
                 continue

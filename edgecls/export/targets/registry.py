@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("edgecls.export")
 
 ALL = "all"
-_FAMILIES = ("onnx", "openvino", "coreml", "tensorrt", "litert")
+_FAMILIES = ("onnx", "openvino", "coreml", "tensorrt", "litert", "executorch")
 _REGISTRY: dict[str, "Target"] = {}
 
 
@@ -110,6 +110,9 @@ class Target:
             output when ``ok`` (e.g. no GPU: the portable ONNX instead of an engine).
         preflight: Optional ``preflight(config)`` that raises before anything is written when the configuration
             asks for something this machine cannot give (e.g. ``require_engine`` without a GPU).
+        execute: Optional ``execute(model_path, images, runner) -> (logits, info)`` for an artifact no runtime
+            backend runs (an ExecuTorch program): the parity check calls it instead of
+            :func:`edgecls.export.parity.run_backend`, in the exporter's environment.
     """
 
     name: str
@@ -124,6 +127,17 @@ class Target:
     runner: Callable[[Any, Path], tuple[Runner | None, str]] = field(repr=False, compare=False)
     check: Callable[[], tuple[bool, str]] | None = field(default=None, repr=False, compare=False)
     preflight: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
+    execute: Callable[..., tuple[Any, dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
+
+    def run(self, model_path: Path, images: Any, runner: Runner) -> tuple[Any, dict[str, Any]]:
+        """The artifact's logits on ``images`` and what ran them: through :attr:`execute` when the target has one,
+        else through the runtime backend ``runner`` names."""
+        if self.execute is not None:
+            return self.execute(model_path, images, runner)
+        from edgecls.export.parity import run_backend
+
+        return run_backend(model_path, images, backend=runner.backend, device=runner.device,
+                           precision_hint=runner.precision_hint, emulate_qdq=runner.emulate_qdq)
 
     def available(self) -> tuple[bool, str]:
         """Whether this machine can produce the target, and why not (or what it will be limited to)."""
