@@ -105,8 +105,8 @@ def _cfg(tiny, out: Path, **kw) -> ExportConfig:
 def test_every_target_declares_suffix_extra_doc_and_known_options():
     fields = set(ExportConfig.__dataclass_fields__)
     names = [t.name for t in list_targets()]
-    assert names == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
-                     "tensorrt-int8"]
+    assert names == ["onnx", "onnx-int8", "onnx-u8", "onnx-int8-u8", "openvino", "openvino-int8", "openvino-u8",
+                     "openvino-int8-u8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8", "litert", "litert-int8"]
     for t in list_targets():
         assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt"), t
         assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt")
@@ -122,8 +122,9 @@ def test_targets_are_listed_family_by_family_whatever_was_imported_first():
     code = ("import edgecls.export.targets.tensorrt, edgecls.export.targets.openvino\n"
             "from edgecls.export.targets import list_targets\nprint(','.join(t.name for t in list_targets()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out.split(",") == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
-                              "tensorrt-int8"]
+    assert out.split(",") == ["onnx", "onnx-int8", "onnx-u8", "onnx-int8-u8", "openvino", "openvino-int8",
+                              "openvino-u8", "openvino-int8-u8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8",
+                              "litert", "litert-int8"]
 
 
 def test_listing_targets_imports_nothing_heavy():

@@ -1,8 +1,9 @@
 """The Ray job: read bytes -> ``map_batches`` on a pool of workers that each open the bundle's ``Classifier`` once ->
 result rows, and the runner that writes them in deterministic blocks so that a rerun resumes.
 
-Nothing here computes an answer itself: a worker decodes with the classifier's :class:`edgecls.preprocess.Preprocessor` (OpenCV, the one
-preprocessing of training, export and the runtime) and scores with :class:`edgecls.runtime.Classifier`, so its rows
+Nothing here computes an answer itself: a worker decodes with its classifier's
+:class:`edgecls.preprocess.Preprocessor` (OpenCV, the one preprocessing of training, export and the runtime; uint8
+pixels for an artifact that normalises in the engine) and scores with :class:`edgecls.runtime.Classifier`, so its rows
 are those of local ``edgecls predict`` on the same backend.
 
 Resume, exactly once: the sorted inputs are cut into blocks of ``block_size``; block i is written as
