@@ -106,7 +106,8 @@ def test_every_target_declares_suffix_extra_doc_and_known_options():
     fields = set(ExportConfig.__dataclass_fields__)
     names = [t.name for t in list_targets()]
     assert names == ["onnx", "onnx-int8", "onnx-u8", "onnx-int8-u8", "openvino", "openvino-int8", "openvino-u8",
-                     "openvino-int8-u8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8", "litert", "litert-int8"]
+                     "openvino-int8-u8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8", "tensorrt-u8",
+                     "tensorrt-int8-u8", "litert", "litert-int8"]
     for t in list_targets():
         assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt"), t
         assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt")
@@ -124,7 +125,7 @@ def test_targets_are_listed_family_by_family_whatever_was_imported_first():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out.split(",") == ["onnx", "onnx-int8", "onnx-u8", "onnx-int8-u8", "openvino", "openvino-int8",
                               "openvino-u8", "openvino-int8-u8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8",
-                              "litert", "litert-int8"]
+                              "tensorrt-u8", "tensorrt-int8-u8", "litert", "litert-int8"]
 
 
 def test_listing_targets_imports_nothing_heavy():

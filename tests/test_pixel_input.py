@@ -252,3 +252,17 @@ def test_a_bench_row_times_a_pixel_artifact_on_its_pixels(bundle, tmp_path):
         assert measure(spec)["throughput"]["4"] > 0
         logits[name] = np.load(tmp_path / f"{name}.npy")
     assert np.abs(logits["onnx-u8"] - logits["onnx"]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name,backend", [("onnx-u8", "onnxruntime"), ("openvino-u8", "openvino")])
+def test_a_bare_pixel_model_file_knows_its_input(bundle, tmp_path, name, backend):
+    """A -u8 model file without its bundle: the manifest embedded in its metadata says it takes pixels."""
+    from edgecls.runtime import Classifier
+
+    src = Path(bundle["root"]) / Manifest.load(bundle["root"]).artifact(name).path
+    for f in src.parent.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    image = _images(bundle)[0]
+    with Classifier(tmp_path / src.name, backend) as bare, Classifier(bundle["root"], backend, artifact=name) as full:
+        assert bare.input_kind == PIXELS_BGR
+        assert np.abs(bare.predict(image).probs - full.predict(image).probs).max() <= 1e-6
