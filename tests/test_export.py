@@ -109,8 +109,9 @@ def test_every_target_declares_suffix_extra_doc_and_known_options():
                      "openvino-int8-u8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8", "tensorrt-u8",
                      "tensorrt-int8-u8", "litert", "litert-int8"]
     for t in list_targets():
-        assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt"), t
-        assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt")
+        assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt",
+                                                                      "litert-export"), t
+        assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt", "litert")
         assert t.precision in ("fp32", "fp16", "int8", "int8-weights")
         assert t.options <= fields, t.options - fields
         ok, reason = t.available()

@@ -227,7 +227,7 @@ def test_doctor(runner, bundle):
     result = runner.invoke(_cli(), ["doctor", "--json"])
     assert result.exit_code == 0
     assert {b["name"] for b in json.loads(result.output)["backends"]} == {"tensorrt", "onnxruntime", "openvino",
-                                                                         "coreml"}
+                                                                         "coreml", "litert"}
 
 
 def _copy_images(images, folder, names=("img00.png", "img01.jpg", "img02.jpg")):
