@@ -266,3 +266,29 @@ def test_a_bare_pixel_model_file_knows_its_input(bundle, tmp_path, name, backend
     with Classifier(tmp_path / src.name, backend) as bare, Classifier(bundle["root"], backend, artifact=name) as full:
         assert bare.input_kind == PIXELS_BGR
         assert np.abs(bare.predict(image).probs - full.predict(image).probs).max() <= 1e-6
+
+
+def test_a_real_server_runs_a_pixel_artifact(bundle):
+    """`edgecls serve` on a -u8 artifact: /v1/classify decodes into pixels, /v2 infer's float tensor is rounded back
+    to them, and both answer what `predict` answers."""
+    from edgecls.runtime import Classifier
+    from tests.conftest import serve_bundle
+
+    images = [Path(p) for p in _images(bundle)[:3]]
+    with Classifier(bundle["root"], "onnxruntime", artifact="onnx") as twin:
+        want = np.stack([twin.predict(p).probs for p in images])
+        tensors = np.stack([preprocess(p, twin.spec) for p in images])
+    with serve_bundle(bundle["root"], artifact="onnx-u8") as served:
+        c = served.client
+        for path, probs in zip(images, want):
+            r = c.post("/v1/classify", files={"file": (path.name, path.read_bytes(), "image/jpeg")})
+            assert r.status_code == 200, r.text
+            assert r.json()["artifact"] == "onnx-u8"
+            got = np.array([r.json()["probabilities"][n] for n in twin.class_names])
+            assert np.abs(got - probs).max() <= 1e-5
+        request = {"inputs": [{"name": "images", "shape": list(tensors.shape), "datatype": "FP32",
+                               "data": tensors.ravel().tolist()}], "outputs": [{"name": "probabilities"}]}
+        r = c.post(f"/v2/models/{Path(bundle['root']).name}/infer", json=request)
+        assert r.status_code == 200, r.text
+        got = np.asarray(r.json()["outputs"][0]["data"]).reshape(len(images), -1)
+        assert np.abs(got - want).max() <= 1e-5
