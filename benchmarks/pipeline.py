@@ -14,7 +14,10 @@ Steps:
           throughput)
 
 Run:  .venv/bin/python benchmarks/pipeline.py [--bundle BUNDLE] [--images DIR] [--frames 300] [--out report.json]
-      [--stills 1024,4000] [--num-stills 256]
+      [--stills 1024,4000] [--num-stills 256] [--artifact openvino-int8 --artifact openvino-int8-u8]
+      ``--artifact`` (repeatable) measures those artifacts of each bundle side by side, e.g. a float-input artifact
+      and its pixel-input (``-u8``) twin, which takes uint8 pixels and normalises in the engine: before/after in one
+      run; by default the one ``auto`` picks.
 Requirements: the `runtime` extra (+ `openvino` for the OpenVINO rows); building the default bundles needs the
 `train` extra (torch, onnx) — the runtime being measured never imports torch.
 """
@@ -181,41 +184,57 @@ def _rate(fn, items_per_call: int, *, min_seconds: float, warmup: int = 10) -> f
             return calls * items_per_call / elapsed
 
 
-def _decode_rate(images: list[Path], spec, workers: int) -> float:
-    """Images/s of decode + preprocess alone in the same thread pool predict uses (no inference)."""
+def _preprocessor(spec, kind: str):
+    from edgecls.preprocess import Preprocessor
+
+    try:
+        return Preprocessor(spec, output=kind)
+    except TypeError:  # before pixel-input artifacts: one kind of output
+        return Preprocessor(spec)
+
+
+def _decode_rate(images: list[Path], spec, workers: int, kind: str = "float32-nchw") -> float:
+    """Images/s of decode + preprocess alone in the same thread pool predict uses (no inference), making what the
+    artifact takes (``kind``: the float tensor, or a -u8 artifact's uint8 pixels)."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgecls.preprocess import preprocess
+    local = threading.local()
+
+    def load(path: Path):
+        if not hasattr(local, "pre"):
+            local.pre = _preprocessor(spec, kind)
+        return local.pre(path)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(lambda p: preprocess(p, spec), images):
+        for _ in pool.map(load, images):
             pass
     return len(images) / (time.perf_counter() - start)
 
 
-def _video_prep_rate(video: Path, spec) -> float:
+def _video_prep_rate(video: Path, spec, kind: str = "float32-nchw") -> float:
     """Frames/s of reading (decoding) and preprocessing the video alone, one thread: the ceiling for a stream that
     keeps every frame."""
     import cv2
 
-    from edgecls.preprocess import preprocess
-
+    pre = _preprocessor(spec, kind)
     cap = cv2.VideoCapture(str(video))
     frames, start = 0, time.perf_counter()
     while True:
         ok, frame = cap.read()
         if not ok:
             break
-        preprocess(frame, spec)
+        pre(frame)
         frames += 1
     cap.release()
     return frames / (time.perf_counter() - start)
 
 
 def measure(bundle: Path, images: list[Path], video: Path, *, batch: int, backend: str, seconds: float,
-            rounds: int, stills: dict[str, list[Path]] | None = None) -> dict:
-    """Interleave the four measurements ``rounds`` times and keep the medians (the machine may be shared)."""
+            rounds: int, stills: dict[str, list[Path]] | None = None, artifact: str | None = None) -> dict:
+    """Interleave the four measurements ``rounds`` times and keep the medians (the machine may be shared).
+    ``artifact``: this artifact of the bundle (None: the one ``auto`` picks)."""
     import cv2
 
     from edgecls.preprocess import preprocess, preprocess_batch
@@ -239,23 +258,33 @@ def measure(bundle: Path, images: list[Path], video: Path, *, batch: int, backen
 
     modes = "mode" in inspect.signature(Classifier).parameters  # the engine modes (absent before issue 15)
     with contextlib.ExitStack() as stack:
-        clf = stack.enter_context(Classifier(bundle, backend))
+        clf = stack.enter_context(Classifier(bundle, backend, artifact=artifact))
         devnull = stack.enter_context(open(os.devnull, "w"))
         # pure batched inference in the engine's best set-up for batches: the throughput mode where there is one
-        batched = stack.enter_context(Classifier(bundle, backend, mode="throughput")) if modes else clf
+        batched = stack.enter_context(Classifier(bundle, backend, mode="throughput", artifact=artifact)) if modes \
+            else clf
         info = clf.info()
+        kind = getattr(clf, "input_kind", "float32-nchw")  # a -u8 artifact takes uint8 pixels
         row.update(backend=info["backend"]["name"], device=info["backend"]["device"],
-                   precision=info["backend"]["precision"], artifact=info["artifact"]["name"])
-        one = preprocess(frame, clf.spec)[None]
-        many = preprocess_batch(images[:batch], clf.spec)
+                   precision=info["backend"]["precision"], artifact=info["artifact"]["name"], input=kind)
+        if hasattr(clf, "preprocessor"):  # the batches the engine is timed on: what the artifact takes
+            pre = clf.preprocessor()
+            one = clf.new_input(1)
+            pre(frame, one[0])
+            many = clf.new_input(batch)
+            for i, path in enumerate(images[:batch]):
+                pre(path, many[i])
+        else:
+            one = preprocess(frame, clf.spec)[None]
+            many = preprocess_batch(images[:batch], clf.spec)
         for r in range(1, rounds + 1):
             tag = f"{bundle.name} round {r}/{rounds}"
             print(f"[2/5] {tag}: pure batch-1 inference ({row['backend']}/{row['device']}, {row['precision']})")
             samples["pure_batch1_fps"].append(_rate(lambda: clf.backend.infer(one), 1, min_seconds=seconds))
             print(f"[3/5] {tag}: run --source video --no-show")
-            s = run_stream(bundle, source=str(video), backend=backend, show=False, stdout=devnull)
+            s = run_stream(bundle, source=str(video), backend=backend, artifact=artifact, show=False, stdout=devnull)
             samples["stream_fps"].append(s.fps)
-            samples["video_prep_fps"].append(_video_prep_rate(video, clf.spec))
+            samples["video_prep_fps"].append(_video_prep_rate(video, clf.spec, kind))
             row.update(stream_frames=s.frames, stream_latency_ms=s.mean_latency_ms, stream_dropped=s.dropped)
             print(f"[4/5] {tag}: pure batched inference (batch {batch})")
             latency_rate = _rate(lambda: clf.backend.infer(many), batch, min_seconds=seconds)
@@ -264,17 +293,17 @@ def measure(bundle: Path, images: list[Path], video: Path, *, batch: int, backen
                 max(latency_rate, _rate(lambda: batched.backend.infer(many), batch, min_seconds=seconds))
                 if batched is not clf else latency_rate)
             print(f"[5/5] {tag}: predict on {len(images)} images (batch {batch}); decode-only rate")
-            p = predict_paths(bundle, [str(i) for i in images], backend=backend, batch=batch, fmt="jsonl",
-                              stdout=devnull, progress=False)
+            p = predict_paths(bundle, [str(i) for i in images], backend=backend, artifact=artifact, batch=batch,
+                              fmt="jsonl", stdout=devnull, progress=False)
             samples["predict_ips"].append(p.images_per_second)
             row.update(predict_images=p.images, predict_errors=p.errors)
-            samples["decode_ips"].append(_decode_rate(images, clf.spec, workers))
+            samples["decode_ips"].append(_decode_rate(images, clf.spec, workers, kind))
             for label, files in stills.items():
                 print(f"[5/5] {tag}: predict on {len(files)} {label}-px stills")
-                p = predict_paths(bundle, [str(i) for i in files], backend=backend, batch=batch, fmt="jsonl",
-                                  stdout=devnull, progress=False)
+                p = predict_paths(bundle, [str(i) for i in files], backend=backend, artifact=artifact, batch=batch,
+                                  fmt="jsonl", stdout=devnull, progress=False)
                 samples[f"predict_{label}_ips"].append(p.images_per_second)
-                samples[f"decode_{label}_ips"].append(_decode_rate(files, clf.spec, workers))
+                samples[f"decode_{label}_ips"].append(_decode_rate(files, clf.spec, workers, kind))
     for key, values in samples.items():
         row[key] = float(np.median(values))
         row[key + "_all"] = [round(v, 1) for v in values]
@@ -347,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="long sides (px) of enlarged JPEG stills to run predict on too ('' for none)")
     parser.add_argument("--num-stills", type=int, default=256,
                         help="1024-px stills (the aquarium's first ones); larger sizes get fewer: n * (1024/size)^1.5")
+    parser.add_argument("--artifact", action="append",
+                        help="artifact(s) of each bundle to measure, side by side (e.g. openvino-int8 and its "
+                             "pixel-input twin openvino-int8-u8) [default: the one auto picks]")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
 
@@ -363,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
 
         meter = CpuMeter().start()
         rows = [measure(b, images, video, batch=args.batch, backend=be, seconds=args.seconds, rounds=args.rounds,
-                        stills=stills) for b in bundles for be in (args.backend or ["auto"])]
+                        stills=stills, artifact=art)
+                for b in bundles for be in (args.backend or ["auto"]) for art in (args.artifact or [None])]
         share = meter.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from edgecls.config import check_keys
 from edgecls.errors import ConfigError
-from edgecls.preprocess import DEFAULT_IMG_SIZE, PreprocessSpec
+from edgecls.preprocess import DEFAULT_IMG_SIZE, FLOAT_INPUT, PreprocessSpec, check_input_kind
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -47,7 +47,7 @@ _MANIFEST_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
 _ARTIFACT_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "name": (_STR, False), "path": (_STR, False), "format": (_STR, False), "precision": (_STR, False),
     "sha256": (_STR, False), "thresholds": (_LIST, False), "parent": (_STR, True), "parity": (_OBJ, True),
-    "calibration": (_OBJ, True), "details": (_OBJ, False),
+    "calibration": (_OBJ, True), "details": (_OBJ, False), "input": (_STR, False),
 }
 
 
@@ -89,9 +89,13 @@ class Artifact:
     parity: dict[str, Any] | None = None  # ParityReport.to_dict()
     calibration: dict[str, Any] | None = None  # images, split, method, preset ...
     details: dict[str, Any] = field(default_factory=dict)  # backend specifics (resolved precision, build settings)
+    # what the model takes (edgecls.preprocess.INPUT_KINDS): the float32 NCHW tensor, or uint8 NHWC pixels that the
+    # graph scales, normalises and transposes itself; a manifest written before the field existed means float
+    input: str = FLOAT_INPUT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        check_input_kind(self.input, where=f"artifact {self.name!r}: field input")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "manifest", index: int = 0) -> "Artifact":
@@ -100,6 +104,8 @@ class Artifact:
         label = f"{where}: artifacts[{index}]" + (f" ({data['name']!r})" if isinstance(data.get("name"), str) else "")
         check_keys(cls, data, label)
         _check_types(cls, data, label, _ARTIFACT_TYPES)
+        if "input" in data:
+            check_input_kind(data["input"], where=f"{label}: field input")
         return cls(**data)
 
 

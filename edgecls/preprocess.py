@@ -35,6 +35,42 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MAX_PIXELS = 100_000_000  # ~100 MP: an image whose header declares more is refused before decoding
 
+# What a model artifact takes as input (``Artifact.input`` in the manifest): the normalised float32 NCHW tensor of
+# :func:`preprocess`, or the resized/cropped uint8 pixels, NHWC, in BGR (OpenCV's decode order) or RGB, with the
+# scaling, mean/std, channel order and layout change inside the graph. A manifest without the field means float.
+FLOAT_INPUT = "float32-nchw"
+PIXELS_BGR = "uint8-nhwc-bgr"
+PIXELS_RGB = "uint8-nhwc-rgb"
+INPUT_KINDS = (FLOAT_INPUT, PIXELS_BGR, PIXELS_RGB)
+
+
+def check_input_kind(value: Any, *, where: str = "input") -> str:
+    """``value`` when it is one of :data:`INPUT_KINDS`, else a one-line :class:`ConfigError` naming them."""
+    if value not in INPUT_KINDS:
+        raise ConfigError(f"{where}: unknown input kind {value!r}; valid: {', '.join(INPUT_KINDS)} (re-export the "
+                          "bundle with this edgecls)")
+    return value
+
+
+def is_pixels(kind: str) -> bool:
+    """Whether an input kind is uint8 pixels (NHWC) rather than the float32 NCHW tensor."""
+    return kind in (PIXELS_BGR, PIXELS_RGB)
+
+
+def input_shape(spec: "PreprocessSpec", kind: str, n: int) -> tuple[int, int, int, int]:
+    """The (N, ...) shape of a batch of ``n`` inputs of ``kind``: (n, 3, S, S) float, (n, S, S, 3) pixels."""
+    size = spec.img_size
+    return (n, size, size, 3) if is_pixels(kind) else (n, 3, size, size)
+
+
+def input_dtype(kind: str) -> np.dtype:
+    return np.dtype(np.uint8) if is_pixels(kind) else np.dtype(np.float32)
+
+
+def new_input(spec: "PreprocessSpec", kind: str, n: int) -> np.ndarray:
+    """An uninitialised batch of ``n`` inputs of ``kind`` (for :class:`Preprocessor` to write rows into)."""
+    return np.empty(input_shape(spec, kind, n), dtype=input_dtype(kind))
+
 
 @dataclass(frozen=True)
 class PreprocessSpec:
@@ -417,11 +453,16 @@ class Preprocessor:
     normalised tensor into ``out`` (a row of a batch the caller keeps), so a stream of frames allocates nothing per
     frame after the first. The numbers are :func:`preprocess`'s, bit for bit (it is this class).
 
+    ``output``: what each call makes, one of :data:`INPUT_KINDS`: the float32 (3, S, S) tensor (default), or the
+    resized and cropped uint8 (S, S, 3) pixels in BGR or RGB for an artifact that normalises inside its graph (the
+    same resize, so the graph's normalisation of them equals the float path's).
+
     Not thread-safe: one per thread (the decode pools keep one in a ``threading.local``).
     """
 
-    def __init__(self, spec: PreprocessSpec) -> None:
+    def __init__(self, spec: PreprocessSpec, *, output: str = FLOAT_INPUT) -> None:
         self.spec = spec
+        self.output = check_input_kind(output, where="Preprocessor output")
         self._mean, self._inv_std = _norm_constants(spec)
         self._min_side = reduce_min_side(spec)
         self._resized: dict[tuple[int, int], np.ndarray] = {}
@@ -429,16 +470,26 @@ class Preprocessor:
 
     def __call__(self, source: ImageSource, out: np.ndarray | None = None, *, name: str | None = None,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        """One image -> float32 (3, img_size, img_size), written into ``out`` when given (and returned)."""
-        size = self.spec.img_size
+        """One image -> float32 (3, img_size, img_size) (or uint8 (img_size, img_size, 3) pixels, see ``output``),
+        written into ``out`` when given (and returned)."""
         bgr = decode_image(source, name=name, max_pixels=max_pixels, min_side=self._min_side)
-        small = self.resize(bgr)
+        return self.from_bgr(self.resize(bgr), out)
+
+    def from_bgr(self, small: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """A resized and cropped BGR uint8 (S, S, 3) image -> this preprocessor's output (into ``out``)."""
+        want = input_shape(self.spec, self.output, 1)[1:]
+        dtype = input_dtype(self.output)
         if out is None:
-            out = np.empty((3, size, size), dtype=np.float32)
-        elif out.shape != (3, size, size) or out.dtype != np.float32:
-            raise ConfigError(f"out must be a float32 (3, {size}, {size}) array, got {out.dtype} {out.shape}")
-        # BGR -> RGB and HWC -> CHW at once: each colour plane copied out (OpenCV, fast) into a reused buffer
+            out = np.empty(want, dtype=dtype)
+        elif out.shape != want or out.dtype != dtype:
+            raise ConfigError(f"out must be a {dtype} {want} array, got {out.dtype} {out.shape}")
         cv2 = _cv2()
+        if self.output == PIXELS_BGR:
+            np.copyto(out, small)
+            return out
+        if self.output == PIXELS_RGB:
+            return cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=out)
+        # BGR -> RGB and HWC -> CHW at once: each colour plane copied out (OpenCV, fast) into a reused buffer
         for c in range(3):
             cv2.extractChannel(small, 2 - c, self._planes[c])
         return _normalize_into(self._planes, self._mean, self._inv_std, out)
@@ -464,6 +515,27 @@ class Preprocessor:
         return img[top : top + size, left : left + size]
 
 
+def pixels_to_tensor(pixels: np.ndarray, spec: PreprocessSpec, kind: str) -> np.ndarray:
+    """uint8 pixels (N, S, S, 3) in ``kind``'s channel order -> the float32 (N, 3, S, S) tensor :func:`preprocess`
+    makes from the same image, bit for bit (what an artifact's in-graph normalisation computes)."""
+    mean, inv_std = _norm_constants(spec)
+    order = (2, 1, 0) if kind == PIXELS_BGR else (0, 1, 2)
+    out = np.empty((pixels.shape[0], 3, *pixels.shape[1:3]), dtype=np.float32)
+    for i in range(pixels.shape[0]):
+        planes = np.ascontiguousarray(pixels[i].transpose(2, 0, 1)[list(order)])
+        _normalize_into(planes, mean, inv_std, out[i])
+    return out
+
+
+def tensor_to_pixels(tensor: np.ndarray, spec: PreprocessSpec, kind: str) -> np.ndarray:
+    """The inverse of :func:`pixels_to_tensor`: float32 (N, 3, S, S) -> uint8 (N, S, S, 3) pixels of ``kind``,
+    rounded (exact for a tensor this module made; values outside the pixel range are clipped)."""
+    mean, inv_std = _norm_constants(spec)
+    values = np.rint(np.asarray(tensor, dtype=np.float32) / inv_std + mean)
+    pixels = np.clip(values, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(pixels[..., ::-1] if kind == PIXELS_BGR else pixels)
+
+
 def preprocess(source: ImageSource, spec: PreprocessSpec, *, name: str | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode (if needed), convert BGR to RGB, resize/crop and normalise one image -> float32 CHW.
@@ -481,13 +553,16 @@ def preprocess_batch(sources: Sequence[ImageSource], spec: PreprocessSpec) -> np
     return np.stack([preprocess(s, spec) for s in sources])
 
 
-def preprocess_paths(paths: Sequence[Path], spec: PreprocessSpec, *, what: str) -> np.ndarray:
-    """Decode and preprocess image files into one float32 NCHW array; a :class:`DataError` naming ``what`` (the
-    calibration, the parity check, the benchmark) and the file when one cannot be read."""
-    out = np.empty((len(paths), 3, spec.img_size, spec.img_size), dtype=np.float32)
+def preprocess_paths(paths: Sequence[Path], spec: PreprocessSpec, *, what: str,
+                     output: str = FLOAT_INPUT) -> np.ndarray:
+    """Decode and preprocess image files into one float32 NCHW array (or uint8 NHWC pixels, see
+    :class:`Preprocessor`'s ``output``); a :class:`DataError` naming ``what`` (the calibration, the parity check, the
+    benchmark) and the file when one cannot be read."""
+    out = new_input(spec, output, len(paths))
+    pre = Preprocessor(spec, output=output)
     for i, path in enumerate(paths):
         try:
-            out[i] = preprocess(path, spec)
+            pre(path, out[i])
         except DataError as exc:
             raise DataError(f"{what}: {exc}") from None
     return out

@@ -26,8 +26,9 @@ pytest.importorskip("onnxruntime")
 REPO = Path(__file__).resolve().parents[1]
 TINY = "timm:test_efficientnet"
 SPLITS = {"seed": 0, "val_fraction": 0.3, "test_fraction": 0.1}
-ALL_TARGETS = ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8",
-               "litert", "litert-fp16", "litert-int8", "executorch", "executorch-int8"]
+ALL_TARGETS = ["onnx", "onnx-int8", "onnx-u8", "onnx-int8-u8", "openvino", "openvino-int8", "openvino-u8",
+               "openvino-int8-u8", "coreml", "coreml-int8", "tensorrt", "tensorrt-int8", "tensorrt-u8",
+               "tensorrt-int8-u8", "litert", "litert-fp16", "litert-int8", "executorch", "executorch-int8"]
 
 
 def _train_tiny(data: Path, *, steps: int = 60):

@@ -445,3 +445,36 @@ def test_two_nodes_give_the_same_rows(bundle, images, tmp_path):
     assert "a worker cannot open it" in refused and "does not match the manifest" in refused, refused
     assert facts == {"nodes": 2, "cpus": 0.5, "written": 24}
     assert_same_rows(read_rows(tmp_path / "out"), local_rows(bundle, [str(images)]))
+
+
+def test_a_pixel_input_artifact_gives_the_rows_of_its_float_twin(local_ray, bundle, images, tmp_path):
+    """A worker on a -u8 artifact decodes into uint8 pixels (normalised in the engine) and writes the rows local
+    `edgecls predict` writes with the float artifact."""
+    pytest.importorskip("onnx")
+    import shutil
+    from dataclasses import replace
+
+    from edgecls._io import sha256_file
+    from edgecls.export.targets.onnx import add_pixel_input
+    from edgecls.manifest import Manifest
+    from edgecls.preprocess import PIXELS_BGR
+    from edgecls.runtime.commands import predict_paths
+    from edgecls.scale import ScaleConfig, predict_dataset
+
+    root = tmp_path / "bundle"
+    shutil.copytree(bundle, root)
+    manifest = Manifest.load(root)
+    (root / "onnx-u8").mkdir()
+    shutil.copy(root / "onnx" / "model.onnx", root / "onnx-u8" / "model.onnx")
+    add_pixel_input(root / "onnx-u8" / "model.onnx", manifest.preprocess, kind=PIXELS_BGR)
+    digest = sha256_file(root / "onnx-u8" / "model.onnx")
+    art = replace(manifest.artifact("onnx"), name="onnx-u8", path="onnx-u8/model.onnx", sha256=digest,
+                  input=PIXELS_BGR, details={"files": {"onnx-u8/model.onnx": digest}})
+    replace(manifest, artifacts=(*manifest.artifacts, art)).save(root)
+    out = io.StringIO()
+    predict_paths(root, [str(images)], artifact="onnx", fmt="jsonl", stdout=out)
+    reference = {r["source"]: r for r in map(json.loads, out.getvalue().splitlines()) if "error" not in r}
+    ds = predict_dataset(root, [images], ScaleConfig(workers="1", threads_per_worker=1, batch=4, artifact="onnx-u8"))
+    rows = [r for r in ds.take_all() if r["error"] is None]
+    assert {r["artifact"] for r in rows} == {"onnx-u8"}
+    assert_same_rows([{**r, "labels": list(r["labels"])} for r in rows], reference)

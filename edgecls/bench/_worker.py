@@ -43,6 +43,8 @@ class RowSpec:
     input_shape: tuple[int, ...] = (3, 224, 224)
     logits_out: str | None = None  # where to save the eval logits (.npy)
     mode: str = "latency"  # the engine's: latency | throughput (edgecls.runtime.backends.MODES)
+    input: str = "float32-nchw"  # what the artifact takes (edgecls.preprocess.INPUT_KINDS): pixels for a -u8 one
+    preprocess: dict[str, Any] | None = None  # the manifest's spec: turns the eval tensors into a -u8 one's pixels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,13 +129,24 @@ def _open_torch(spec: RowSpec) -> tuple[Callable[[np.ndarray], np.ndarray], dict
 
 
 def _inputs(spec: RowSpec) -> tuple[np.ndarray | None, Callable[[int], np.ndarray]]:
+    """The eval images (memory-mapped) and ``batch_of(n)``, as the row's artifact takes them: the float tensors, or
+    for a pixel-input (``-u8``) artifact the uint8 pixels they were made from (converted once, before any timing)."""
+    from edgecls.preprocess import PreprocessSpec, is_pixels, tensor_to_pixels
+
     images = np.load(spec.images, mmap_mode="r") if spec.images else None
+    pixels = is_pixels(spec.input)
+    if pixels and images is not None:
+        images = tensor_to_pixels(images, PreprocessSpec.from_dict(spec.preprocess or {}), spec.input)
+    dtype = np.uint8 if pixels else np.float32
 
     def batch_of(n: int) -> np.ndarray:
         if images is not None and len(images):
             idx = np.arange(n) % len(images)
-            return np.ascontiguousarray(images[idx], dtype=np.float32)
+            return np.ascontiguousarray(images[idx], dtype=dtype)
         rng = np.random.default_rng(0)
+        if pixels:
+            c, h, w = spec.input_shape
+            return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
         return rng.standard_normal((n, *spec.input_shape), dtype=np.float32)
 
     return images, batch_of
@@ -165,7 +178,7 @@ def measure(spec: RowSpec) -> dict[str, Any]:
             timings[str(b)] = len(t.times)
         if images is not None and spec.logits_out:
             chunk = 32
-            outs = [infer(np.array(images[i : i + chunk], dtype=np.float32))  # a writable copy of the mapped file
+            outs = [infer(np.array(images[i : i + chunk], dtype=images.dtype))  # a writable copy of the mapped file
                     for i in range(0, len(images), chunk)]
             np.save(spec.logits_out, np.concatenate(outs).astype(np.float32))
     finally:

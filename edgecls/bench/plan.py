@@ -61,7 +61,8 @@ def _plan_artifacts(manifest: Any, root: Path, cfg: BenchConfig, base: dict[str,
         for mode in cfg.modes:  # one row per engine mode; the latency row keeps the plain label
             spec = RowSpec(label=label if mode == "latency" else f"{label} {mode}", kind="backend",
                            model=str(c.path), backend=c.backend, device=c.device, precision=c.precision,
-                           artifact=art.name, mode=mode, **base)
+                           artifact=art.name, mode=mode, input=art.input,
+                           preprocess=manifest.preprocess.to_dict(), **base)
             planned.append(PlannedRow(spec, _model_size_mb(c.path), thresholds, _parity_passed(art),
                                     art.precision == "int8"))
     return planned

@@ -161,7 +161,7 @@ def _export_into(ctx: ExportContext, targets: Sequence[Target], tmp: Path, skipp
         details = dict(built.details)
         artifact = Artifact(name=target.name, path=built.path, format=target.format, precision=built.precision,
                             sha256="", thresholds=tuple(float(t) for t in ref_thresholds), parent=built.parent,
-                            calibration=built.calibration, details=details)
+                            calibration=built.calibration, details=details, input=built.input)
         runner, reason = target.runner(artifact, tmp)
         row: dict[str, Any] = {"artifact": target.name, "precision": precision_name(artifact)}
         if runner is None:
@@ -170,7 +170,7 @@ def _export_into(ctx: ExportContext, targets: Sequence[Target], tmp: Path, skipp
             row["not_run"] = reason
         else:
             try:
-                logits, info = target.run(tmp / (runner.path or built.path), val.images, runner)
+                logits, info = target.run(tmp / (runner.path or built.path), val.inputs(artifact.input), runner)
             except EdgeclsError:
                 raise
             except Exception as exc:

@@ -16,7 +16,7 @@ from edgecls.export.context import dataset_root, relative_names
 from edgecls.export.parity import Budgets, ParityReport, budget_precision, check_parity, format_table
 from edgecls.export.targets import get_target
 from edgecls.manifest import precision_name
-from edgecls.preprocess import preprocess_paths
+from edgecls.preprocess import PIXELS_BGR, PIXELS_RGB, is_pixels, pixels_to_tensor, preprocess_paths
 
 log = logging.getLogger("edgecls.export")
 
@@ -72,7 +72,7 @@ class BundleCheck:
 
 
 def _load_parity_images(bundle: Path, data: str | Path, doc: dict[str, Any], names: np.ndarray,
-                        manifest: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        manifest: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from edgecls.data import DataSpec, load_from_spec
 
     settings = doc.get("data", {})
@@ -89,10 +89,12 @@ def _load_parity_images(bundle: Path, data: str | Path, doc: dict[str, Any], nam
             f"{split.name!r} split (e.g. {missing[0]}); pass the dataset the bundle was exported with"
         )
     samples = [by_name[n] for n in wanted]
-    images = preprocess_paths([s.path for s in samples], manifest.preprocess, what="the parity check")
+    pixels = preprocess_paths([s.path for s in samples], manifest.preprocess, what="the parity check",
+                              output=PIXELS_BGR)
+    images = pixels_to_tensor(pixels, manifest.preprocess, PIXELS_BGR)  # preprocess()'s tensor, bit for bit
     targets = np.stack([s.target for s in samples]).astype(np.float32)
     known = np.stack([s.known for s in samples]).astype(bool)
-    return images, targets, known
+    return images, pixels, targets, known
 
 
 def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[str] | None = None,
@@ -122,7 +124,7 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
     chosen = list(artifacts) if artifacts else names
     for name in chosen:
         manifest.artifact(name)  # unknown: ConfigError listing the bundle's artifacts
-    images, targets, known = _load_parity_images(root, data, doc, ref["names"], manifest)
+    images, pixels, targets, known = _load_parity_images(root, data, doc, ref["names"], manifest)
     if not (np.array_equal(targets, ref["targets"]) and np.array_equal(known, ref["known"])):
         raise DataError(f"{data}: the labels of the parity images differ from those the bundle was checked with")
     ref_thresholds = np.asarray(manifest.thresholds, dtype=np.float32)
@@ -145,7 +147,9 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
             continue
         log.info("parity: %s on %s", artifact.name, runner.backend)
         model = check_artifact_files(root, artifact, root / (runner.path or artifact.path), verify=verify)
-        logits, info = target.run(model, images, runner)
+        inputs = images if not is_pixels(artifact.input) else \
+            np.ascontiguousarray(pixels[..., ::-1]) if artifact.input == PIXELS_RGB else pixels
+        logits, info = target.run(model, inputs, runner)
         report = artifact_report(artifact.name, artifact.details, artifact.precision, info, ref["logits"], logits,
                          _Images(targets, known), budgets, ref_thresholds, split, runner)
         reports[artifact.name] = report

@@ -38,6 +38,8 @@ class ImageSet:
         split: Split name.
         names: Image paths relative to the dataset folder (how the parity check finds them again).
         images: float32 ``(N, 3, H, W)``.
+        pixels: The same images as uint8 BGR pixels ``(N, H, W, 3)`` before normalisation (what a pixel-input
+            artifact takes; ``images`` is made from them, so both say the same bit for bit).
         targets: float32 ``(N, K)``.
         known: bool ``(N, K)``.
         total: Images in the split before sampling.
@@ -52,6 +54,17 @@ class ImageSet:
     total: int
     seed: int | None = None
     skipped: int = 0
+    pixels: np.ndarray | None = None
+
+    def inputs(self, kind: str) -> np.ndarray:
+        """The images as an artifact taking ``kind`` (edgecls.preprocess.INPUT_KINDS) takes them."""
+        from edgecls.preprocess import PIXELS_RGB, is_pixels
+
+        if not is_pixels(kind):
+            return self.images
+        if self.pixels is None:
+            raise DataError(f"the {self.split} images were loaded without their pixels")
+        return np.ascontiguousarray(self.pixels[..., ::-1]) if kind == PIXELS_RGB else self.pixels
 
     def __len__(self) -> int:
         return len(self.names)
@@ -84,7 +97,7 @@ def load_images(ckpt: Any, data: str | Path, split: str, *, limit: int | None = 
         DataError: the split has no readable image.
     """
     from edgecls.data import load_from_spec
-    from edgecls.preprocess import preprocess_paths
+    from edgecls.preprocess import PIXELS_BGR, pixels_to_tensor, preprocess_paths
 
     part = load_from_spec(ckpt.data_spec, data=data, class_names=ckpt.class_names, owner="checkpoint").split(split)
     samples = list(part.samples)
@@ -102,10 +115,11 @@ def load_images(ckpt: Any, data: str | Path, split: str, *, limit: int | None = 
         used_seed = seed
     root = dataset_root(data)
     paths = [s.path for s in samples]
-    images = preprocess_paths(paths, ckpt.preprocess, what=purpose)
+    pixels = preprocess_paths(paths, ckpt.preprocess, what=purpose, output=PIXELS_BGR)
+    images = pixels_to_tensor(pixels, ckpt.preprocess, PIXELS_BGR)  # what preprocess() makes, bit for bit
     targets = np.stack([s.target for s in samples]).astype(np.float32)
     known = np.stack([s.known for s in samples]).astype(bool)
-    return ImageSet(split, relative_names(paths, root), images, targets, known, total, used_seed)
+    return ImageSet(split, relative_names(paths, root), images, targets, known, total, used_seed, pixels=pixels)
 
 
 def torch_logits(model: Any, images: np.ndarray) -> np.ndarray:

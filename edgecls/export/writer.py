@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from edgecls.errors import ConfigError
 from edgecls.manifest import MANIFEST_NAME, Manifest
+from edgecls.preprocess import is_pixels
 
 log = logging.getLogger("edgecls.export")
 
@@ -165,6 +166,11 @@ def model_card(manifest: Manifest, parity: dict[str, Any], *, sizes: dict[str, f
     pre = manifest.preprocess
     size = pre.img_size
     ref = parity.get("reference", {})
+    pixel_arts = [a for a in manifest.artifacts if is_pixels(a.input)]
+    pixel_lines = [f"- pixel-input artifacts ({', '.join(a.name for a in pixel_arts)}): input `{manifest.input_name}` "
+                   f"is uint8 NHWC (batch, {size}, {size}, 3), the pixels after the resize/crop in the order their "
+                   f"manifest `input` says ({', '.join(sorted({a.input for a in pixel_arts}))}); the scaling, "
+                   "mean/std, channel order and layout change run inside the model"] if pixel_arts else []
     lines = [
         f"# {manifest.backbone} multi-label classifier ({manifest.num_classes} classes)",
         "",
@@ -182,6 +188,7 @@ def model_card(manifest: Manifest, parity: dict[str, Any], *, sizes: dict[str, f
         f"- input `{manifest.input_name}`: float32 NCHW (batch, 3, {size}, {size}), RGB",
         f"- preprocessing: resize `{pre.resize}` (crop_pct {pre.crop_pct}, {pre.interpolation}) to {size}x{size}, "
         f"pixels x {pre.scale:.6g}, minus mean {list(pre.mean)}, divided by std {list(pre.std)}",
+        *pixel_lines,
         f"- output `{manifest.output_name}`: (batch, {manifest.num_classes}) logits; probability = sigmoid(logit); a "
         "label is present when its probability >= the artifact's threshold for it",
         "",

@@ -21,7 +21,15 @@ import numpy as np
 from edgecls.errors import ConfigError
 from edgecls.manifest import Artifact, Manifest, precision_name
 from edgecls.metrics import sigmoid
-from edgecls.preprocess import DEFAULT_MAX_PIXELS, ImageSource, PreprocessSpec, preprocess
+from edgecls.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    ImageSource,
+    Preprocessor,
+    PreprocessSpec,
+    is_pixels,
+    new_input,
+    tensor_to_pixels,
+)
 from edgecls.runtime.backends import (
     LATENCY,
     Attempt,
@@ -162,6 +170,7 @@ class Classifier:
         if manifest.output_activation != "sigmoid":
             raise ConfigError(f"output_activation {manifest.output_activation!r} is not supported (only sigmoid)")
         self.spec: PreprocessSpec = manifest.preprocess
+        self.input_kind: str = self.artifact.input  # what the engine takes: edgecls.preprocess.INPUT_KINDS
         self.reason = self.choice.reason
         self.load_seconds = time.perf_counter() - start
         log.info("%s: %s on %s (%s) - %s", Path(bundle_or_model).name, self.artifact.name, self.backend.name,
@@ -190,7 +199,14 @@ class Classifier:
                 yield lambda: _raise_verdict(verdict)
 
         def accept(backend: Backend, att: Attempt) -> None:
-            check_input_size(backend, img_size, where=f"bundle {root}, artifact {att.artifact!r}")
+            where = f"bundle {root}, artifact {att.artifact!r}"
+            check_input_size(backend, img_size, where=where)
+            kind = by_attempt[id(att)].artifact.input
+            if is_pixels(kind) != bool(getattr(backend, "pixels", False)):
+                takes = "uint8 NHWC pixels" if backend.pixels else "a float32 NCHW tensor"
+                raise ConfigError(f"{where}: the manifest says its input is {kind}, but the model "
+                                  f"{Path(str(backend.model_path)).name} takes {takes}; the manifest and the model "
+                                  "disagree, re-export the bundle")
 
         backend, index, failures = open_first(attempts, threads=threads, explicit=not auto, guard=guard,
                                               accept=accept, subject="run this bundle", mode=mode)
@@ -225,16 +241,46 @@ class Classifier:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         results: list[Prediction] = []
+        pre = self.preprocessor()
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            tensors = np.stack([preprocess(img, self.spec, max_pixels=self.max_pixels) for img in chunk])
+            tensors = self.new_input(len(chunk))
+            for i, img in enumerate(chunk):
+                pre(img, tensors[i], max_pixels=self.max_pixels)
             names = [_source_name(img, start + i) for i, img in enumerate(chunk)]
             results.extend(self.predictions(self.probs(tensors), names))
         return results
 
+    def preprocessor(self) -> Preprocessor:
+        """A :class:`~edgecls.preprocess.Preprocessor` that makes what this artifact takes (:attr:`input_kind`): the
+        float32 (3, H, W) tensor, or for a ``-u8`` artifact the resized uint8 (H, W, 3) pixels that its graph
+        normalises. One per thread; its rows go into :meth:`new_input` batches and then to :meth:`probs`."""
+        return Preprocessor(self.spec, output=self.input_kind)
+
+    def new_input(self, n: int) -> np.ndarray:
+        """An uninitialised batch of ``n`` inputs of :attr:`input_kind` (rows for :meth:`preprocessor`)."""
+        return new_input(self.spec, self.input_kind, n)
+
+    def to_input(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as this artifact takes it: a float32 (N, 3, H, W) tensor becomes uint8 pixels for a ``-u8``
+        artifact (rounded back: exact for a tensor edgecls's preprocessing made); anything else is returned as is
+        (the engine checks it)."""
+        if self.pixels:
+            arr = np.asarray(batch)
+            if arr.ndim == 4 and arr.shape[1] == 3 and arr.dtype != np.uint8:
+                return tensor_to_pixels(arr, self.spec, self.input_kind)
+        return batch
+
+    @property
+    def pixels(self) -> bool:
+        """Whether this artifact takes uint8 pixels (normalising inside the engine) instead of the float tensor."""
+        return is_pixels(self.input_kind)
+
     def probs(self, batch: np.ndarray) -> np.ndarray:
-        """Sigmoid probabilities (N, K) for a preprocessed float32 (N, 3, H, W) batch."""
-        logits = self.backend.infer(batch)
+        """Sigmoid probabilities (N, K) for a preprocessed batch: the float32 (N, 3, H, W) tensor, which every
+        artifact takes (a ``-u8`` artifact gets it back as pixels, exact for a tensor edgecls made), or what
+        :meth:`preprocessor` makes for this artifact (uint8 (N, H, W, 3) pixels for a ``-u8`` one)."""
+        logits = self.backend.infer(self.to_input(batch))
         if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
             raise ConfigError(f"{self.artifact.name}: the model returns shape {logits.shape}, the manifest lists "
                               f"{len(self.class_names)} classes")
@@ -259,6 +305,7 @@ class Classifier:
             "artifact": {"name": self.artifact.name, "path": str(self.choice.path), "format": self.artifact.format,
                          "precision": self.artifact.precision},
             "precision": self.precision_name,
+            "input": self.input_kind,
             "mode": self.mode,
             "backend": self.backend.info(),
             "reason": self.reason,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError
-from edgecls.preprocess import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Preprocessor
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, FLOAT_INPUT, IMAGE_EXTENSIONS, Preprocessor
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -187,13 +187,14 @@ def _not_regular(path: str) -> str | None:
 _local = threading.local()
 
 
-def _load(path: str, spec: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
+def _load(path: str, spec: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+          kind: str = FLOAT_INPUT) -> tuple[np.ndarray | None, str | None]:
     why = _not_regular(path)
     if why is not None:
         return None, why
     pre = getattr(_local, "pre", None)
-    if pre is None or pre.spec != spec:  # one Preprocessor per decode thread: its resize buffer is reused
-        pre = _local.pre = Preprocessor(spec)
+    if pre is None or pre.spec != spec or pre.output != kind:  # one per decode thread: its resize buffer is reused
+        pre = _local.pre = Preprocessor(spec, output=kind)
     try:
         return pre(path, max_pixels=max_pixels), None
     except DataError as exc:
@@ -222,6 +223,7 @@ def predict_files(
     workers = workers or min(4, os.cpu_count() or 1)
     window = prefetch or max(2 * batch, batch + 2 * workers)
     spec = classifier.spec
+    kind = getattr(classifier, "input_kind", FLOAT_INPUT)  # uint8 pixels for a -u8 artifact: normalised in the engine
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-decode")
     inflight: deque[tuple[str, Future]] = deque()
     todo = iter(paths)
@@ -231,7 +233,7 @@ def predict_files(
             path = next(todo, None)
             if path is None:
                 return
-            inflight.append((path, pool.submit(_load, path, spec, classifier.max_pixels)))
+            inflight.append((path, pool.submit(_load, path, spec, classifier.max_pixels, kind)))
 
     def flush(rows: list[tuple[str, np.ndarray | None, str | None]]) -> list["Prediction"]:
         tensors = [t for _, t, _ in rows if t is not None]

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from edgecls.bundle import META_PREFIX
 from edgecls.errors import ConfigError
 from edgecls.manifest import MANIFEST_NAME, Artifact, Manifest
-from edgecls.preprocess import PreprocessSpec
+from edgecls.preprocess import FLOAT_INPUT, PreprocessSpec
 
 
 def _varint(buf: Any, pos: int) -> tuple[int, int]:
@@ -148,7 +148,10 @@ def manifest_from_model(model: Path) -> tuple[Manifest, Artifact]:
 
         ops = {op.get_type_name() for op in core().read_model(str(model)).get_ops()}
         fmt, precision = "openvino", ("int8" if "FakeQuantize" in ops else "fp32")
+    # the input kind the export recorded for this artifact (its manifest, reduced to it, is embedded): uint8 pixels
+    # for a -u8 artifact; float32 NCHW for older files
+    kind = manifest.artifacts[0].input if len(manifest.artifacts) == 1 else FLOAT_INPUT
     art = Artifact(name=model.stem, path=model.resolve().name, format=fmt, precision=precision, sha256="",
-                   thresholds=tuple(thresholds))
+                   thresholds=tuple(thresholds), input=kind)
     return manifest, art
 

@@ -29,6 +29,7 @@ from edgecls.bundle import (
 )
 from edgecls.errors import ConfigError, IntegrityError
 from edgecls.manifest import Artifact, Manifest, device_only
+from edgecls.preprocess import is_pixels
 from edgecls.runtime.backends import (
     BACKEND_NAMES,
     Candidate,
@@ -171,19 +172,22 @@ def model_path(root: Path, art: Artifact, backend: str) -> Path:
 
 
 def order_artifacts(artifacts: Iterable[Artifact], formats: Sequence[str], int8_fast: bool) -> list[Artifact]:
-    """Artifacts in ``formats``: INT8 first when the device runs it fast (float first otherwise), then by format."""
+    """Artifacts in ``formats``: INT8 first when the device runs it fast (float first otherwise), then by format, then
+    the pixel-input variant (uint8 NHWC in, normalised in the engine) before the float-input one."""
     usable = [a for a in artifacts if a.format in formats]
-    return sorted(usable, key=lambda a: ((a.precision == "int8") != int8_fast, formats.index(a.format)))
+    return sorted(usable, key=lambda a: ((a.precision == "int8") != int8_fast, formats.index(a.format),
+                                         not is_pixels(a.input)))
 
 
 def _why_artifact(art: Artifact, cand: Candidate | None, forced: bool) -> str:
     if forced:
         return f"artifact {art.name} as requested"
+    u8 = "; uint8 pixels in, normalised in the engine" if is_pixels(art.input) else ""
     if art.precision == "int8":
-        return f"artifact {art.name} (int8: this device runs INT8 fast)"
+        return f"artifact {art.name} (int8: this device runs INT8 fast{u8})"
     if cand is not None and cand.int8_fast:
-        return f"artifact {art.name} ({art.precision}; no int8 artifact this backend runs)"
-    return f"artifact {art.name} ({art.precision}; INT8 would not be faster on this device)"
+        return f"artifact {art.name} ({art.precision}; no int8 artifact this backend runs{u8})"
+    return f"artifact {art.name} ({art.precision}; INT8 would not be faster on this device{u8})"
 
 
 def plan(

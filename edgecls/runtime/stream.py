@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError
-from edgecls.preprocess import Preprocessor, limit_text, size_text
+from edgecls.preprocess import FLOAT_INPUT, Preprocessor, limit_text, new_input, size_text
 
 if TYPE_CHECKING:
     from edgecls.runtime.classifier import Classifier, Prediction
@@ -213,10 +213,12 @@ class OrderedFrames:
     Each frame's tensor is written into a slot of one ring of input tensors allocated once (``depth + max_batch + 2``
     slots: the queue, the frame the reader holds and the batch being inferred never share one), by a
     :class:`~edgecls.preprocess.Preprocessor` per worker thread, so reading a file allocates no tensor per frame.
-    A frame's future gives its slot index; :meth:`batch` turns a group of slots into one (N, 3, H, W) input.
+    A frame's future gives its slot index; :meth:`batch` turns a group of slots into one (N, 3, H, W) input (or
+    (N, H, W, 3) uint8 pixels for an artifact that normalises in the engine: ``kind``).
     """
 
-    def __init__(self, cap: Any, spec: Any, *, depth: int = 8, workers: int = 2, max_batch: int = 8) -> None:
+    def __init__(self, cap: Any, spec: Any, *, depth: int = 8, workers: int = 2, max_batch: int = 8,
+                 kind: str = FLOAT_INPUT) -> None:
         self.cap = cap
         self.dropped = 0
         self.read_count = 0
@@ -224,9 +226,9 @@ class OrderedFrames:
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-prep")
         self._spec = spec
-        size = spec.img_size
-        self._ring = np.empty((depth + max_batch + 2, 3, size, size), dtype=np.float32)
-        self._gather = np.empty((max_batch, 3, size, size), dtype=np.float32)
+        self._kind = kind
+        self._ring = new_input(spec, kind, depth + max_batch + 2)
+        self._gather = new_input(spec, kind, max_batch)
         self._local = threading.local()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgecls-reader", daemon=True)
@@ -256,7 +258,7 @@ class OrderedFrames:
     def _prepare(self, frame: np.ndarray, slot: int) -> int:
         pre = getattr(self._local, "pre", None)
         if pre is None:
-            pre = self._local.pre = Preprocessor(self._spec)
+            pre = self._local.pre = Preprocessor(self._spec, output=self._kind)
         pre(frame, self._ring[slot])
         return slot
 
@@ -412,14 +414,15 @@ def stream_frames(
     if src.kind == "file" and realtime:
         pace = stats.source_fps or 30.0
 
+    kind = getattr(classifier, "input_kind", FLOAT_INPUT)  # uint8 pixels for a -u8 artifact
+
     def start_reader(c: Any) -> Any:
-        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch), max_batch=max_batch) if ordered \
-            else LatestFrame(c, pace_fps=pace)
+        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch), max_batch=max_batch, kind=kind) \
+            if ordered else LatestFrame(c, pace_fps=pace)
 
     # a live frame is preprocessed here, into one input tensor kept for the whole run (nothing allocated per frame)
-    live_prep = None if ordered else Preprocessor(classifier.spec)
-    live_input = None if ordered else np.empty((1, 3, classifier.spec.img_size, classifier.spec.img_size),
-                                               dtype=np.float32)
+    live_prep = None if ordered else Preprocessor(classifier.spec, output=kind)
+    live_input = None if ordered else new_input(classifier.spec, kind, 1)
 
     reader = start_reader(cap)
     start = time.perf_counter()

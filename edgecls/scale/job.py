@@ -1,8 +1,9 @@
 """The Ray job: read bytes -> ``map_batches`` on a pool of workers that each open the bundle's ``Classifier`` once ->
 result rows, and the runner that writes them in deterministic blocks so that a rerun resumes.
 
-Nothing here computes an answer itself: a worker decodes with :func:`edgecls.preprocess.preprocess` (OpenCV, the one
-preprocessing of training, export and the runtime) and scores with :class:`edgecls.runtime.Classifier`, so its rows
+Nothing here computes an answer itself: a worker decodes with its classifier's
+:class:`edgecls.preprocess.Preprocessor` (OpenCV, the one preprocessing of training, export and the runtime; uint8
+pixels for an artifact that normalises in the engine) and scores with :class:`edgecls.runtime.Classifier`, so its rows
 are those of local ``edgecls predict`` on the same backend.
 
 Resume, exactly once: the sorted inputs are cut into blocks of ``block_size``; block i is written as
@@ -19,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,6 @@ import numpy as np
 from edgecls._deps import require
 from edgecls.errors import ConfigError, DataError, EdgeclsError
 from edgecls.manifest import MANIFEST_NAME, Manifest
-from edgecls.preprocess import preprocess
 from edgecls.scale.cluster import READ_CPUS, WorkerPlan, cluster_size, connect, plan_workers, ray_module
 from edgecls.scale.config import ScaleConfig
 from edgecls.scale.sources import Inputs, Output, is_uri, list_inputs, open_output, resolve_uri
@@ -206,6 +207,7 @@ class Predictor:
                               artifact=options["artifact"], threads=self.threads, verify=options["verify"],
                               max_pixels=options["max_pixels"], mode="throughput")  # batches: no latency bound
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="edgecls-decode")
+        self._local = threading.local()
         self.internal = internal
         self.worker = f"{_node_ip()}:{os.getpid()}"
         self.artifact = self.clf.artifact.name
@@ -219,7 +221,10 @@ class Predictor:
         if error is not None:
             return None, error
         try:
-            return preprocess(data or b"", self.clf.spec, name=path, max_pixels=self.clf.max_pixels), None
+            pre = getattr(self._local, "pre", None)
+            if pre is None:  # one per decode thread (its resize buffer is reused); the artifact's input kind
+                pre = self._local.pre = self.clf.preprocessor()
+            return pre(data or b"", name=path, max_pixels=self.clf.max_pixels), None
         except DataError as exc:
             return None, str(exc)
         except Exception as exc:  # a decoder crash on one odd file must not end the job

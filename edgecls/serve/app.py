@@ -30,7 +30,7 @@ import numpy as np
 from edgecls._deps import require
 from edgecls.errors import DataError, EdgeclsError
 from edgecls.metrics import sigmoid
-from edgecls.preprocess import preprocess
+from edgecls.preprocess import FLOAT_INPUT, Preprocessor
 from edgecls.serve.auth import Unauthorized, require_key
 from edgecls.serve.batcher import BatcherClosed, DynamicBatcher, QueueFull
 from edgecls.serve.config import ServeConfig
@@ -379,7 +379,8 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
         if not data:
             raise DataError(f"{name}: empty image")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, _preprocess, data, spec, name, cfg.max_pixels or None)
+        return await loop.run_in_executor(pool, _preprocess, data, spec, name, cfg.max_pixels or None,
+                                          classifier.input_kind)
 
     def submit(x: np.ndarray, *, logits: bool = False) -> "asyncio.Future[np.ndarray]":
         """Queue ``x`` for the engine now (inside the request's announce block); await the answer later."""
@@ -501,7 +502,8 @@ def create_app(classifier: "Classifier", cfg: ServeConfig, *, batcher: DynamicBa
         async def work() -> dict[str, Any]:
             with batcher.announce():
                 loop = asyncio.get_running_loop()  # a large tensor takes milliseconds to convert: not on the loop
-                x = await loop.run_in_executor(pool, _tensor_of, body, spec.img_size, cfg.max_files)
+                x = await loop.run_in_executor(pool, lambda: classifier.to_input(  # pixels for a -u8 artifact
+                    _tensor_of(body, spec.img_size, cfg.max_files)))
                 wanted = _wanted_outputs(body)
                 answer = submit(x, logits=True)
             logits = await answer
@@ -595,8 +597,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _preprocess(data: bytes, spec: Any, name: str, max_pixels: int | None) -> np.ndarray:
-    return preprocess(data, spec, name=name, max_pixels=max_pixels)
+_local = threading.local()
+
+
+def _preprocess(data: bytes, spec: Any, name: str, max_pixels: int | None, kind: str = FLOAT_INPUT) -> np.ndarray:
+    """One image -> what the artifact takes (``kind``), by a :class:`Preprocessor` kept per decode thread (its
+    resize buffer is reused); the result is the caller's own array."""
+    pre = getattr(_local, "pre", None)
+    if pre is None or pre.spec != spec or pre.output != kind:
+        pre = _local.pre = Preprocessor(spec, output=kind)
+    return pre(data, name=name, max_pixels=max_pixels)
 
 
 def _ms(seconds: float) -> float:

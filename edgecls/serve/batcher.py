@@ -44,7 +44,7 @@ class InferenceTimeout(EdgeclsError):
 
 @dataclass
 class _Item:
-    batch: np.ndarray  # (n, 3, H, W) float32
+    batch: np.ndarray  # (n, 3, H, W) float32, or (n, H, W, 3) uint8 pixels for an artifact normalising in the engine
     future: Future
     logits: bool  # the caller wants logits (KServe) rather than probabilities
     single: bool  # one (3, H, W) image: the result is its (K,) row
@@ -119,7 +119,8 @@ class DynamicBatcher:
                 self._cond.notify_all()
 
     def submit(self, x: np.ndarray, *, logits: bool = False) -> Future:
-        """Queue one preprocessed image ``(3, H, W)`` or a batch ``(N, 3, H, W)``; the future gives its ``(N, K)``
+        """Queue one preprocessed image ``(3, H, W)`` or a batch ``(N, 3, H, W)`` (uint8 ``(H, W, 3)`` pixels or
+        ``(N, H, W, 3)`` batches for an artifact that normalises in the engine); the future gives its ``(N, K)``
         probabilities (logits with ``logits=True``), or ``(K,)`` for a single image.
 
         Raises:
@@ -127,7 +128,7 @@ class DynamicBatcher:
             BatcherClosed: the batcher was stopped.
         """
         single = x.ndim == 3
-        batch = np.ascontiguousarray(x[None] if single else x, dtype=np.float32)
+        batch = np.ascontiguousarray(x[None] if single else x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32)
         if batch.ndim != 4:
             raise ValueError(f"expected a (3, H, W) image or an (N, 3, H, W) batch, got shape {x.shape}")
         future: Future = Future()

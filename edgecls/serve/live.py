@@ -37,7 +37,7 @@ import numpy as np
 
 from edgecls._deps import require
 from edgecls.errors import ConfigError, DataError
-from edgecls.preprocess import DEFAULT_MAX_PIXELS, PreprocessSpec
+from edgecls.preprocess import DEFAULT_MAX_PIXELS, FLOAT_INPUT, PreprocessSpec, check_input_kind
 from edgecls.runtime.classifier import Classifier
 from edgecls.runtime.stream import (
     DEFAULT_FRAME_TIMEOUT,
@@ -197,8 +197,9 @@ class _Engine:
     predictions = Classifier.predictions  # the one thresholding rule (probability >= the artifact's threshold)
 
     def __init__(self, spec: PreprocessSpec, class_names: Sequence[str], thresholds: Sequence[float],
-                 infer: Infer, *, retry_for: float, stop: threading.Event) -> None:
+                 infer: Infer, *, retry_for: float, stop: threading.Event, input_kind: str = FLOAT_INPUT) -> None:
         self.spec = spec
+        self.input_kind = input_kind  # what stream_frames preprocesses frames into (the artifact's input)
         self.class_names = tuple(class_names)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         if self.thresholds.shape != (len(self.class_names),):
@@ -237,6 +238,8 @@ class LiveView:
         source: from :func:`edgecls.runtime.stream.parse_source` (``--camera N`` or ``--source FILE_OR_URL``).
         spec, class_names, thresholds: the bundle's (``Classifier.spec``, ``.class_names``, ``.thresholds``).
         infer: preprocessed float32 ``(N, 3, H, W)`` -> probabilities ``(N, K)``, callable from this thread.
+        input_kind: what ``infer`` takes (``Classifier.input_kind``): uint8 ``(N, H, W, 3)`` pixels for an artifact
+            that normalises in the engine.
         min_duration: seconds a new label set must hold before it is an event (0: at once).
         frame_timeout: a try of the source fails when no frame comes in this many seconds; a failing ``infer`` is
             tried again for as long before the error counts.
@@ -255,6 +258,7 @@ class LiveView:
         class_names: Sequence[str],
         thresholds: Sequence[float],
         infer: Infer,
+        input_kind: str = FLOAT_INPUT,
         min_duration: float = 0.5,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         reconnect_tries: int = 3,
@@ -279,7 +283,8 @@ class LiveView:
         self.loop_file = loop_file
         self.retry_delay = retry_delay
         self.closed = threading.Event()  # set by stop(): streams and the loop end
-        self._engine = _Engine(spec, class_names, thresholds, infer, retry_for=self.frame_timeout, stop=self.closed)
+        self._engine = _Engine(spec, class_names, thresholds, infer, retry_for=self.frame_timeout, stop=self.closed,
+                               input_kind=check_input_kind(input_kind, where="LiveView input_kind"))
         if opener is open_capture:
             opener = functools.partial(open_capture, timeout=self.frame_timeout)
         self._opener = limit_frames(opener, max_pixels or None)

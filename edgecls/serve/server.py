@@ -98,8 +98,7 @@ class Service:
 
     def warm_up(self) -> None:
         """A few engine calls through the batcher (the first ones pay for allocations and kernel choices)."""
-        size = self.classifier.spec.img_size
-        x = np.zeros((1, 3, size, size), np.float32)
+        x = np.zeros_like(self.classifier.new_input(1))  # what the artifact takes (uint8 pixels for a -u8 one)
         start = time.perf_counter()
         for n in (1, min(self.cfg.max_batch, 8), 1)[:WARMUP_CALLS]:
             self.batcher.infer(np.repeat(x, n, axis=0), timeout=120.0)
@@ -117,6 +116,7 @@ class Service:
         source = parse_source(camera=cfg.camera, source=cfg.source)
         clf = self.classifier
         live = LiveView(source, spec=clf.spec, class_names=clf.class_names, thresholds=clf.thresholds,
+                        input_kind=clf.input_kind,
                         infer=lambda batch: self.batcher.infer(batch, timeout=cfg.request_timeout),
                         min_duration=cfg.min_duration, frame_timeout=cfg.frame_timeout,
                         reconnect_tries=cfg.reconnect_tries, max_pixels=cfg.max_pixels or None)

@@ -1,4 +1,6 @@
-"""ONNX targets: ``onnx`` (FP32) and ``onnx-int8`` (static Q/DQ quantization for ONNX Runtime).
+"""ONNX targets: ``onnx`` (FP32) and ``onnx-int8`` (static Q/DQ quantization for ONNX Runtime), and their pixel-input
+variants ``onnx-u8`` and ``onnx-int8-u8``: the same graphs behind a prefix (:func:`add_pixel_input`) that takes the
+resized uint8 BGR pixels, NHWC, and does the scaling, mean/std, BGR->RGB and NHWC->NCHW in the engine.
 
 The FP32 graph is the root every other ONNX-based artifact (OpenVINO, TensorRT) is made from, so this module also
 holds the helpers they share: :func:`float_onnx` (made once per export), :func:`export_float_onnx`, :func:`head_nodes`,
@@ -335,6 +337,87 @@ def check_qdq(path: Path, *, exclude: Sequence[str] = (), symmetric_activations:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# pixel input (uint8 NHWC): the normalisation inside the graph
+
+
+def add_pixel_input(path: Path, spec: Any, *, kind: str) -> dict[str, Any]:
+    """Put a prefix in front of the ONNX graph at ``path`` (in place): its input becomes uint8 pixels (N, S, S, 3) in
+    ``kind``'s channel order (edgecls.preprocess.PIXELS_BGR or PIXELS_RGB), and the prefix computes the float32 NCHW
+    tensor the graph took before, as :func:`edgecls.preprocess.preprocess` does on the CPU: Cast to float (first: the
+    only layer TensorRT feeds a uint8 input into), NHWC -> NCHW (Transpose), the channel order reversed when it is BGR
+    (a Gather of whole planes), minus the mean and times scale / std per
+    channel (Sub, Mul: the same float32 operations in the same order, so the tensor is the CPU's bit for bit).
+
+    Works for any graph with one image input (the FP32 ONNX and the Q/DQ INT8 ONNX alike: the prefix feeds the first
+    QuantizeLinear). Returns what was done, for the manifest.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecls.preprocess import PIXELS_BGR, PIXELS_RGB, _norm_constants
+
+    if kind not in (PIXELS_BGR, PIXELS_RGB):
+        raise ConfigError(f"pixel input must be {PIXELS_BGR} or {PIXELS_RGB}, got {kind!r}")
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    if len(graph.input) != 1:
+        raise EdgeclsError(f"{path.name}: expected one graph input, got {len(graph.input)}")
+    old = graph.input[0]
+    name = old.name
+    dims = old.type.tensor_type.shape.dim
+    batch = dims[0].dim_param or (str(dims[0].dim_value) if dims[0].HasField("dim_value") else "batch")
+    size = int(spec.img_size)
+    taken = {o for n in graph.node for o in (*n.input, *n.output)} | {i.name for i in graph.initializer}
+
+    def fresh(stem: str) -> str:
+        out = f"edgecls_pre/{stem}"
+        while out in taken:
+            out += "_"
+        taken.add(out)
+        return out
+
+    tensor = fresh("tensor")
+    for node in graph.node:  # every consumer of the old input reads the prefix's output instead
+        for i, inp in enumerate(node.input):
+            if inp == name:
+                node.input[i] = tensor
+    mean, inv_std = _norm_constants(spec)
+    c_mean, c_inv, c_order = fresh("mean"), fresh("scale_over_std"), fresh("rgb_order")
+    graph.initializer.extend([
+        numpy_helper.from_array(mean.reshape(1, 3, 1, 1), c_mean),
+        numpy_helper.from_array(inv_std.reshape(1, 3, 1, 1), c_inv),
+        numpy_helper.from_array(np.array([2, 1, 0], dtype=np.int64), c_order),
+    ])
+    # Cast first: TensorRT takes a uint8 network input only into a Cast. The channel order is reversed after the
+    # transpose, where a Gather copies whole planes (on ONNX Runtime 4x faster than gathering along the last axis)
+    as_float, nchw = fresh("float"), fresh("nchw")
+    nodes = [helper.make_node("Cast", [name], [as_float], to=TensorProto.FLOAT, name="edgecls_pre/to_float"),
+             helper.make_node("Transpose", [as_float], [nchw], perm=[0, 3, 1, 2], name="edgecls_pre/nhwc_to_nchw")]
+    src = nchw
+    if kind == PIXELS_BGR:
+        rgb = fresh("rgb")
+        nodes.append(helper.make_node("Gather", [src, c_order], [rgb], axis=1, name="edgecls_pre/bgr_to_rgb"))
+        src = rgb
+    centred = fresh("centred")
+    nodes += [
+        helper.make_node("Sub", [src, c_mean], [centred], name="edgecls_pre/minus_mean"),
+        helper.make_node("Mul", [centred, c_inv], [tensor], name="edgecls_pre/times_scale_over_std"),
+    ]
+    kept = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *kept])
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info(name, TensorProto.UINT8, [batch, size, size, 3]))
+    onnx.checker.check_model(proto, full_check=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return {"input": kind, "input_prefix": [n.op_type for n in nodes],
+            "input_note": "uint8 pixels (N, S, S, 3) after the resize/crop; scaling, mean/std, channel order and "
+                          "NHWC->NCHW run in the graph"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # metadata
 
 
@@ -393,17 +476,57 @@ def _build_onnx(ctx: "ExportContext", folder: Path) -> Built:
     return Built(path=f"{folder.name}/{MODEL_FILE}", precision="fp32", details=dict(details), finalize=write_metadata)
 
 
+def int8_onnx(ctx: "ExportContext") -> tuple[Path, dict[str, Any]]:
+    """The Q/DQ INT8 ONNX for ONNX Runtime (uint8 activations, 7-bit weights) in the work folder, made once per
+    export (``onnx-int8`` and ``onnx-int8-u8`` are this file)."""
+
+    def make() -> tuple[Path, dict[str, Any]]:
+        src, float_details = float_onnx(ctx)
+        path = ctx.workdir / "int8.onnx"
+        details = quantize_qdq(src, path, ctx.calibration().images, input_name=ctx.input_name,
+                               symmetric_activations=False, reduce_range=True, workdir=ctx.workdir)
+        details["note"] = ("uint8 activations: ONNX Runtime's fast CPU path; TensorRT needs symmetric int8 "
+                           "activations, see the tensorrt-int8 artifact")
+        details["opset"] = float_details["opset"]
+        return path, details
+
+    return ctx.once("int8_onnx", make)
+
+
 def _build_onnx_int8(ctx: "ExportContext", folder: Path) -> Built:
-    src, float_details = float_onnx(ctx)
-    calib = ctx.calibration()
-    details = quantize_qdq(src, folder / MODEL_FILE, calib.images, input_name=ctx.input_name,
-                           symmetric_activations=False, reduce_range=True, workdir=ctx.workdir)
-    details["note"] = ("uint8 activations: ONNX Runtime's fast CPU path; TensorRT needs symmetric int8 "
-                       "activations, see the tensorrt-int8 artifact")
-    details["opset"] = float_details["opset"]
+    src, details = int8_onnx(ctx)
+    shutil.copyfile(src, folder / MODEL_FILE)
     return Built(path=f"{folder.name}/{MODEL_FILE}", precision="int8", parent="onnx",
-                 calibration=calib.summary(method="minmax (onnxruntime quantize_static)"), details=details,
-                 finalize=write_metadata)
+                 calibration=ctx.calibration().summary(method="minmax (onnxruntime quantize_static)"),
+                 details=dict(details), finalize=write_metadata)
+
+
+def pixel_build(build: Any) -> Any:
+    """A ``build`` for the pixel-input variant of a target whose ``build`` writes one ONNX file: the same file
+    behind :func:`add_pixel_input` (BGR, the decode order, so the CPU does no channel work)."""
+    from edgecls.preprocess import PIXELS_BGR
+
+    def build_pixels(ctx: "ExportContext", folder: Path) -> Built:
+        built = build(ctx, folder)
+        onnx_rel = built.details.get("onnx", built.path)
+        built.details.update(add_pixel_input(folder.parent / onnx_rel, ctx.preprocess, kind=PIXELS_BGR))
+        built.input = PIXELS_BGR
+        return built
+
+    build_pixels.__module__ = build.__module__
+    build_pixels.__name__ = f"{build.__name__}_pixels"
+    return build_pixels
+
+
+PIXEL_DOC = (" This variant takes the resized and cropped uint8 BGR pixels, NHWC (N, S, S, 3), a quarter of the "
+             "float tensor's bytes; the scaling, mean/std, BGR->RGB and NHWC->NCHW run inside the engine.")
+
+
+def pixel_variant(target: Target, build: Any) -> Target:
+    """The ``<name>-u8`` target of ``target``: the same artifact taking uint8 pixels (``build`` makes it)."""
+    from dataclasses import replace
+
+    return replace(target, name=f"{target.name}-u8", doc=target.doc + PIXEL_DOC, build=build)
 
 
 _ONNX_REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim")
@@ -438,3 +561,6 @@ ONNX_INT8 = register(Target(
     build=_build_onnx_int8,
     runner=ort_runner,
 ))
+
+ONNX_U8 = register(pixel_variant(ONNX, pixel_build(_build_onnx)))
+ONNX_INT8_U8 = register(pixel_variant(ONNX_INT8, pixel_build(_build_onnx_int8)))

@@ -1,5 +1,7 @@
 """OpenVINO targets: ``openvino`` (IR with FP16-compressed weights) and ``openvino-int8`` (NNCF post-training
-quantization, accuracy-aware with ``max_map_drop``).
+quantization, accuracy-aware with ``max_map_drop``), and their pixel-input variants ``openvino-u8`` and
+``openvino-int8-u8``: the same IRs with OpenVINO's ``PrePostProcessor`` in front (:func:`add_pixel_input`), taking
+the resized uint8 BGR pixels, NHWC.
 
 Both are converted from the exported FP32 ONNX (``openvino.convert_model``), so every artifact of a bundle comes
 from one graph. The CPU plugin's inference precision is not the file's precision: on CPUs with AVX512_BF16/AMX it
@@ -86,15 +88,69 @@ def _details(ctx: "ExportContext", ov: Any) -> dict[str, Any]:
     }
 
 
-def _build_openvino(ctx: "ExportContext", folder: Path) -> Built:
+def add_pixel_input(model: Any, spec: Any, *, kind: str) -> tuple[Any, dict[str, Any]]:
+    """``model`` (float32 NCHW in) with OpenVINO's PrePostProcessor in front: it takes uint8 pixels (N, S, S, 3) in
+    ``kind``'s channel order and computes the float32 NCHW tensor :func:`edgecls.preprocess.preprocess` makes
+    (convert to f32, BGR->RGB, minus mean, divided by std / scale per channel, NHWC->NCHW). Returns the new model and
+    what was done."""
+    from openvino.preprocess import PrePostProcessor
+
+    from edgecls.preprocess import PIXELS_BGR, PIXELS_RGB
+
+    if kind not in (PIXELS_BGR, PIXELS_RGB):
+        raise EdgeclsError(f"pixel input must be {PIXELS_BGR} or {PIXELS_RGB}, got {kind!r}")
+    ov = _ov()
+    ppp = PrePostProcessor(model)
+    inp = ppp.input()
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    inp.model().set_layout(ov.Layout("NCHW"))
+    steps = inp.preprocess().convert_element_type(ov.Type.f32)
+    if kind == PIXELS_BGR:
+        steps.reverse_channels()
+    mean = [float(m) / float(spec.scale) for m in spec.mean]
+    std = [float(d) / float(spec.scale) for d in spec.std]
+    steps.mean(mean).scale(std)
+    return ppp.build(), {"input": kind, "input_prefix": "openvino.preprocess.PrePostProcessor: u8 NHWC -> f32, "
+                         + ("reverse_channels, " if kind == PIXELS_BGR else "") + "mean, scale, NHWC->NCHW",
+                         "input_note": "uint8 pixels (N, S, S, 3) after the resize/crop; scaling, mean/std, channel "
+                                       "order and NHWC->NCHW run in the engine"}
+
+
+def _float_model(ctx: "ExportContext") -> Any:
+    """The FP32 ONNX converted to an in-memory OpenVINO model (a fresh one per call: the pixel variant edits it)."""
     from edgecls.export.targets.onnx import float_onnx
 
+    return _ov().convert_model(str(float_onnx(ctx)[0]))
+
+
+def _save(ctx: "ExportContext", folder: Path, model: Any, precision: str, parent: str, details: dict[str, Any],
+          calibration: dict[str, Any] | None, pixels: bool) -> Built:
+    from edgecls.preprocess import FLOAT_INPUT, PIXELS_BGR
+
     ov = _ov()
-    src, _ = float_onnx(ctx)
-    model = ov.convert_model(str(src))
-    ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=True)
-    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="fp16", parent="onnx", details=_details(ctx, ov),
-                 finalize=write_rt_info)
+    kind = FLOAT_INPUT
+    details = dict(details)
+    if not pixels:
+        ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=True)
+    else:
+        # The weights are compressed to FP16 first, exactly as in the float-input IR, and the prefix is added to
+        # that: saved with compression, its mean/std constants would be rounded to FP16 too (~5e-4 in probability)
+        kind = PIXELS_BGR
+        compressed = ctx.workdir / f"{folder.name}.compressed.xml"
+        ov.save_model(model, str(compressed), compress_to_fp16=True)
+        model, how = add_pixel_input(ov.Core().read_model(str(compressed)), ctx.preprocess, kind=kind)
+        details.update(how)
+        ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=False)
+    return Built(path=f"{folder.name}/{MODEL_FILE}", precision=precision, parent=parent, calibration=calibration,
+                 details=details, finalize=write_rt_info, input=kind)
+
+
+def _build_openvino(ctx: "ExportContext", folder: Path, *, pixels: bool = False) -> Built:
+    return _save(ctx, folder, _float_model(ctx), "fp16", "onnx", _details(ctx, _ov()), None, pixels)
+
+
+def _build_openvino_pixels(ctx: "ExportContext", folder: Path) -> Built:
+    return _build_openvino(ctx, folder, pixels=True)
 
 
 def _advanced(nncf: Any) -> Any:
@@ -114,7 +170,23 @@ def _advanced(nncf: Any) -> Any:
                                                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
 
 
-def _build_openvino_int8(ctx: "ExportContext", folder: Path) -> Built:
+def _int8_model(ctx: "ExportContext") -> tuple[Any, dict[str, Any]]:
+    """The NNCF-quantized model and how it was made, once per export (``openvino-int8`` and ``openvino-int8-u8`` are
+    this model)."""
+    return ctx.once("openvino_int8", lambda: _quantize(ctx))
+
+
+def _build_openvino_int8(ctx: "ExportContext", folder: Path, *, pixels: bool = False) -> Built:
+    model, details = _int8_model(ctx)
+    calibration = ctx.calibration().summary(method="nncf min-max statistics + fast bias correction")
+    return _save(ctx, folder, model, "int8", "openvino", details, calibration, pixels)
+
+
+def _build_openvino_int8_pixels(ctx: "ExportContext", folder: Path) -> Built:
+    return _build_openvino_int8(ctx, folder, pixels=True)
+
+
+def _quantize(ctx: "ExportContext") -> tuple[Any, dict[str, Any]]:
     from edgecls._deps import require
     from edgecls.export.targets.onnx import float_head_nodes, float_onnx
     from edgecls.metrics import mean_average_precision, sigmoid
@@ -166,10 +238,7 @@ def _build_openvino_int8(ctx: "ExportContext", folder: Path) -> Built:
     if fq == 0:
         raise EdgeclsError("NNCF left no quantized layer in the model (every layer reverted to float)")
     details["fake_quantize_ops"] = int(fq)
-    ov.save_model(quantized, str(folder / MODEL_FILE), compress_to_fp16=True)
-    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="int8", parent="openvino",
-                 calibration=calib.summary(method="nncf min-max statistics + fast bias correction"),
-                 details=details, finalize=write_rt_info)
+    return quantized, details
 
 
 _REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim", "openvino")
@@ -205,3 +274,13 @@ OPENVINO_INT8 = register(Target(
     build=_build_openvino_int8,
     runner=_ov_runner,
 ))
+
+
+def _pixel_variant(target: Target, build: Any) -> Target:
+    from edgecls.export.targets.onnx import pixel_variant
+
+    return pixel_variant(target, build)
+
+
+OPENVINO_U8 = register(_pixel_variant(OPENVINO, _build_openvino_pixels))
+OPENVINO_INT8_U8 = register(_pixel_variant(OPENVINO_INT8, _build_openvino_int8_pixels))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edgecls._deps import EXTRA_OF  # the pip extra of each module a target may need
 from edgecls.errors import ConfigError
+from edgecls.preprocess import FLOAT_INPUT
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgecls.export.context import ExportContext
@@ -78,6 +79,8 @@ class Built:
         finalize: ``finalize(model_path, metadata)`` embeds string metadata into the model file once the
             thresholds are tuned (ONNX metadata_props, OpenVINO rt_info, CoreML user metadata); None when the
             format has no metadata of its own.
+        input: What the model takes (:data:`edgecls.preprocess.INPUT_KINDS`): the float32 NCHW tensor, or uint8
+            NHWC pixels that the graph normalises itself (the ``-u8`` targets).
     """
 
     path: str
@@ -87,6 +90,7 @@ class Built:
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     finalize: Callable[[Path, dict[str, str]], None] | None = None
+    input: str = FLOAT_INPUT
 
 
 @dataclass(frozen=True)

@@ -70,10 +70,14 @@ def _preflight(config: Any) -> None:
         )
 
 
-def _settings(ctx: "ExportContext", precision: str) -> dict[str, Any]:
+def _settings(ctx: "ExportContext", precision: str, *, pixels: bool = False) -> dict[str, Any]:
     size = ctx.img_size
     max_batch = int(ctx.config.max_batch)
     opt = min(OPT_BATCH, max_batch)
+
+    def dims(n: int) -> list[int]:
+        return [n, size, size, 3] if pixels else [n, 3, size, size]
+
     return {
         "precision": precision,
         "min_batch": 1,
@@ -82,7 +86,8 @@ def _settings(ctx: "ExportContext", precision: str) -> dict[str, Any]:
         "workspace_mb": WORKSPACE_MB,
         "input_name": ctx.input_name,
         "output_name": ctx.output_name,
-        "shapes": {"min": [1, 3, size, size], "opt": [opt, 3, size, size], "max": [max_batch, 3, size, size]},
+        "shapes": {"min": dims(1), "opt": dims(opt), "max": dims(max_batch)},
+        "input": "uint8 NHWC pixels (normalised in the engine)" if pixels else "float32 NCHW",
         "onnx": ONNX_FILE,
         "quantization": "explicit (Q/DQ nodes in model.onnx, symmetric int8)" if precision == "int8" else None,
     }
@@ -128,22 +133,40 @@ def _instructions(folder: str, settings: dict[str, Any], reason: str) -> str:
     ])
 
 
-def _build(ctx: "ExportContext", folder: Path, *, int8: bool) -> Built:
-    from edgecls._io import write_json
+def _symmetric_int8_onnx(ctx: "ExportContext") -> tuple[Path, dict[str, Any]]:
+    """The Q/DQ ONNX with symmetric int8 activations TensorRT builds from, made once per export (``tensorrt-int8``
+    and ``tensorrt-int8-u8`` both start from it)."""
     from edgecls.export.targets.onnx import float_onnx, quantize_qdq
+
+    def make() -> tuple[Path, dict[str, Any]]:
+        path = ctx.workdir / "int8-symmetric.onnx"
+        return path, quantize_qdq(float_onnx(ctx)[0], path, ctx.calibration().images, input_name=ctx.input_name,
+                                  symmetric_activations=True, reduce_range=False, workdir=ctx.workdir)
+
+    return ctx.once("symmetric_int8_onnx", make)
+
+
+def _build(ctx: "ExportContext", folder: Path, *, int8: bool, pixels: bool = False) -> Built:
+    from edgecls._io import write_json
+    from edgecls.export.targets.onnx import add_pixel_input, float_onnx
+    from edgecls.preprocess import FLOAT_INPUT, PIXELS_BGR
 
     src, float_details = float_onnx(ctx)
     onnx_path = folder / ONNX_FILE
     details: dict[str, Any] = {"opset": float_details["opset"]}
     calibration = None
     if int8:
-        calib = ctx.calibration()
-        details.update(quantize_qdq(src, onnx_path, calib.images, input_name=ctx.input_name,
-                                    symmetric_activations=True, reduce_range=False, workdir=ctx.workdir))
-        calibration = calib.summary(method="minmax (onnxruntime quantize_static, symmetric activations)")
+        quantized, how = _symmetric_int8_onnx(ctx)
+        shutil.copyfile(quantized, onnx_path)
+        details.update(how)
+        calibration = ctx.calibration().summary(method="minmax (onnxruntime quantize_static, symmetric activations)")
     else:
         shutil.copyfile(src, onnx_path)
-    settings = _settings(ctx, "int8" if int8 else "fp16")
+    kind = FLOAT_INPUT
+    if pixels:  # before any engine is built: the engine normalises the uint8 pixels itself
+        kind = PIXELS_BGR
+        details.update(add_pixel_input(onnx_path, ctx.preprocess, kind=kind))
+    settings = _settings(ctx, "int8" if int8 else "fp16", pixels=pixels)
     ok, reason = engine_support()
     notes: list[str] = []
     path = f"{folder.name}/{ONNX_FILE}"
@@ -182,7 +205,7 @@ def _build(ctx: "ExportContext", folder: Path, *, int8: bool) -> Built:
         write_metadata(onnx_path, metadata)  # the portable ONNX carries the metadata; the engine has none
 
     return Built(path=path, precision="int8" if int8 else "fp16", parent="onnx", calibration=calibration,
-                 details=details, notes=notes, finalize=finalize)
+                 details=details, notes=notes, finalize=finalize, input=kind)
 
 
 def _build_fp16(ctx: "ExportContext", folder: Path) -> Built:
@@ -191,6 +214,14 @@ def _build_fp16(ctx: "ExportContext", folder: Path) -> Built:
 
 def _build_int8(ctx: "ExportContext", folder: Path) -> Built:
     return _build(ctx, folder, int8=True)
+
+
+def _build_fp16_pixels(ctx: "ExportContext", folder: Path) -> Built:
+    return _build(ctx, folder, int8=False, pixels=True)
+
+
+def _build_int8_pixels(ctx: "ExportContext", folder: Path) -> Built:
+    return _build(ctx, folder, int8=True, pixels=True)
 
 
 def _runner(artifact: Any, bundle: Path) -> tuple[Runner | None, str]:
@@ -260,3 +291,13 @@ TENSORRT_INT8 = register(Target(
     check=_check,
     preflight=_preflight,
 ))
+
+
+def _pixel_variant(target: Target, build: Any) -> Target:
+    from edgecls.export.targets.onnx import pixel_variant
+
+    return pixel_variant(target, build)
+
+
+TENSORRT_U8 = register(_pixel_variant(TENSORRT, _build_fp16_pixels))
+TENSORRT_INT8_U8 = register(_pixel_variant(TENSORRT_INT8, _build_int8_pixels))

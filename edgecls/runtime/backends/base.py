@@ -75,7 +75,8 @@ class Candidate:
 
 
 class Backend(abc.ABC):
-    """A loaded model on one engine and device: float32 NCHW in, logits float32 (N, K) out."""
+    """A loaded model on one engine and device: float32 NCHW in (or uint8 NHWC pixels for a model that normalises
+    inside its graph: :attr:`pixels`), logits float32 (N, K) out."""
 
     name: str = ""
     device: str = ""
@@ -83,6 +84,9 @@ class Backend(abc.ABC):
     input_name: str = ""
     output_name: str = ""
     input_shape: tuple[Any, ...] = ()  # (N, C, H, W) as the model declares it; None, -1 or a name for a dynamic dim
+    # True for a model whose input is uint8 pixels (N, H, W, C) (an edgecls ``-u8`` artifact: the scaling, mean/std
+    # and layout change run in the graph); its input_shape is then (N, H, W, C)
+    pixels: bool = False
     model_path: Path
     load_seconds: float = 0.0
     reason: str = ""  # why auto chose it (empty when asked for explicitly)
@@ -90,7 +94,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on a float32 (N, 3, H, W) batch (any N) and return float32 logits (N, K)."""
+        """Run the model on a float32 (N, 3, H, W) batch (any N; uint8 (N, H, W, 3) pixels when :attr:`pixels`) and
+        return float32 logits (N, K)."""
 
     def info(self) -> dict[str, Any]:
         """Name, device, precision, providers, model path, load seconds and backend specifics."""
@@ -100,6 +105,7 @@ class Backend(abc.ABC):
             "precision": self.precision,
             "mode": self.mode,
             "input_name": self.input_name,
+            "input": "uint8 NHWC pixels" if self.pixels else "float32 NCHW",
             "output_name": self.output_name,
             "model": str(self.model_path),
             "load_seconds": round(self.load_seconds, 4),
@@ -143,12 +149,14 @@ def check_input_size(backend: "Backend", img_size: int, *, where: str) -> None:
     shape = tuple(getattr(backend, "input_shape", ()) or ())
     if len(shape) != 4:
         return
+    pixels = bool(getattr(backend, "pixels", False))
     fixed = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in shape]
-    channels, height, width = fixed[1:]
+    height, width, channels = fixed[1:] if pixels else (fixed[2], fixed[3], fixed[1])
     if (channels not in (None, 3)) or (height not in (None, img_size)) or (width not in (None, img_size)):
         dims = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape)
         raise ConfigError(f"{where}: the manifest's preprocess.img_size is {img_size}, but the model "
-                          f"{Path(str(backend.model_path)).name} takes input {dims} (N, C, H, W); the manifest and the "
+                          f"{Path(str(backend.model_path)).name} takes input {dims} "
+                          f"{'(N, H, W, C)' if pixels else '(N, C, H, W)'}; the manifest and the "
                           "model disagree, re-export the bundle")
 
 
@@ -160,11 +168,20 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def as_input(batch: np.ndarray) -> np.ndarray:
-    """Check a batch is (N, C, H, W) and make it C-contiguous float32 (no copy when it already is)."""
+def as_input(batch: np.ndarray, *, pixels: bool = False) -> np.ndarray:
+    """Check a batch is (N, C, H, W) and make it C-contiguous float32 (no copy when it already is); with ``pixels``
+    (a model taking uint8 pixels) check it is a uint8 (N, H, W, 3) batch and make it C-contiguous."""
     arr = np.asarray(batch)
+    if pixels:
+        if arr.ndim != 4 or arr.shape[3] != 3 or arr.dtype != np.uint8:
+            raise ConfigError(f"this model takes uint8 pixels (N, H, W, 3), got {arr.dtype} {arr.shape}; a float "
+                              "(N, 3, H, W) tensor goes to a float artifact (or through Classifier.probs)")
+        return np.ascontiguousarray(arr)
     if arr.ndim != 4:
         raise ConfigError(f"expected a (N, 3, H, W) batch, got shape {arr.shape}")
+    if arr.dtype == np.uint8 and arr.shape[3] == 3 and arr.shape[1] != 3:
+        raise ConfigError(f"this model takes the float32 (N, 3, H, W) tensor, got uint8 pixels {arr.shape}; pixels "
+                          "go to a -u8 artifact (or through Classifier.probs)")
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 

@@ -193,14 +193,15 @@ class OrtBackend(Backend):
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         self.input_shape = tuple(inp.shape)
+        self.pixels = inp.type == "tensor(uint8)"
         self.model_path = path
         self.load_seconds = time.perf_counter() - start
         self._version = ort.__version__
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        x = as_input(batch)
+        x = as_input(batch, pixels=self.pixels)
         if x.shape[0] == 0:
-            return self.infer(np.zeros((1, *x.shape[1:]), dtype=np.float32))[:0]
+            return self.infer(np.zeros((1, *x.shape[1:]), dtype=x.dtype))[:0]
         if self.streams > 1 and x.shape[0] > 1:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor

@@ -162,6 +162,7 @@ class OpenVinoBackend(Backend):
         self.input_shape = tuple(d.get_length() if d.is_static else None for d in inp.get_partial_shape()) \
             if inp.get_partial_shape().rank.is_static else ()
         self.input_name = inp.get_any_name()
+        self.pixels = inp.get_element_type() == ov.Type.u8
         self.output_name = model.output(0).get_any_name()
         self._static_batch = self._fix_batch(ov, model, dev)
 
@@ -224,10 +225,10 @@ class OpenVinoBackend(Backend):
             return batch
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        x = as_input(batch)
+        x = as_input(batch, pixels=self.pixels)
         n = x.shape[0]
         if n == 0:
-            return self.infer(np.zeros((1, *x.shape[1:]), dtype=np.float32))[:0]
+            return self.infer(np.zeros((1, *x.shape[1:]), dtype=x.dtype))[:0]
         with self._lock:
             if self._static_batch is None:
                 return self._run(x)
@@ -236,7 +237,7 @@ class OpenVinoBackend(Backend):
             for i in range(0, n, step):
                 chunk = x[i : i + step]
                 if chunk.shape[0] < step:
-                    pad = np.zeros((step - chunk.shape[0], *chunk.shape[1:]), dtype=np.float32)
+                    pad = np.zeros((step - chunk.shape[0], *chunk.shape[1:]), dtype=x.dtype)
                     chunk = np.concatenate([chunk, pad])
                 outs.append(self._run(chunk))
             return np.concatenate(outs)[:n]

@@ -292,6 +292,7 @@ class TensorRTBackend(Backend):
         self.input_name, self.output_name = ins[0], outs[0]
         self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        self.pixels = self._in_dtype == np.uint8  # a -u8 artifact's ONNX: the normalisation runs in the engine
         shape = tuple(self.engine.get_tensor_shape(self.input_name))
         self.input_shape = tuple(int(d) for d in shape)
         if shape[0] == -1:
@@ -332,11 +333,11 @@ class TensorRTBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         cudart = _cudart()
-        x = as_input(batch)
+        x = as_input(batch, pixels=self.pixels)
         n = x.shape[0]
         if n == 0:
-            return self.infer(np.zeros((1, *x.shape[1:]), dtype=np.float32))[:0]
-        if self._in_dtype != np.float32:
+            return self.infer(np.zeros((1, *x.shape[1:]), dtype=x.dtype))[:0]
+        if x.dtype != self._in_dtype:
             x = x.astype(self._in_dtype)
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
