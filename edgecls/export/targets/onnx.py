@@ -240,8 +240,6 @@ def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, *, input_
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.pos = 0
@@ -256,10 +254,7 @@ def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, *, input_
         def rewind(self) -> None:
             self.pos = 0
 
-    prepared = workdir / "float.preprocessed.onnx"
-    if not prepared.is_file():
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
-        _name_nodes(prepared)
+    prepared = prepared_float(float_path, workdir)
     proto = onnx.load(str(prepared))
     head = head_nodes(proto)
     gates = gate_nodes(proto)
@@ -288,6 +283,18 @@ def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, *, input_
         "float_gates": len(gates),
         **stats,
     }
+
+
+def prepared_float(float_path: Path, workdir: Path) -> Path:
+    """The FP32 ONNX after onnxruntime's quantization pre-processing (shape inference, HardSwish decomposed), every
+    node named: what the INT8 quantizers start from; made once per work folder."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = workdir / "float.preprocessed.onnx"
+    if not prepared.is_file():
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
+        _name_nodes(prepared)
+    return prepared
 
 
 def check_qdq(path: Path, *, exclude: Sequence[str] = (), symmetric_activations: bool = False) -> dict[str, int]:
@@ -406,6 +413,65 @@ def _build_onnx_int8(ctx: "ExportContext", folder: Path) -> Built:
                  finalize=write_metadata)
 
 
+def _build_onnx_int8_accuracy_aware(ctx: "ExportContext", folder: Path) -> Built:
+    """NNCF's accuracy-aware quantization of the ONNX model (the first INT8 fix, see :mod:`edgecls.export.fixes`).
+
+    onnxruntime's quantizer has no accuracy control, so this one is NNCF's ONNX quantizer with the settings of
+    ``onnx-int8``'s: Q/DQ, int8 per-channel symmetric weights in a 7-bit range (``overflow_fix``), uint8 asymmetric
+    activations (MIXED preset) with min/max ranges, the head and the gates float; then the layers that cost the
+    most are reverted to float until mAP and decision agreement hold.
+    """
+    import onnx
+    import onnxruntime as ort
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    from edgecls._deps import require
+    from edgecls.export.fixes import NothingQuantized, reverted_layers, validation_fn, validation_items
+
+    nncf = require("nncf", extra="train")
+    nncf.set_log_level(logging.ERROR)
+    cfg = ctx.config
+    src, float_details = float_onnx(ctx)
+    proto = onnx.load(str(prepared_float(src, ctx.workdir)))
+    head, gates = head_nodes(proto), gate_nodes(proto)
+    calib = ctx.calibration()
+    name = ctx.input_name
+    calibration = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))], lambda x: {name: x})
+    validation = nncf.Dataset(validation_items(ctx), lambda item: {name: item[0]})
+
+    def session(model: Any) -> Any:
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    advanced = nncf.AdvancedQuantizationParameters(
+        overflow_fix=nncf.OverflowFix.ENABLE, activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    with reverted_layers() as reverted:
+        quantized = nncf.quantize_with_accuracy_control(
+            proto, calibration, validation,
+            validation_fn(ctx, lambda s, x: s.run(None, {name: x})[0], session, per_item_scores=True),
+            max_drop=float(cfg.map_budget), drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(calib), ignored_scope=nncf.IgnoredScope(names=[*head, *gates], validate=False),
+            advanced_quantization_parameters=advanced,
+        )
+    if not any(n.op_type == "QuantizeLinear" for n in quantized.graph.node):
+        raise NothingQuantized("NNCF's accuracy control reverted every layer to float")
+    onnx.save(quantized, str(folder / MODEL_FILE))
+    stats = check_qdq(folder / MODEL_FILE, exclude=head)
+    details = {
+        "quantizer": "nncf.quantize_with_accuracy_control (onnx)", "nncf": nncf.__version__, "format": "QDQ",
+        "method": "nncf.quantize_with_accuracy_control",
+        "weights": "int8 per-channel symmetric, 7-bit range (overflow_fix: no u8s8 saturation on x86 without VNNI)",
+        "activations": "uint8 asymmetric (MIXED preset)", "calibration_method": "minmax", "float_nodes": head,
+        "float_gates": len(gates), "opset": float_details["opset"],
+        "accuracy_control": {"metric": f"mAP on the {cfg.parity_split} split, lowered by any decision-agreement "
+                                       f"shortfall under {cfg.int8_min_agreement:g}",
+                             "max_drop": cfg.map_budget, "drop_type": "absolute"},
+        **reverted, **stats,
+    }
+    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="int8", parent="onnx",
+                 calibration=calib.summary(method="nncf min-max statistics + fast bias correction"), details=details,
+                 finalize=write_metadata)
+
+
 _ONNX_REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim")
 
 ONNX = register(Target(
@@ -429,12 +495,16 @@ ONNX_INT8 = register(Target(
     suffix=".onnx",
     extra="runtime",
     precision="int8",
-    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement"}),
+    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement", "int8_fixes",
+                       "qat_epochs"}),
     doc="Static INT8 ONNX in Q/DQ format for ONNX Runtime: int8 per-channel symmetric weights in a 7-bit range (so "
         "x86 CPUs without VNNI do not saturate and accuracy is the same on every CPU), uint8 activations "
         "calibrated (MinMax) on real images through the shared preprocessing; the classifier head stays float. "
-        "For TensorRT (symmetric int8 activations) use tensorrt-int8.",
+        "For TensorRT (symmetric int8 activations) use tensorrt-int8. When that breaks the INT8 budget, NNCF's "
+        "accuracy-aware ONNX quantization (same settings) reverts the costliest layers to float until it holds, "
+        "then (with qat_epochs) a quantization-aware fine-tune is tried.",
     requires=(*_ONNX_REQUIRES, "onnxruntime"),
     build=_build_onnx_int8,
     runner=ort_runner,
+    accuracy_aware=_build_onnx_int8_accuracy_aware,
 ))

@@ -110,6 +110,9 @@ class Target:
             output when ``ok`` (e.g. no GPU: the portable ONNX instead of an engine).
         preflight: Optional ``preflight(config)`` that raises before anything is written when the configuration
             asks for something this machine cannot give (e.g. ``require_engine`` without a GPU).
+        accuracy_aware: Optional ``accuracy_aware(ctx, folder) -> Built`` for INT8 targets: the same artifact made
+            by NNCF's accuracy-aware quantization (layers back to float until the budget holds), the first fix
+            the export tries when post-training quantization breaks a budget (:mod:`edgecls.export.fixes`).
     """
 
     name: str
@@ -124,6 +127,7 @@ class Target:
     runner: Callable[[Any, Path], tuple[Runner | None, str]] = field(repr=False, compare=False)
     check: Callable[[], tuple[bool, str]] | None = field(default=None, repr=False, compare=False)
     preflight: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
+    accuracy_aware: Callable[["ExportContext", Path], Built] | None = field(default=None, repr=False, compare=False)
 
     def available(self) -> tuple[bool, str]:
         """Whether this machine can produce the target, and why not (or what it will be limited to)."""
@@ -155,12 +159,16 @@ class Target:
         finally:
             logging.disable(previous)
 
-    def export(self, ctx: "ExportContext", folder: Path) -> Built:
-        """Write this target's artifact into ``folder`` (created) and describe it."""
+    def export(self, ctx: "ExportContext", folder: Path, *, accuracy_aware: bool = False) -> Built:
+        """Write this target's artifact into ``folder`` (created) and describe it; with ``accuracy_aware``, through
+        :attr:`accuracy_aware` instead of :attr:`build`."""
         self.require()
         folder.mkdir(parents=True, exist_ok=True)
+        build = self.accuracy_aware if accuracy_aware else self.build
+        if build is None:
+            raise ValueError(f"export target {self.name!r} has no accuracy-aware build")
         with quiet(f"target {self.name}"):
-            return self.build(ctx, folder)
+            return build(ctx, folder)
 
     def accepts(self, option: str) -> bool:
         return option in COMMON_OPTIONS or option in self.options
