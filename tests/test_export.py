@@ -106,10 +106,11 @@ def test_every_target_declares_suffix_extra_doc_and_known_options():
     fields = set(ExportConfig.__dataclass_fields__)
     names = [t.name for t in list_targets()]
     assert names == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
-                     "tensorrt-int8"]
+                     "tensorrt-int8", "litert", "litert-int8"]
     for t in list_targets():
-        assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt"), t
-        assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt")
+        assert t.suffix.startswith(".") and t.extra in ("train", "runtime", "openvino", "coreml", "tensorrt",
+                                                                      "litert-export"), t
+        assert len(t.doc) > 40 and t.format in ("onnx", "openvino", "coreml", "tensorrt", "litert")
         assert t.precision in ("fp32", "fp16", "int8", "int8-weights")
         assert t.options <= fields, t.options - fields
         ok, reason = t.available()
@@ -123,7 +124,7 @@ def test_targets_are_listed_family_by_family_whatever_was_imported_first():
             "from edgecls.export.targets import list_targets\nprint(','.join(t.name for t in list_targets()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out.split(",") == ["onnx", "onnx-int8", "openvino", "openvino-int8", "coreml", "coreml-int8", "tensorrt",
-                              "tensorrt-int8"]
+                              "tensorrt-int8", "litert", "litert-int8"]
 
 
 def test_listing_targets_imports_nothing_heavy():
