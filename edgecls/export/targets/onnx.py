@@ -413,6 +413,44 @@ def _build_onnx_int8(ctx: "ExportContext", folder: Path) -> Built:
                  finalize=write_metadata)
 
 
+def activations_to_uint8(proto: Any) -> int:
+    """Rewrite the int8 activation Q/DQ pairs of ``proto`` (NNCF's ONNX quantizer writes asymmetric activations as
+    int8 with a zero point) as uint8 with the zero point shifted by 128: ``q_u8 = q_s8 + 128`` gives the very same
+    dequantized values, and uint8 x int8 is ONNX Runtime's fast CPU path (as ``quantize_static`` makes it). Weights
+    (DequantizeLinear of an int8 initializer) are left alone. Returns how many zero points were rewritten."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    quantized_outputs: set[str] = set()
+    weight_zps = {n.input[2] for n in proto.graph.node
+                  if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(n.input) > 2}
+    activation = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                  and n.input[0] not in inits and len(n.input) > 2 and n.input[2] in inits]
+    shifted: dict[str, str] = {}
+    for node in activation:
+        name = node.input[2]
+        if name not in shifted:
+            zp = numpy_helper.to_array(inits[name])
+            if zp.dtype != np.int8:
+                continue
+            new = name if name not in weight_zps else f"{name}_u8"
+            tensor = numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), new)
+            if new == name:
+                inits[name].CopyFrom(tensor)
+            else:
+                proto.graph.initializer.append(tensor)
+            shifted[name] = new
+        node.input[2] = shifted[name]
+        if node.op_type == "QuantizeLinear":
+            quantized_outputs.add(node.output[0])
+    retyped = quantized_outputs | {name for name, new in shifted.items() if new == name}
+    for info in proto.graph.value_info:  # the recorded types of the zero points and quantized tensors follow
+        if info.name in retyped:
+            info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    return len(shifted)
+
+
 def _build_onnx_int8_accuracy_aware(ctx: "ExportContext", folder: Path) -> Built:
     """NNCF's accuracy-aware quantization of the ONNX model (the first INT8 fix, see :mod:`edgecls.export.fixes`).
 
@@ -454,13 +492,16 @@ def _build_onnx_int8_accuracy_aware(ctx: "ExportContext", folder: Path) -> Built
         )
     if not any(n.op_type == "QuantizeLinear" for n in quantized.graph.node):
         raise NothingQuantized("NNCF's accuracy control reverted every layer to float")
+    shifted = activations_to_uint8(quantized)
     onnx.save(quantized, str(folder / MODEL_FILE))
     stats = check_qdq(folder / MODEL_FILE, exclude=head)
     details = {
         "quantizer": "nncf.quantize_with_accuracy_control (onnx)", "nncf": nncf.__version__, "format": "QDQ",
         "method": "nncf.quantize_with_accuracy_control",
         "weights": "int8 per-channel symmetric, 7-bit range (overflow_fix: no u8s8 saturation on x86 without VNNI)",
-        "activations": "uint8 asymmetric (MIXED preset)", "calibration_method": "minmax", "float_nodes": head,
+        "activations": f"uint8 asymmetric (MIXED preset; NNCF's int8 zero points shifted by 128 in {shifted} "
+                       "activation Q/DQ pairs: the same values, ONNX Runtime's u8s8 path as onnx-int8)",
+        "calibration_method": "minmax", "float_nodes": head,
         "float_gates": len(gates), "opset": float_details["opset"],
         "accuracy_control": {"metric": f"mAP on the {cfg.parity_split} split, lowered by any decision-agreement "
                                        f"shortfall under {cfg.int8_min_agreement:g}",
