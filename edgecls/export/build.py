@@ -30,11 +30,12 @@ from edgecls.errors import EdgeclsError, MissingDependency, ParityError, Unsuppo
 from edgecls.export.check import artifact_report
 from edgecls.export.config import ExportConfig, ExportResult, _check_options
 from edgecls.export.context import ExportContext
+from edgecls.export.fixes import Measured, fix_int8, needs_fix
 from edgecls.export.parity import ParityReport, format_table
 from edgecls.export.targets import ALL, Target, expand_targets, get_target, list_targets
 from edgecls.export.writer import BundleWriter, model_card
 from edgecls.manifest import Artifact, Manifest, precision_name
-from edgecls.metrics import mean_average_precision, sigmoid, tune_thresholds
+from edgecls.metrics import mean_average_precision, sigmoid
 
 log = logging.getLogger("edgecls.export")
 
@@ -140,8 +141,7 @@ def _export_into(ctx: ExportContext, targets: Sequence[Target], tmp: Path, skipp
     config, ckpt = ctx.config, ctx.checkpoint
     val = ctx.validation()
     reference = ctx.reference_logits()
-    ref_thresholds = (np.asarray(ckpt.thresholds, dtype=np.float32) if ckpt.thresholds is not None
-                      else tune_thresholds(sigmoid(reference), val.targets, val.known))
+    ref_thresholds = ctx.reference_thresholds()
     budgets = config.budgets
     artifacts: list[Any] = []
     reports: dict[str, ParityReport] = {}
@@ -151,40 +151,21 @@ def _export_into(ctx: ExportContext, targets: Sequence[Target], tmp: Path, skipp
     finalizers: dict[str, Any] = {}
     for i, target in enumerate(targets, 1):
         log.info("export: [%d/%d] %s", i, len(targets), target.name)
-        try:
-            built = target.export(ctx, tmp / target.name)
-        except EdgeclsError:
-            raise
-        except Exception as exc:
-            raise EdgeclsError(f"target {target.name} failed: {type(exc).__name__}: {str(exc)[:400]}") from exc
+
+        def attempt(context: ExportContext, accuracy_aware: bool = False, target: Target = target) -> Measured:
+            return _build_and_measure(context, target, tmp, accuracy_aware=accuracy_aware)
+
+        measured = attempt(ctx)
+        if needs_fix(target, measured, config):
+            measured = fix_int8(ctx, target, measured, attempt, tmp / target.name)
+        built, artifact, report, info = measured.built, measured.artifact, measured.report, measured.info
         notes.extend(built.notes)
-        details = dict(built.details)
-        artifact = Artifact(name=target.name, path=built.path, format=target.format, precision=built.precision,
-                            sha256="", thresholds=tuple(float(t) for t in ref_thresholds), parent=built.parent,
-                            calibration=built.calibration, details=details, input=built.input)
-        runner, reason = target.runner(artifact, tmp)
         row: dict[str, Any] = {"artifact": target.name, "precision": precision_name(artifact)}
-        if runner is None:
-            not_run[target.name] = reason
-            artifact = replace(artifact, parity={"not_run": reason})
-            row["not_run"] = reason
+        if report is None:
+            not_run[target.name] = measured.reason
+            row["not_run"] = measured.reason
         else:
-            try:
-                logits, info = target.run(tmp / (runner.path or built.path), val.inputs(artifact.input), runner)
-            except EdgeclsError:
-                raise
-            except Exception as exc:
-                raise EdgeclsError(f"target {target.name}: {runner.backend} could not run the artifact "
-                                   f"({type(exc).__name__}: {str(exc)[:300]})") from exc
-            report = artifact_report(target.name, details, built.precision, info, reference, logits, val, budgets,
-                             ref_thresholds, config.parity_split, runner)
             reports[target.name] = report
-            details["latency_ms"] = info.get("latency_ms")
-            details["latency_p90_ms"] = info.get("latency_p90_ms")
-            details["parity_runner"] = runner.to_dict()
-            if "inference_precision" in info:
-                details["inference_precision"] = info["inference_precision"]
-            artifact = replace(artifact, thresholds=report.thresholds, parity=report.to_dict(), details=details)
             row.update(report=report.to_dict(), latency_ms=info.get("latency_ms"))
         artifacts.append(artifact)
         rows.append(row)
@@ -231,6 +212,50 @@ def _export_into(ctx: ExportContext, targets: Sequence[Target], tmp: Path, skipp
     sizes = {a.name: size_mb(tmp / a.name) for a in final}
     (tmp / README_NAME).write_text(model_card(manifest, parity_doc, sizes=sizes, notes=notes), encoding="utf-8")
     return ExportResult(tmp, manifest, reports, not_run, notes, format_table(rows))
+
+
+def _build_and_measure(ctx: ExportContext, target: Target, tmp: Path, *, accuracy_aware: bool = False) -> Measured:
+    """Build ``target``'s artifact into ``tmp/<name>`` (replacing an earlier attempt's files) and measure it against
+    the reference on the parity split, where this machine can run it."""
+    import shutil
+    import time
+
+    start = time.perf_counter()
+    config = ctx.config
+    folder = tmp / target.name
+    if folder.exists():
+        shutil.rmtree(folder)  # an earlier attempt of this export (see edgecls.export.fixes)
+    val, reference, ref_thresholds = ctx.validation(), ctx.reference_logits(), ctx.reference_thresholds()
+    try:
+        built = target.export(ctx, folder, accuracy_aware=accuracy_aware)
+    except EdgeclsError:
+        raise
+    except Exception as exc:
+        raise EdgeclsError(f"target {target.name} failed: {type(exc).__name__}: {str(exc)[:400]}") from exc
+    details = dict(built.details)
+    artifact = Artifact(name=target.name, path=built.path, format=target.format, precision=built.precision,
+                        sha256="", thresholds=tuple(float(t) for t in ref_thresholds), parent=built.parent,
+                        calibration=built.calibration, details=details, input=built.input)
+    runner, reason = target.runner(artifact, tmp)
+    if runner is None:
+        return Measured(built, replace(artifact, parity={"not_run": reason}), None, {}, reason,
+                        time.perf_counter() - start)
+    try:
+        logits, info = target.run(tmp / (runner.path or built.path), val.inputs(artifact.input), runner)
+    except EdgeclsError:
+        raise
+    except Exception as exc:
+        raise EdgeclsError(f"target {target.name}: {runner.backend} could not run the artifact "
+                           f"({type(exc).__name__}: {str(exc)[:300]})") from exc
+    report = artifact_report(target.name, details, built.precision, info, reference, logits, val, config.budgets,
+                             ref_thresholds, config.parity_split, runner)
+    details["latency_ms"] = info.get("latency_ms")
+    details["latency_p90_ms"] = info.get("latency_p90_ms")
+    details["parity_runner"] = runner.to_dict()
+    if "inference_precision" in info:
+        details["inference_precision"] = info["inference_precision"]
+    artifact = replace(artifact, thresholds=report.thresholds, parity=report.to_dict(), details=details)
+    return Measured(built, artifact, report, info, seconds=time.perf_counter() - start)
 
 
 def _data_settings(config: "ExportConfig", ckpt: Any) -> dict[str, Any]:

@@ -37,8 +37,7 @@ class ExportConfig:
         calib_size: Calibration images (a seeded random sample of the split; all of it when smaller).
         opset: ONNX opset (17 uses the TorchScript exporter, 18+ the dynamo exporter).
         max_batch: Largest batch of the TensorRT optimization profile and the CoreML batch range.
-        max_map_drop: INT8 budget: largest validation mAP drop (absolute). None means 0.01 with plain post-training
-            quantization; a value also makes openvino-int8 use NNCF's accuracy-aware quantization with it.
+        max_map_drop: INT8 budget: largest validation mAP drop (absolute); None means 0.01.
         fp32_tolerance: FP32 budget: largest |delta probability|.
         fp16_tolerance: FP16/BF16 opt-in budget: largest |delta probability| (None: reported, not judged).
         fp16_min_agreement: FP16/BF16 budget: smallest share of decisions agreeing with the reference's, each at
@@ -46,6 +45,11 @@ class ExportConfig:
         fp16_max_map_drop: FP16/BF16 budget: largest validation mAP drop (absolute).
         int8_min_agreement: INT8 budget: smallest share of decisions agreeing with the reference's, each at its
             tuned thresholds.
+        int8_fixes: When post-training quantization breaks an INT8 budget, try NNCF's accuracy-aware quantization
+            (openvino-int8, onnx-int8), then the quantization-aware fine-tune (``qat_epochs``); see
+            :mod:`edgecls.export.fixes`.
+        qat_epochs: Epochs of the quantization-aware fine-tune on the checkpoint's training split, the last INT8
+            fix (0: not tried; it needs ``data`` to hold the training split and costs minutes on a CPU).
         allow_parity_failure: Write the bundle even when an artifact breaks its budget (the report says so).
         force: Replace an existing bundle at ``out``.
         require_engine: Fail unless TensorRT engines can be built here (else the portable ONNX is bundled).
@@ -65,8 +69,7 @@ class ExportConfig:
     opset: int = config_field(18, help="ONNX opset, >= 17")
     max_batch: int = config_field(32, help="largest batch of TensorRT/CoreML")
     max_map_drop: float | None = config_field(
-        None, help="INT8 budget (absolute mAP drop); setting it also makes openvino-int8 accuracy-aware",
-        shown=f"{DEFAULT_MAX_MAP_DROP}, plain quantization")
+        None, help="INT8 budget (absolute mAP drop)", shown=f"{DEFAULT_MAX_MAP_DROP}")
     fp32_tolerance: float = config_field(DEFAULT_FP32_TOLERANCE, help="FP32 budget: max |delta p|")
     fp16_tolerance: float | None = config_field(
         DEFAULT_FP16_TOLERANCE, help="FP16/BF16 extra budget on max |delta p| (always reported)",
@@ -76,6 +79,10 @@ class ExportConfig:
     fp16_max_map_drop: float = config_field(DEFAULT_FP16_MAX_MAP_DROP, help="FP16/BF16 budget: absolute mAP drop")
     int8_min_agreement: float = config_field(
         DEFAULT_INT8_MIN_AGREEMENT, help="INT8 budget: share of decisions agreeing with PyTorch's")
+    int8_fixes: bool = config_field(
+        True, help="when PTQ breaks an INT8 budget, try accuracy-aware quantization, then QAT (--qat-epochs)")
+    qat_epochs: int = config_field(
+        0, help="INT8 fix of last resort: epochs of quantization-aware fine-tuning on the training split (0: off)")
     allow_parity_failure: bool = config_field(False, help="write the bundle even if a budget breaks", switch=True)
     force: bool = config_field(False, help="replace an existing bundle", switch=True)
     require_engine: bool = config_field(False, help="fail unless TensorRT engines can be built here", switch=True)
@@ -97,7 +104,7 @@ class ExportConfig:
                 get_target(name)  # unknown name: ConfigError with the closest valid one
         if not self.targets:
             raise ConfigError(f"no export target given; valid: {', '.join(t.name for t in list_targets())}, {ALL}")
-        for name, low in (("calib_size", 1), ("max_batch", 1), ("opset", 17)):
+        for name, low in (("calib_size", 1), ("max_batch", 1), ("opset", 17), ("qat_epochs", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -188,6 +188,29 @@ class ExportContext:
         """PyTorch FP32 logits on the parity split: what every artifact is compared with."""
         return self.once("reference", lambda: torch_logits(self.model, self.validation().images))
 
+    def reference_thresholds(self) -> np.ndarray:
+        """The reference's per-class thresholds: the checkpoint's tuned ones, else tuned on the parity split."""
+        from edgecls.metrics import sigmoid, tune_thresholds
+
+        def make() -> np.ndarray:
+            if self.checkpoint.thresholds is not None:
+                return np.asarray(self.checkpoint.thresholds, dtype=np.float32)
+            val = self.validation()
+            return tune_thresholds(sigmoid(self.reference_logits()), val.targets, val.known)
+
+        return self.once("reference_thresholds", make)
+
+    def derived(self, model: Any, name: str) -> "ExportContext":
+        """A context for the same export whose artifacts are made from ``model`` (e.g. fine-tuned weights): the
+        same configuration, images, reference logits and thresholds (what artifacts are judged against), its own
+        work folder ``workdir/name`` and its own FP32 ONNX."""
+        shared = ("calibration", "validation", "reference", "reference_thresholds")
+        self.reference_thresholds()
+        work = self.workdir / name
+        work.mkdir(parents=True, exist_ok=True)
+        return ExportContext(self.config, self.checkpoint, model.cpu().eval(), work, self.input_name,
+                             self.output_name, {k: self._cache[k] for k in shared if k in self._cache})
+
     def exported_program(self) -> Any:
         """``torch.export`` program with a dynamic batch of 1..max_batch (CoreML converts from it)."""
         import torch

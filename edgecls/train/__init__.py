@@ -12,6 +12,7 @@ _EXPORTS = {
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "TrainConfig": "config", "Evaluation": "evaluate",
     "FitResult": "loop", "fit": "loop", "resume": "loop", "format_report": "_report", "is_run_folder": "run_folder",
+    "QATResult": "qat", "quantization_aware_finetune": "qat",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -242,8 +242,6 @@ def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, *, input_
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.pos = 0
@@ -258,10 +256,7 @@ def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, *, input_
         def rewind(self) -> None:
             self.pos = 0
 
-    prepared = workdir / "float.preprocessed.onnx"
-    if not prepared.is_file():
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
-        _name_nodes(prepared)
+    prepared = prepared_float(float_path, workdir)
     proto = onnx.load(str(prepared))
     head = head_nodes(proto)
     gates = gate_nodes(proto)
@@ -290,6 +285,18 @@ def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, *, input_
         "float_gates": len(gates),
         **stats,
     }
+
+
+def prepared_float(float_path: Path, workdir: Path) -> Path:
+    """The FP32 ONNX after onnxruntime's quantization pre-processing (shape inference, HardSwish decomposed), every
+    node named: what the INT8 quantizers start from; made once per work folder."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = workdir / "float.preprocessed.onnx"
+    if not prepared.is_file():
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
+        _name_nodes(prepared)
+    return prepared
 
 
 def check_qdq(path: Path, *, exclude: Sequence[str] = (), symmetric_activations: bool = False) -> dict[str, int]:
@@ -522,11 +529,140 @@ PIXEL_DOC = (" This variant takes the resized and cropped uint8 BGR pixels, NHWC
              "float tensor's bytes; the scaling, mean/std, BGR->RGB and NHWC->NCHW run inside the engine.")
 
 
-def pixel_variant(target: Target, build: Any) -> Target:
-    """The ``<name>-u8`` target of ``target``: the same artifact taking uint8 pixels (``build`` makes it)."""
+def pixel_variant(target: Target, build: Any, accuracy_aware: Any = None) -> Target:
+    """The ``<name>-u8`` target of ``target``: the same artifact taking uint8 pixels (``build`` makes it;
+    ``accuracy_aware`` makes it through NNCF's accuracy-aware quantization, None where this variant has none)."""
     from dataclasses import replace
 
-    return replace(target, name=f"{target.name}-u8", doc=target.doc + PIXEL_DOC, build=build)
+    return replace(target, name=f"{target.name}-u8", doc=target.doc + PIXEL_DOC, build=build,
+                   accuracy_aware=accuracy_aware)
+
+
+def activations_to_uint8(proto: Any) -> int:
+    """Rewrite the int8 activation Q/DQ pairs of ``proto`` (NNCF's ONNX quantizer writes asymmetric activations as
+    int8 with a zero point) as uint8 with the zero point shifted by 128: ``q_u8 = q_s8 + 128`` gives the very same
+    dequantized values, and uint8 x int8 is ONNX Runtime's fast CPU path (as ``quantize_static`` makes it). Weights
+    (DequantizeLinear of an int8 initializer) are left alone. Returns how many zero points were rewritten."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    quantized_outputs: set[str] = set()
+    weight_zps = {n.input[2] for n in proto.graph.node
+                  if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(n.input) > 2}
+    activation = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                  and n.input[0] not in inits and len(n.input) > 2 and n.input[2] in inits]
+    shifted: dict[str, str] = {}
+    for node in activation:
+        name = node.input[2]
+        if name not in shifted:
+            zp = numpy_helper.to_array(inits[name])
+            if zp.dtype != np.int8:
+                continue
+            new = name if name not in weight_zps else f"{name}_u8"
+            tensor = numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), new)
+            if new == name:
+                inits[name].CopyFrom(tensor)
+            else:
+                proto.graph.initializer.append(tensor)
+            shifted[name] = new
+        node.input[2] = shifted[name]
+        if node.op_type == "QuantizeLinear":
+            quantized_outputs.add(node.output[0])
+    retyped = quantized_outputs | {name for name, new in shifted.items() if new == name}
+    for info in proto.graph.value_info:  # the recorded types of the zero points and quantized tensors follow
+        if info.name in retyped:
+            info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    return len(shifted)
+
+
+def weights_to_7bit(proto: Any) -> int:
+    """Halve the range of int8 weights that use more than 7 bits (NNCF's ONNX quantizer applies its overflow fix to
+    the first layer only): ``w7 = round(w / 2)`` with twice the scale, what ``reduce_range`` gives onnx-int8's PTQ,
+    so u8 x s8 pair sums fit in 16 bits on x86 CPUs without VNNI. Returns how many weights were rewritten."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    done = 0
+    for node in proto.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[1] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[node.input[0]])
+        if w.dtype != np.int8 or int(np.abs(w.astype(np.int32)).max()) <= 64:
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(
+            np.clip(np.round(w.astype(np.float32) / 2), -64, 64).astype(np.int8), node.input[0]))
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array((scale * 2).astype(scale.dtype), node.input[1]))
+        done += 1
+    return done
+
+
+def _build_onnx_int8_accuracy_aware(ctx: "ExportContext", folder: Path) -> Built:
+    """NNCF's accuracy-aware quantization of the ONNX model (the first INT8 fix, see :mod:`edgecls.export.fixes`).
+
+    onnxruntime's quantizer has no accuracy control, so this one is NNCF's ONNX quantizer with the settings of
+    ``onnx-int8``'s: Q/DQ, int8 per-channel symmetric weights in a 7-bit range (``overflow_fix``), uint8 asymmetric
+    activations (MIXED preset) with min/max ranges, the head and the gates float; then the layers that cost the
+    most are reverted to float until mAP and decision agreement hold.
+    """
+    import onnx
+    import onnxruntime as ort
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    from edgecls._deps import require
+    from edgecls.export.fixes import NothingQuantized, reverted_layers, validation_fn, validation_items
+
+    nncf = require("nncf", extra="train")
+    nncf.set_log_level(logging.ERROR)
+    cfg = ctx.config
+    src, float_details = float_onnx(ctx)
+    proto = onnx.load(str(prepared_float(src, ctx.workdir)))
+    head, gates = head_nodes(proto), gate_nodes(proto)
+    calib = ctx.calibration()
+    name = ctx.input_name
+    calibration = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))], lambda x: {name: x})
+    validation = nncf.Dataset(validation_items(ctx), lambda item: {name: item[0]})
+
+    def session(model: Any) -> Any:  # judged as it will be saved: 7-bit weights (see weights_to_7bit)
+        seven = onnx.ModelProto()
+        seven.CopyFrom(model)
+        weights_to_7bit(seven)
+        return ort.InferenceSession(seven.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    advanced = nncf.AdvancedQuantizationParameters(
+        overflow_fix=nncf.OverflowFix.ENABLE, activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    with reverted_layers() as reverted:
+        quantized = nncf.quantize_with_accuracy_control(
+            proto, calibration, validation,
+            validation_fn(ctx, lambda s, x: s.run(None, {name: x})[0], session, per_item_scores=True),
+            max_drop=float(cfg.map_budget), drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(calib), ignored_scope=nncf.IgnoredScope(names=[*head, *gates], validate=False),
+            advanced_quantization_parameters=advanced,
+        )
+    if not any(n.op_type == "QuantizeLinear" for n in quantized.graph.node):
+        raise NothingQuantized("NNCF's accuracy control reverted every layer to float")
+    shifted = activations_to_uint8(quantized)
+    halved = weights_to_7bit(quantized)
+    onnx.save(quantized, str(folder / MODEL_FILE))
+    stats = check_qdq(folder / MODEL_FILE, exclude=head)
+    details = {
+        "quantizer": "nncf.quantize_with_accuracy_control (onnx)", "nncf": nncf.__version__, "format": "QDQ",
+        "method": "nncf.quantize_with_accuracy_control",
+        "weights": "int8 per-channel symmetric, 7-bit range (no u8s8 saturation on x86 without VNNI; NNCF's overflow "
+                   f"fix, then {halved} weight(s) NNCF left in 8 bits halved)",
+        "activations": f"uint8 asymmetric (MIXED preset; NNCF's int8 zero points shifted by 128 in {shifted} "
+                       "activation Q/DQ pairs: the same values, ONNX Runtime's u8s8 path as onnx-int8)",
+        "calibration_method": "minmax", "float_nodes": head,
+        "float_gates": len(gates), "opset": float_details["opset"],
+        "accuracy_control": {"metric": f"mAP on the {cfg.parity_split} split, lowered by any decision-agreement "
+                                       f"shortfall under {cfg.int8_min_agreement:g}",
+                             "max_drop": cfg.map_budget, "drop_type": "absolute"},
+        **reverted, **stats,
+    }
+    return Built(path=f"{folder.name}/{MODEL_FILE}", precision="int8", parent="onnx",
+                 calibration=calib.summary(method="nncf min-max statistics + fast bias correction"), details=details,
+                 finalize=write_metadata)
 
 
 _ONNX_REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim")
@@ -552,15 +688,20 @@ ONNX_INT8 = register(Target(
     suffix=".onnx",
     extra="runtime",
     precision="int8",
-    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement"}),
+    options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement", "int8_fixes",
+                       "qat_epochs"}),
     doc="Static INT8 ONNX in Q/DQ format for ONNX Runtime: int8 per-channel symmetric weights in a 7-bit range (so "
         "x86 CPUs without VNNI do not saturate and accuracy is the same on every CPU), uint8 activations "
         "calibrated (MinMax) on real images through the shared preprocessing; the classifier head stays float. "
-        "For TensorRT (symmetric int8 activations) use tensorrt-int8.",
+        "For TensorRT (symmetric int8 activations) use tensorrt-int8. When that breaks the INT8 budget, NNCF's "
+        "accuracy-aware ONNX quantization (same settings) reverts the costliest layers to float until it holds, "
+        "then (with qat_epochs) a quantization-aware fine-tune is tried.",
     requires=(*_ONNX_REQUIRES, "onnxruntime"),
     build=_build_onnx_int8,
     runner=ort_runner,
+    accuracy_aware=_build_onnx_int8_accuracy_aware,
 ))
 
 ONNX_U8 = register(pixel_variant(ONNX, pixel_build(_build_onnx)))
-ONNX_INT8_U8 = register(pixel_variant(ONNX_INT8, pixel_build(_build_onnx_int8)))
+ONNX_INT8_U8 = register(pixel_variant(ONNX_INT8, pixel_build(_build_onnx_int8),
+                                     pixel_build(_build_onnx_int8_accuracy_aware)))

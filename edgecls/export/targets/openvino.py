@@ -13,11 +13,8 @@ the runtime can use the same one.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
-
-import numpy as np
 
 from edgecls.errors import EdgeclsError
 from edgecls.export.targets.registry import Built, Runner, Target, register
@@ -170,14 +167,18 @@ def _advanced(nncf: Any) -> Any:
                                                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
 
 
-def _int8_model(ctx: "ExportContext") -> tuple[Any, dict[str, Any]]:
-    """The NNCF-quantized model and how it was made, once per export (``openvino-int8`` and ``openvino-int8-u8`` are
-    this model)."""
-    return ctx.once("openvino_int8", lambda: _quantize(ctx))
+def _int8_model(ctx: "ExportContext", accuracy_aware: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The NNCF-quantized model and how it was made, once per export and method (``openvino-int8`` and
+    ``openvino-int8-u8`` are this model)."""
+    key = "openvino_int8_accuracy_aware" if accuracy_aware else "openvino_int8"
+    return ctx.once(key, lambda: _quantize(ctx, accuracy_aware=accuracy_aware))
 
 
-def _build_openvino_int8(ctx: "ExportContext", folder: Path, *, pixels: bool = False) -> Built:
-    model, details = _int8_model(ctx)
+def _build_openvino_int8(ctx: "ExportContext", folder: Path, *, pixels: bool = False,
+                         accuracy_aware: bool = False) -> Built:
+    """NNCF post-training quantization (the first INT8 attempt), or with ``accuracy_aware`` NNCF's accuracy-aware
+    quantization (the first fix, see :mod:`edgecls.export.fixes`)."""
+    model, details = _int8_model(ctx, accuracy_aware)
     calibration = ctx.calibration().summary(method="nncf min-max statistics + fast bias correction")
     return _save(ctx, folder, model, "int8", "openvino", details, calibration, pixels)
 
@@ -186,10 +187,18 @@ def _build_openvino_int8_pixels(ctx: "ExportContext", folder: Path) -> Built:
     return _build_openvino_int8(ctx, folder, pixels=True)
 
 
-def _quantize(ctx: "ExportContext") -> tuple[Any, dict[str, Any]]:
+def _build_openvino_int8_accuracy_aware(ctx: "ExportContext", folder: Path) -> Built:
+    return _build_openvino_int8(ctx, folder, accuracy_aware=True)
+
+
+def _build_openvino_int8_pixels_accuracy_aware(ctx: "ExportContext", folder: Path) -> Built:
+    return _build_openvino_int8(ctx, folder, pixels=True, accuracy_aware=True)
+
+
+def _quantize(ctx: "ExportContext", *, accuracy_aware: bool) -> tuple[Any, dict[str, Any]]:
     from edgecls._deps import require
+    from edgecls.export.fixes import reverted_layers, validation_fn, validation_items
     from edgecls.export.targets.onnx import float_head_nodes, float_onnx
-    from edgecls.metrics import mean_average_precision, sigmoid
 
     ov = _ov()
     nncf = require("nncf", extra="train")
@@ -208,37 +217,35 @@ def _quantize(ctx: "ExportContext") -> tuple[Any, dict[str, Any]]:
     details.update({"quantizer": "nncf", "nncf": nncf.__version__, "preset": "performance (symmetric int8)",
                     "weights": "int8 per-channel, 7-bit range (overflow_fix: no saturation on x86 without VNNI)",
                     "activation_ranges": "min/max over the calibration images", "float_ops": ignored})
-    if cfg.max_map_drop is None:
+    if not accuracy_aware:
         quantized = nncf.quantize(model, calibration, preset=nncf.QuantizationPreset.PERFORMANCE,
                                   subset_size=len(calib), ignored_scope=scope, advanced_parameters=_advanced(nncf))
         details["method"] = "nncf.quantize (post-training)"
     else:
-        val = ctx.validation()
-        items = [(val.images[i : i + 1], i) for i in range(len(val))]
-        validation = nncf.Dataset(items, lambda item: item[0])
-
-        def validation_fn(compiled: Any, data: Any) -> tuple[float, list[list[np.ndarray]]]:
-            outputs, index = [], []
-            for image, i in data:
-                outputs.append(np.asarray(compiled(image)[0], dtype=np.float32))
-                index.append(i)
-            logits = np.concatenate(outputs)
-            value = mean_average_precision(sigmoid(logits), val.targets[index], val.known[index])
-            return (0.0 if math.isnan(value) else float(value)), [[o] for o in outputs]
-
-        quantized = nncf.quantize_with_accuracy_control(
-            model, calibration, validation, validation_fn, max_drop=float(cfg.max_map_drop),
-            drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
-            subset_size=len(calib), ignored_scope=scope, advanced_quantization_parameters=_advanced(nncf),
-        )
+        validation = nncf.Dataset(validation_items(ctx), lambda item: item[0])
+        with reverted_layers() as reverted:
+            quantized = nncf.quantize_with_accuracy_control(
+                model, calibration, validation, validation_fn(ctx, lambda compiled, x: compiled(x)[0]),
+                max_drop=float(cfg.map_budget), drop_type=nncf.DropType.ABSOLUTE,
+                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib), ignored_scope=scope,
+                advanced_quantization_parameters=_advanced(nncf),
+            )
         details["method"] = "nncf.quantize_with_accuracy_control"
-        details["accuracy_control"] = {"metric": f"mAP on the {cfg.parity_split} split", "max_drop": cfg.max_map_drop,
-                                       "drop_type": "absolute"}
+        details["accuracy_control"] = _accuracy_control(cfg)
+        details.update(reverted)
     fq = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
     if fq == 0:
-        raise EdgeclsError("NNCF left no quantized layer in the model (every layer reverted to float)")
+        from edgecls.export.fixes import NothingQuantized
+
+        raise NothingQuantized("NNCF left no quantized layer in the model (every layer reverted to float)")
     details["fake_quantize_ops"] = int(fq)
     return quantized, details
+
+
+def _accuracy_control(cfg: Any) -> dict[str, Any]:
+    """What the accuracy-aware step held (see :func:`edgecls.export.fixes.decision_metric`)."""
+    return {"metric": f"mAP on the {cfg.parity_split} split, lowered by any decision-agreement shortfall under "
+                      f"{cfg.int8_min_agreement:g}", "max_drop": cfg.map_budget, "drop_type": "absolute"}
 
 
 _REQUIRES = ("torch", "onnx", "onnxscript", "onnxslim", "openvino")
@@ -265,22 +272,25 @@ OPENVINO_INT8 = register(Target(
     extra="openvino",
     precision="int8",
     options=frozenset({"opset", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement",
-                       "openvino_precision"}),
+                       "openvino_precision", "int8_fixes", "qat_epochs"}),
     doc="OpenVINO IR quantized to INT8 by NNCF post-training quantization (PERFORMANCE preset: symmetric int8, "
         "7-bit weights so x86 CPUs without VNNI do not saturate, min/max ranges on real calibration images through "
-        "the shared preprocessing, classifier head kept float). With max_map_drop set, NNCF's accuracy-aware "
-        "quantization reverts the layers that cost the most validation mAP until the drop is within it.",
+        "the shared preprocessing, classifier head kept float). When that breaks the INT8 budget, NNCF's "
+        "accuracy-aware quantization reverts the layers that cost the most (validation mAP and decision agreement) "
+        "to float until it holds, then (with qat_epochs) a quantization-aware fine-tune is tried.",
     requires=(*_REQUIRES, "nncf"),
     build=_build_openvino_int8,
     runner=_ov_runner,
+    accuracy_aware=_build_openvino_int8_accuracy_aware,
 ))
 
 
-def _pixel_variant(target: Target, build: Any) -> Target:
+def _pixel_variant(target: Target, build: Any, accuracy_aware: Any = None) -> Target:
     from edgecls.export.targets.onnx import pixel_variant
 
-    return pixel_variant(target, build)
+    return pixel_variant(target, build, accuracy_aware)
 
 
 OPENVINO_U8 = register(_pixel_variant(OPENVINO, _build_openvino_pixels))
-OPENVINO_INT8_U8 = register(_pixel_variant(OPENVINO_INT8, _build_openvino_int8_pixels))
+OPENVINO_INT8_U8 = register(_pixel_variant(OPENVINO_INT8, _build_openvino_int8_pixels,
+                                           _build_openvino_int8_pixels_accuracy_aware))

@@ -117,6 +117,9 @@ class Target:
         execute: Optional ``execute(model_path, images, runner) -> (logits, info)`` for an artifact no runtime
             backend runs (an ExecuTorch program): the parity check calls it instead of
             :func:`edgecls.export.parity.run_backend`, in the exporter's environment.
+        accuracy_aware: Optional ``accuracy_aware(ctx, folder) -> Built`` for INT8 targets: the same artifact made
+            by NNCF's accuracy-aware quantization (layers back to float until the budget holds), the first fix
+            the export tries when post-training quantization breaks a budget (:mod:`edgecls.export.fixes`).
     """
 
     name: str
@@ -132,6 +135,7 @@ class Target:
     check: Callable[[], tuple[bool, str]] | None = field(default=None, repr=False, compare=False)
     preflight: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
     execute: Callable[..., tuple[Any, dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
+    accuracy_aware: Callable[["ExportContext", Path], Built] | None = field(default=None, repr=False, compare=False)
 
     def run(self, model_path: Path, images: Any, runner: Runner) -> tuple[Any, dict[str, Any]]:
         """The artifact's logits on ``images`` and what ran them: through :attr:`execute` when the target has one,
@@ -173,12 +177,16 @@ class Target:
         finally:
             logging.disable(previous)
 
-    def export(self, ctx: "ExportContext", folder: Path) -> Built:
-        """Write this target's artifact into ``folder`` (created) and describe it."""
+    def export(self, ctx: "ExportContext", folder: Path, *, accuracy_aware: bool = False) -> Built:
+        """Write this target's artifact into ``folder`` (created) and describe it; with ``accuracy_aware``, through
+        :attr:`accuracy_aware` instead of :attr:`build`."""
         self.require()
         folder.mkdir(parents=True, exist_ok=True)
+        build = self.accuracy_aware if accuracy_aware else self.build
+        if build is None:
+            raise ValueError(f"export target {self.name!r} has no accuracy-aware build")
         with quiet(f"target {self.name}"):
-            return self.build(ctx, folder)
+            return build(ctx, folder)
 
     def accepts(self, option: str) -> bool:
         return option in COMMON_OPTIONS or option in self.options

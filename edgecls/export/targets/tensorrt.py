@@ -280,7 +280,7 @@ TENSORRT_INT8 = register(Target(
     extra="tensorrt",
     precision="int8",
     options=frozenset({"opset", "max_batch", "calib_split", "calib_size", "max_map_drop", "int8_min_agreement",
-                       "require_engine"}),
+                       "int8_fixes", "qat_epochs", "require_engine"}),
     doc="TensorRT INT8 engine by explicit quantization: a Q/DQ ONNX with int8 per-channel symmetric weights and "
         "symmetric int8 activations (zero point 0) calibrated on real images; the head stays float; no deprecated "
         "INT8 calibrator. Without an NVIDIA GPU here: that ONNX, engine.json and BUILD.md (its INT8 parity "
