@@ -354,12 +354,7 @@ def test_bad_input_is_one_line_before_any_work(local_ray, runner, bundle, images
     assert "no such bundle folder" in error(str(tmp_path / "nope"), str(images), "--engine", "ray", "--out", out)
     (tmp_path / "notabundle").mkdir()
     assert "no manifest here" in error(str(tmp_path / "notabundle"), str(images), "--engine", "ray", "--out", out)
-    tampered = tmp_path / "tampered"
-    shutil.copytree(bundle, tampered)
-    for model in tampered.rglob("model.onnx"):
-        data = bytearray(model.read_bytes())
-        data[-8] ^= 1
-        model.write_bytes(bytes(data))
+    tampered = _tampered_copy(bundle, tmp_path / "tampered")
     line = error(str(tampered), str(images), "--engine", "ray", "--out", out)  # the driver reads only the manifest
     assert "a worker cannot open it" in line and "does not match the manifest" in line
     port = _free_port()
@@ -407,14 +402,19 @@ def test_s3_source_bundle_and_output_on_a_local_s3_server(local_ray, s3_server, 
     assert missing.exit_code == 1 and "cannot write there" in missing.output, missing.output
 
 
-def test_two_nodes_give_the_same_rows(bundle, images, tmp_path):
-    """ray.cluster_utils.Cluster, 2 nodes x 1 CPU, in its own process (one process joins one cluster)."""
-    tampered = tmp_path / "tampered"
-    shutil.copytree(bundle, tampered)
-    for model in tampered.rglob("model.onnx"):
+def _tampered_copy(bundle: Path, dest: Path) -> Path:
+    """A copy of ``bundle`` whose ONNX model files have one flipped bit (their sha256 no longer matches)."""
+    shutil.copytree(bundle, dest)
+    for model in dest.rglob("model.onnx"):
         data = bytearray(model.read_bytes())
         data[-8] ^= 1
         model.write_bytes(bytes(data))
+    return dest
+
+
+def test_two_nodes_give_the_same_rows(bundle, images, tmp_path):
+    """ray.cluster_utils.Cluster, 2 nodes x 1 CPU, in its own process (one process joins one cluster)."""
+    tampered = _tampered_copy(bundle, tmp_path / "tampered")
     code = textwrap.dedent(f"""
         import json, ray
         from ray.cluster_utils import Cluster

@@ -14,7 +14,7 @@ from edgecls.preprocess import Resize
 
 
 class Strategy(str, enum.Enum):
-    AUTO = "auto"  # a cached-feature head first (seconds), then finetune from it with early stopping; the better wins
+    AUTO = "auto"  # a cached-feature head first (seconds), then fine-tuning (fresh head), early-stopped; best wins
     FREEZE = "freeze"  # head only, encoder frozen (BatchNorm in eval)
     FINETUNE = "finetune"  # everything, encoder at lr * encoder_lr_scale
     FULL = "full"  # everything at one lr
@@ -77,7 +77,7 @@ class TrainConfig:
     augment: Augment = field(Augment.LIGHT, help="training augmentation preset")
     # strategy and optimisation
     strategy: Strategy = field(Strategy.AUTO, help="what to train; auto: a cached-feature head, then fine-tuning "
-                               "from it while it beats the head on validation (the better one is kept)")
+                               "(ImageNet weights, a fresh head); the better on validation is kept")
     cache_features: bool = field(False, help="freeze only: compute encoder features once, train the head on them")
     head_epochs: int = field(60, help="auto: epochs of its cached-feature head phase (seconds in all)")
     epochs: int = field(15, help="number of epochs (auto: of its fine-tuning phase)")
