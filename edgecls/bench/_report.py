@@ -82,6 +82,9 @@ def _preamble(result: BenchResult) -> list[str]:
         + (f"; medians of {result.config.rounds} interleaved rounds" if result.config.rounds > 1 else ""),
         f"peak estimate: FP32 {p.fp32_gflops:.0f} GFLOP/s, BF16 {_num(p.bf16_gflops, '.0f')} GFLOP/s, INT8 "
         f"{p.int8_gops:.0f} GOP/s = {p.assumption}; measured numpy FP32 GEMM: {result.gemm_gflops:.0f} GFLOP/s",
+        *(["measured vector units (micro-kernels, all threads): "
+           + ", ".join(f"{k} {v:.0f} GOP/s" for k, v in result.vector_rates["kernels"].items())]
+          if result.vector_rates else []),
         f"model: {_num(None if result.macs is None else result.macs / 1e6, '.1f')} M multiply-adds per image",
         *([f"memory: STREAM-style triad {result.bandwidth['dram_gbs']:.1f} GB/s (DRAM), "
            f"{result.bandwidth['cache_gbs']:.1f} GB/s within the {result.bandwidth['cache_bytes'] / 2**20:.0f} MiB "

@@ -91,6 +91,7 @@ class BenchResult:
     cpu_share: CpuShare | None = None  # who used the CPUs while the rows ran (Linux)
     bandwidth: dict[str, Any] | None = None  # triad GB/s (DRAM and last-level cache) measured before the rows
     rooflines: dict[str, dict[str, Any]] = field(default_factory=dict)  # "int8 b8" -> Roofline.to_dict()
+    vector_rates: dict[str, Any] | None = None  # FMA / VNNI micro-kernel GOP/s on the bench's threads (x86)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,7 +101,7 @@ class BenchResult:
             "macs_per_image": self.macs, "data": self.data, "versions": self.versions,
             "rows": [r.to_dict() for r in self.rows], "not_run": [{"row": r, "reason": why} for r, why in self.not_run],
             "checks": [c.to_dict() for c in self.checks],
-            "bandwidth": self.bandwidth, "rooflines": self.rooflines,
+            "bandwidth": self.bandwidth, "rooflines": self.rooflines, "vector_rates": self.vector_rates,
         }
 
     def table(self) -> str:

@@ -25,6 +25,7 @@ from edgecls.bench.plan import PlannedRow, plan_rows
 from edgecls.bench.results import BenchResult, BenchRow
 from edgecls.bench.targets import check_targets, load_targets
 from edgecls.errors import ConfigError
+from edgecls.runtime.backends import cpu_flags
 
 if TYPE_CHECKING:
     from edgecls.bench.config import BenchConfig
@@ -121,6 +122,23 @@ def _bandwidth(threads: int) -> Any:
     except MemoryError:  # a small device: no roofline rather than no benchmark
         log.warning("bench: not enough memory to measure the bandwidth; no roofline columns")
         return None
+
+
+def _vector_rates(threads: int, machine: Any) -> Any:
+    """The FMA / VNNI rates ``threads`` threads reach here (:mod:`edgecls.bench._kernels`), None where none runs."""
+    from edgecls.bench._kernels import measure_vector_rates
+
+    return measure_vector_rates(threads, set(machine.isa) | set(cpu_flags()))
+
+
+def _lifted_by_kernels(peak: Peak, vector: Any) -> Peak:
+    """The peak at the clock the micro-kernels prove (the reported clock of a VM is often its base clock; the cores
+    run vector code at their boost clock): never lower than the estimate, so the roofline built on it stays a bound."""
+    if vector is None:
+        return peak
+    evidence = [(f"a micro-kernel of {name}", "int8" if name.startswith("int8") else "f32", gops)
+                for name, gops in vector.kernels.items()]
+    return peak.lifted(evidence)
 
 
 def _with_roofline(rows: list[BenchRow], manifest: Any, root: Path, machine: Any, peak: Peak,
@@ -248,6 +266,8 @@ def run(config: BenchConfig) -> BenchResult:
         load_before = _load_average()
         meter = CpuMeter().start()
         gemm = measure_gemm_gflops()
+        vector = _vector_rates(peak.cores, machine)
+        peak = _lifted_by_kernels(peak, vector)
         bandwidth = _bandwidth(threads)
         raws: list[list[dict[str, Any]]] = [[] for _ in planned]
         for rnd in range(config.rounds):
@@ -288,6 +308,7 @@ def run(config: BenchConfig) -> BenchResult:
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         load_average=(load_before, _load_average()) if load_before is not None else None, cpu_share=cpu_share,
         bandwidth=bandwidth.to_dict() if bandwidth else None, rooflines=rooflines,
+        vector_rates=vector.to_dict() if vector else None,
     )
     result.checks = check_targets(result, speed_targets)
     return result
