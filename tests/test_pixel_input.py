@@ -31,6 +31,36 @@ TWINS = {"onnx-u8": "onnx", "onnx-int8-u8": "onnx-int8", "openvino-u8": "openvin
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# which twin auto picks, per engine and device (no model)
+
+
+def test_the_pixel_twin_comes_first_only_where_the_device_prefers_it():
+    from edgecls.manifest import Artifact
+    from edgecls.runtime import backends
+    from edgecls.runtime.plan import order_artifacts
+
+    arts = [Artifact(n, f"{n}/model.{ext}", fmt, p, "0" * 64, (0.5,), input=kind) for n, ext, fmt, p, kind in (
+        ("onnx", "onnx", "onnx", "fp32", FLOAT_INPUT), ("onnx-u8", "onnx", "onnx", "fp32", PIXELS_BGR),
+        ("onnx-int8", "onnx", "onnx", "int8", FLOAT_INPUT), ("onnx-int8-u8", "onnx", "onnx", "int8", PIXELS_BGR),
+        ("openvino-int8-u8", "xml", "openvino", "int8", PIXELS_BGR),
+        ("openvino-int8", "xml", "openvino", "int8", FLOAT_INPUT))]
+    names = [a.name for a in order_artifacts(arts, ("onnx",), int8_fast=True)]
+    assert names == ["onnx-int8-u8", "onnx-int8", "onnx-u8", "onnx"]
+    names = [a.name for a in order_artifacts(arts, ("onnx",), int8_fast=True, pixels_first=False)]
+    assert names == ["onnx-int8", "onnx-int8-u8", "onnx", "onnx-u8"]
+    assert [a.name for a in order_artifacts(arts, ("openvino", "onnx"), True)][:2] == ["openvino-int8-u8",
+                                                                                       "openvino-int8"]
+    # the one source of truth: each backend's device says whether its pixel twin runs no slower
+    for name, want in (("onnxruntime", {"cpu": False}), ("openvino", {"CPU": True})):
+        status = backends.probe(name)
+        if not status.usable:
+            continue
+        got = {c.device: c.pixels_first for c in backends.backend_module(name).candidates(status)}
+        assert all(got[d] == w for d, w in want.items() if d in got), (name, got)
+        assert all(v for d, v in got.items() if d not in want)  # GPUs and NPUs: a quarter of the bytes to move
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # the Preprocessor's pixel mode (no engine)
 
 
@@ -129,13 +159,24 @@ def test_pixel_artifacts_give_their_twins_probabilities(bundle, pixels, backend)
         assert np.abs(clf.probs(tensors) - p).max() <= 1e-6
 
 
-def test_auto_prefers_the_pixel_artifact_for_the_same_engine_and_precision(bundle):
+def test_auto_prefers_the_pixel_artifact_where_its_engine_runs_it_no_slower(bundle):
+    """OpenVINO (and GPUs) get the -u8 twin; ONNX Runtime's CPU provider the float-input one, which was measured no
+    slower there (its Cast/Transpose/Mul kernels cost what the numpy normalisation saves)."""
     from edgecls.runtime import plan
 
     manifest = Manifest.load(bundle["root"])
     choices = plan.plan(manifest, Path(bundle["root"]))
-    assert choices and all(c.artifact.name.endswith("-u8") for c in choices)
-    assert "uint8 pixels in" in choices[0].reason
+    assert choices
+    for c in choices:
+        pixels = c.candidate is not None and c.candidate.pixels_first
+        assert c.artifact.name.endswith("-u8") == pixels, (c.backend, c.device, c.artifact.name)
+        assert ("uint8 pixels in" in c.reason) == pixels
+    cpu = [c for c in choices if (c.backend, c.device) == ("onnxruntime", "cpu")]
+    assert cpu and cpu[0].artifact.name in TWINS.values() and "twin no faster" in cpu[0].reason
+    ov = [c for c in choices if c.backend == "openvino"]
+    assert all(c.artifact.name.endswith("-u8") for c in ov)
+    explicit = plan.plan(manifest, Path(bundle["root"]), backend="onnxruntime")
+    assert not explicit[0].artifact.name.endswith("-u8")  # the same rule with the backend named
     only_float = plan.plan(manifest, Path(bundle["root"]), backend="onnxruntime", artifact="onnx")
     assert only_float[0].artifact.name == "onnx"  # --artifact still picks exactly what is asked for
 

@@ -171,18 +171,27 @@ def model_path(root: Path, art: Artifact, backend: str) -> Path:
     return _artifact_path(root, art)
 
 
-def order_artifacts(artifacts: Iterable[Artifact], formats: Sequence[str], int8_fast: bool) -> list[Artifact]:
+def order_artifacts(artifacts: Iterable[Artifact], formats: Sequence[str], int8_fast: bool,
+                    pixels_first: bool = True) -> list[Artifact]:
     """Artifacts in ``formats``: INT8 first when the device runs it fast (float first otherwise), then by format, then
-    the pixel-input variant (uint8 NHWC in, normalised in the engine) before the float-input one."""
+    the pixel-input variant (uint8 NHWC in, normalised in the engine) before the float-input one where the device
+    runs it no slower (``pixels_first``: :attr:`Candidate.pixels_first`), after it elsewhere."""
     usable = [a for a in artifacts if a.format in formats]
     return sorted(usable, key=lambda a: ((a.precision == "int8") != int8_fast, formats.index(a.format),
-                                         not is_pixels(a.input)))
+                                         is_pixels(a.input) != pixels_first))
 
 
-def _why_artifact(art: Artifact, cand: Candidate | None, forced: bool) -> str:
+def _order_for(pool: Iterable[Artifact], formats: Sequence[str], cand: Candidate | None) -> list[Artifact]:
+    """:func:`order_artifacts` for a backend's device (no device found: INT8 not assumed fast, pixels first)."""
+    return order_artifacts(pool, formats, cand.int8_fast if cand else False, cand.pixels_first if cand else True)
+
+
+def _why_artifact(art: Artifact, cand: Candidate | None, forced: bool, arts: Sequence[Artifact] = ()) -> str:
     if forced:
         return f"artifact {art.name} as requested"
-    u8 = "; uint8 pixels in, normalised in the engine" if is_pixels(art.input) else ""
+    twin = any(is_pixels(a.input) and a.precision == art.precision for a in arts)
+    u8 = "; uint8 pixels in, normalised in the engine" if is_pixels(art.input) else \
+        ("; float input: this device runs the pixel-input twin no faster" if twin else "")
     if art.precision == "int8":
         return f"artifact {art.name} (int8: this device runs INT8 fast{u8})"
     if cand is not None and cand.int8_fast:
@@ -225,7 +234,7 @@ def plan(
         cands = backend_module(backend).candidates(status) if status.usable else []
         match = [c for c in cands if device is None or c.device.lower() == device.lower() or c.kind == kind]
         cand = match[0] if match else None
-        arts = order_artifacts(pool, module.FORMATS, cand.int8_fast if cand else False)
+        arts = _order_for(pool, module.FORMATS, cand)
         if not arts:
             have = ", ".join(f"{a.name} ({a.format})" for a in pool)
             runs = "/".join(module.FORMATS)
@@ -235,7 +244,7 @@ def plan(
                                   f"backends for it: {', '.join(others)}")
             raise ConfigError(f"backend {backend!r} runs {runs} artifacts; this bundle has {have}")
         art = arts[0]
-        reason = f"{backend} as requested; {_why_artifact(art, cand, forced is not None)}"
+        reason = f"{backend} as requested; {_why_artifact(art, cand, forced is not None, arts)}"
         return [Choice(art, model_path(root, art, backend), backend, device, precision_for(art, backend), reason,
                        cand)]
 
@@ -243,12 +252,12 @@ def plan(
         raise ConfigError(f"with backend 'auto', device must be cpu, gpu/cuda, npu or ane, got {device!r}")
     choices = []
     for cand in auto_candidates(kind=kind):
-        arts = order_artifacts(pool, backend_module(cand.backend).FORMATS, cand.int8_fast)
+        arts = _order_for(pool, backend_module(cand.backend).FORMATS, cand)
         if not arts:
             continue
         art = arts[0]
         dev = device if device and any(c in device for c in ":.") else cand.device
-        reason = f"{cand.why}; {_why_artifact(art, cand, forced is not None)}"
+        reason = f"{cand.why}; {_why_artifact(art, cand, forced is not None, arts)}"
         choices.append(Choice(art, model_path(root, art, cand.backend), cand.backend, dev,
                               precision_for(art, cand.backend), reason, cand))
     if not choices:

@@ -72,6 +72,11 @@ class Candidate:
     formats: tuple[str, ...]  # artifact formats it runs, preferred first
     int8_fast: bool  # runs INT8 faster than float on this hardware
     why: str  # one line: why this is a good choice here
+    # prefers an artifact's pixel-input (-u8) twin, which takes uint8 NHWC and normalises in the engine: True where
+    # that was measured faster or equal (OpenVINO fuses the conversion into its first layer; a GPU moves a quarter of
+    # the bytes); False for ONNX Runtime's CPU provider, which runs the graph's Cast/Transpose/Mul as separate
+    # kernels costing what the numpy normalisation saved (benchmarks/RESULTS.md, "auto's artifact choice")
+    pixels_first: bool = True
 
 
 class Backend(abc.ABC):

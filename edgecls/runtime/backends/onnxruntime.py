@@ -98,7 +98,8 @@ def candidates(status: BackendStatus) -> list[Candidate]:
                                "ONNX Runtime's CoreML execution provider is available"))
     if "cpu" in status.devices:
         fast, why = cpu_int8_support()
-        found.append(Candidate(NAME, "cpu", "cpu", RANK_ORT_CPU, FORMATS, fast, f"ONNX Runtime on the CPU ({why})"))
+        found.append(Candidate(NAME, "cpu", "cpu", RANK_ORT_CPU, FORMATS, fast, f"ONNX Runtime on the CPU ({why})",
+                               pixels_first=False))
     return found
 
 
