@@ -218,17 +218,26 @@ def unit_rates(machine: Any, precision: str) -> Rates:
                                              f"depthwise and elementwise) {lane:g} OP/cycle/core; {how}")
 
 
-def roofline(costs: Sequence[NodeCost], *, rates: Rates, ghz: float, cores: int, gbs: float, precision: str,
-             batch: int, cache_gbs: float | None = None, cache_bytes: int = 0) -> Roofline:
-    """The bound: per node max(arithmetic / unit rate, bytes / bandwidth), summed; weights read once per batch.
+@dataclass(frozen=True)
+class NodeBound:
+    """One node's share of the bound: its fastest time per image here and the side that sets it."""
 
-    ``gbs``: DRAM triad bandwidth; ``cache_gbs`` (with ``cache_bytes``, the last-level cache's size): the bandwidth of
-    a node whose working set at ``batch`` fits that cache."""
+    cost: NodeCost
+    seconds: float  # per image: max(arithmetic / unit rate, bytes / bandwidth)
+    side: str  # compute | memory
+    kind: str  # the kind of layer (see :data:`KINDS`)
+
+
+KINDS = ("dense conv / GEMM (matrix unit)", "depthwise / grouped conv (vector)", "fused activations / adds (vector)",
+         "other elementwise / pooling (vector)")
+
+
+def node_bounds(costs: Sequence[NodeCost], *, rates: Rates, ghz: float, cores: int, gbs: float, precision: str,
+                batch: int, cache_gbs: float | None = None, cache_bytes: int = 0) -> list[NodeBound]:
+    """Each node's fastest time per image on ``cores`` cores (what :func:`roofline` sums), in graph order."""
     size = ELEMENT_BYTES.get(precision, 4)
     hz = ghz * 1e9 * cores
-    compute = memory = 0.0
-    times = []
-    by_kind: dict[str, float] = {}
+    out = []
     for c in costs:
         if c.unit == "matrix":
             ops, rate = 2.0 * c.macs, rates.matrix
@@ -239,22 +248,33 @@ def roofline(costs: Sequence[NodeCost], *, rates: Rates, ghz: float, cores: int,
         t_compute = ops / (rate * hz)
         in_cache = cache_gbs and (c.activation_elems * batch + c.weight_elems) * size <= cache_bytes
         t_memory = (c.activation_elems + c.weight_elems / batch) * size / ((cache_gbs if in_cache else gbs) * 1e9)
-        if t_compute >= t_memory:
-            compute += t_compute
-        else:
-            memory += t_memory
-        times.append((c.label, c.op, max(t_compute, t_memory)))
-        kind = ("dense conv / GEMM (matrix unit)" if c.unit == "matrix" else
-                "depthwise / grouped conv (vector)" if c.op in _CONVS else
-                "fused activations / adds (vector)" if c.fused else "other elementwise / pooling (vector)")
-        by_kind[kind] = by_kind.get(kind, 0.0) + max(t_compute, t_memory)
+        kind = KINDS[0] if c.unit == "matrix" else KINDS[1] if c.op in _CONVS else KINDS[2] if c.fused else KINDS[3]
+        out.append(NodeBound(c, max(t_compute, t_memory), "compute" if t_compute >= t_memory else "memory", kind))
+    return out
+
+
+def roofline(costs: Sequence[NodeCost], *, rates: Rates, ghz: float, cores: int, gbs: float, precision: str,
+             batch: int, cache_gbs: float | None = None, cache_bytes: int = 0) -> Roofline:
+    """The bound: per node max(arithmetic / unit rate, bytes / bandwidth), summed; weights read once per batch.
+
+    ``gbs``: DRAM triad bandwidth; ``cache_gbs`` (with ``cache_bytes``, the last-level cache's size): the bandwidth of
+    a node whose working set at ``batch`` fits that cache. ``ghz``: the clock the vector units run at (the bench
+    lifts the reported clock to what its micro-kernels measure, :mod:`edgecls.bench._kernels`)."""
+    size = ELEMENT_BYTES.get(precision, 4)
+    nodes = node_bounds(costs, rates=rates, ghz=ghz, cores=cores, gbs=gbs, precision=precision, batch=batch,
+                        cache_gbs=cache_gbs, cache_bytes=cache_bytes)
+    compute = sum(n.seconds for n in nodes if n.side == "compute")
+    memory = sum(n.seconds for n in nodes if n.side == "memory")
+    by_kind: dict[str, float] = {}
+    for n in nodes:
+        by_kind[n.kind] = by_kind.get(n.kind, 0.0) + n.seconds
     total = compute + memory
-    times.sort(key=lambda t: -t[2])
+    times = sorted(((n.cost.label, n.cost.op, n.seconds) for n in nodes), key=lambda t: -t[2])
     top = tuple((n, op, round(t / total, 4)) for n, op, t in times[:5]) if total else ()
     shares = tuple(sorted(((k, round(v / total, 4)) for k, v in by_kind.items()), key=lambda kv: -kv[1])) \
         if total else ()
     return Roofline(1.0 / total if total else 0.0, compute, memory, "compute" if compute >= memory else "memory",
-                    top, f"{rates.how}; memory: triad {gbs:.1f} GB/s"
+                    top, f"{rates.how}; clock {ghz:.2f} GHz; memory: triad {gbs:.1f} GB/s"
                     + (f" (DRAM), {cache_gbs:.1f} GB/s within the {cache_bytes / 2**20:.0f} MiB last-level cache"
                        if cache_gbs else "") + f", {size} byte(s) per element, batch {batch}", shares)
 
