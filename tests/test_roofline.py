@@ -71,6 +71,22 @@ def test_the_bound_is_the_slower_side_of_each_layer(tmp_path):
     assert cached.bound == "compute"
 
 
+def test_node_bounds_are_what_the_bound_sums_and_scale_with_the_clock(tmp_path):
+    from edgecls.bench._roofline import Rates, node_bounds, node_costs, roofline
+
+    costs = node_costs(_model(tmp_path / "m.onnx"))
+    rates = Rates(matrix=256.0, vector=64.0, how="test")
+    kw = dict(rates=rates, cores=2, gbs=1e6, precision="int8", batch=8)
+    nodes = node_bounds(costs, ghz=2.6, **kw)
+    assert [n.cost for n in nodes] == costs and all(n.side == "compute" for n in nodes)
+    assert sum(n.seconds for n in nodes) == pytest.approx(1 / roofline(costs, ghz=2.6, **kw).images_per_second)
+    assert {n.cost.name: n.kind for n in nodes}["dw"].startswith("depthwise")
+    # a compute-bound model's bound scales with the clock the micro-kernels measure (2.6 -> 3.9 GHz: 1.5x)
+    assert roofline(costs, ghz=3.9, **kw).images_per_second == pytest.approx(
+        1.5 * roofline(costs, ghz=2.6, **kw).images_per_second)
+    assert "clock 3.90 GHz" in roofline(costs, ghz=3.9, **kw).how
+
+
 def test_unit_rates_follow_the_isa():
     from edgecls.bench._machine import Machine
     from edgecls.bench._roofline import unit_rates
