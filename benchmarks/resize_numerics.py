@@ -152,7 +152,7 @@ def model_dp(bundle: Path, arm: Path, x86: Path) -> dict[str, float]:
         for cand in sorted({k.split("/", 1)[0] for k in a.files}):
             keys = [k for k in a.files if k.startswith(cand + "/")]
 
-            def tensors(f: Any) -> np.ndarray:
+            def tensors(f: Any, keys: list[str] = keys) -> np.ndarray:
                 batch = np.stack([f[k] for k in keys])
                 if batch.dtype == np.uint8:
                     return pixels_to_tensor(batch, spec, PIXELS_BGR)
