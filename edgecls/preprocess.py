@@ -7,6 +7,9 @@ from the :class:`PreprocessSpec` stored in every checkpoint and bundle.
 from __future__ import annotations
 
 import enum
+import functools
+import math
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Sequence, Union
@@ -28,6 +31,15 @@ class Resize(str, enum.Enum):
 
 RESIZE_MODES = tuple(m.value for m in Resize)
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
+# How the resize computes (PreprocessSpec.resize_numerics). "native": OpenCV's 8-bit kernels, whose SIMD code rounds
+# differently on x86 and on ARM (NEON): one 8-bit level on 18% (linear), 2.5% (cubic), 0.06% (area) of the values, so
+# an FP32 artifact's probabilities differ between the two by up to ~1e-2. "portable": the same pixels everywhere, by
+# construction (benchmarks/RESULTS.md, "issue 16: FP32 parity on ARM"): linear through OpenCV's bit-exact
+# INTER_LINEAR_EXACT, cubic and area through exact_resize (integer arithmetic), nearest as it is (a copy). Both give
+# uint8 pixels, so the -u8 artifacts (normalising in the engine) and the float tensor stay equal bit for bit.
+NATIVE = "native"
+PORTABLE = "portable"
+RESIZE_NUMERICS = (NATIVE, PORTABLE)
 # the image files a dataset folder and the runtime's file listing pick up (edgecls.data uses this one too)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_IMG_SIZE = 224  # the usual ImageNet input size; a backbone says its own (train.backbones)
@@ -85,6 +97,11 @@ class PreprocessSpec:
     scale whose shorter side still holds at least twice what the resize needs (:func:`jpeg_scale`), then resized
     as usual; other formats and arrays are decoded in full. On for every spec built now; a record without the field
     (a bundle or checkpoint made before it existed) reads as off, so its numerics stay exactly what they were.
+
+    ``resize_numerics``: ``"native"`` (the default) resizes with OpenCV's 8-bit kernels, which round one 8-bit
+    level differently on x86 and on ARM; ``"portable"`` gives the same pixels on both (see :data:`RESIZE_NUMERICS`)
+    at 5-20% of ``predict``'s time on x86, so it is chosen (``edgecls export --resize-numerics portable``), not
+    the default. A record without the field reads as native, its numerics before the field existed.
     """
 
     img_size: int = DEFAULT_IMG_SIZE
@@ -97,6 +114,7 @@ class PreprocessSpec:
     color: str = "RGB"
     layout: str = "NCHW"
     jpeg_reduce: bool = True
+    resize_numerics: str = NATIVE
 
     def __post_init__(self) -> None:
         if self.img_size < 8:
@@ -113,6 +131,8 @@ class PreprocessSpec:
             raise ConfigError("only color='RGB' and layout='NCHW' are supported")
         if not isinstance(self.jpeg_reduce, bool):
             raise ConfigError(f"jpeg_reduce must be true or false, got {self.jpeg_reduce!r}")
+        if self.resize_numerics not in RESIZE_NUMERICS:
+            raise ConfigError(f"unknown resize_numerics {self.resize_numerics!r}; valid: {', '.join(RESIZE_NUMERICS)}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
@@ -124,6 +144,7 @@ class PreprocessSpec:
         check_keys(cls, data, "preprocessing")
         values = dict(data)
         values.setdefault("jpeg_reduce", False)  # recorded before reduced decoding existed: full decoding, as then
+        values.setdefault("resize_numerics", NATIVE)  # recorded before the field: OpenCV's 8-bit kernels, as then
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -395,6 +416,171 @@ def _interp(cv2, name: str) -> int:
     }[name]
 
 
+_COEF_BITS = 11  # fixed-point weights, as OpenCV's 8-bit resize (INTER_RESIZE_COEF_BITS)
+_MID_SHIFT = 7  # the first pass's sums are rounded to 2^-4 of a level, so the second pass stays below 2^24
+_OUT_SHIFT = 2 * _COEF_BITS - _MID_SHIFT
+
+
+@functools.lru_cache(maxsize=64)
+def _cubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices (n_out, 4) and integer weights (n_out, 4, as float32) of OpenCV's INTER_CUBIC resize of one
+    axis (its coordinate map, A = -0.75, replicated border, weights rounded to 2^-11), computed here in numpy's IEEE
+    float32 (every operation rounded, none fused), so the same on every machine."""
+    f32 = np.float32
+    scale = 1.0 / (n_out / n_in)
+    pos = ((np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5).astype(f32)
+    left = np.floor(pos)
+    x = (pos - left).astype(f32)
+    a, one = f32(-0.75), f32(1)
+    x1, y = x + one, one - x
+    c0 = ((a * x1 - f32(5) * a) * x1 + f32(8) * a) * x1 - f32(4) * a
+    c1 = ((a + f32(2)) * x - (a + f32(3))) * x * x + one
+    c2 = ((a + f32(2)) * y - (a + f32(3))) * y * y + one
+    c3 = one - c0 - c1 - c2
+    weights = np.rint(np.stack([c0, c1, c2, c3], axis=1) * f32(1 << _COEF_BITS)).astype(f32)
+    index = np.clip(left.astype(np.int64)[:, None] + np.arange(-1, 3), 0, n_in - 1)
+    return index, weights
+
+
+def _fixed(weights: np.ndarray) -> np.ndarray:
+    """Weights that sum to 1 (one row per output) in 2^-11 fixed point, rounded, the largest corrected so that each
+    row sums to exactly 2^11 (float32 values, integers)."""
+    fixed = np.rint(weights * (1 << _COEF_BITS))
+    top = np.argmax(weights, axis=1)
+    fixed[np.arange(len(fixed)), top] += (1 << _COEF_BITS) - fixed.sum(axis=1)
+    return fixed.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _area_taps(n_in: int, n_out: int, shrink: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and fixed-point weights of OpenCV's INTER_AREA along one axis: with ``shrink`` (both axes shrink)
+    each output averages the source cells it covers, partial cells by their share (computeResizeAreaTab); else
+    OpenCV's area-mode linear interpolation (the coordinate ``floor(d * scale)``, the fraction
+    ``(d + 1) - (s + 1) / scale``)."""
+    scale = 1.0 / (n_out / n_in)
+    if shrink:
+        rows: list[list[tuple[int, float]]] = []
+        for d in range(n_out):
+            f1 = d * scale
+            f2 = f1 + scale
+            cell = min(scale, n_in - f1)
+            s2 = min(math.floor(f2), n_in - 1)
+            s1 = min(math.ceil(f1), s2)
+            taps = [(s1 - 1, (s1 - f1) / cell)] if s1 - f1 > 1e-3 else []
+            taps += [(i, 1.0 / cell) for i in range(s1, s2)]
+            if f2 - s2 > 1e-3:
+                taps.append((s2, min(min(f2 - s2, 1.0), cell + f1 - s2) / cell))
+            rows.append(taps)
+        k = max(len(r) for r in rows)
+        index = np.zeros((n_out, k), dtype=np.int64)
+        weights = np.zeros((n_out, k), dtype=np.float64)
+        for d, taps in enumerate(rows):
+            for j, (i, w) in enumerate(taps):
+                index[d, j], weights[d, j] = i, w
+        weights /= weights.sum(axis=1, keepdims=True)
+        return index, _fixed(weights)
+    d = np.arange(n_out)
+    left = np.floor(d * scale).astype(np.int64)
+    frac = (d + 1) - (left + 1) / scale
+    frac = np.where(frac <= 0, 0.0, frac - np.floor(frac))
+    frac = np.where(left + 1 >= n_in, 0.0, frac)
+    left = np.clip(left, 0, n_in - 1)
+    index = np.stack([left, np.minimum(left + 1, n_in - 1)], axis=1)
+    return index, _fixed(np.stack([1.0 - frac, frac], axis=1))
+
+
+_scratch = threading.local()  # per-thread buffers of exact_resize, by shape (fresh ones cost page faults each call)
+
+
+def _buffer(shape: tuple[int, ...], dtype: Any, slot: str) -> np.ndarray:
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None or len(bufs) > 24:  # images of many sizes: keep the memory bounded
+        bufs = _scratch.bufs = {}
+    key = (slot, shape, np.dtype(dtype).str)
+    buf = bufs.get(key)
+    if buf is None:
+        buf = bufs[key] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+def _taps_rows(a: np.ndarray, index: np.ndarray, weights: np.ndarray, slot: str) -> np.ndarray:
+    """sum_k weights[:, k] * a[index[:, k]] along axis 0 of an (H, W, C) array, in float32: exact while every
+    partial sum is an integer below 2^24, whatever order the matrix product adds them in (a view of a buffer)."""
+    n_out, k = index.shape
+    flat = a.reshape(a.shape[0], -1)
+    gathered = np.take(flat, index.ravel(), axis=0, out=_buffer((n_out * k, flat.shape[1]), a.dtype, slot + "g"))
+    if a.dtype != np.float32:
+        wide = _buffer(gathered.shape, np.float32, slot + "f")
+        np.copyto(wide, gathered)
+        gathered = wide
+    out = _buffer((n_out, 1, flat.shape[1]), np.float32, slot + "o")
+    np.matmul(weights[:, None, :], gathered.reshape(n_out, k, -1), out=out)
+    return out.reshape(n_out, *a.shape[1:])
+
+
+def exact_resize(img: np.ndarray, width: int, height: int, interpolation: str = "cubic",
+                 dst: np.ndarray | None = None) -> np.ndarray:
+    """Resize an HxWxC uint8 image (``cubic`` or ``area``) in integer arithmetic, bit for bit the same everywhere.
+
+    OpenCV's kernel and coordinates for the interpolation (INTER_CUBIC: A = -0.75, replicated border; INTER_AREA:
+    the covered cells' shares, or its area-mode linear weights when an axis grows) with 11-bit weights, as its 8-bit
+    resize; the two separable passes' sums kept exact (integers below 2^24 in float32, so no summation order, SIMD
+    width or fused multiply-add can change them), the first pass rounded to 1/16 of a level, the result to the
+    nearest level. It differs from OpenCV's own uint8 resize by one level on a few percent of the values (OpenCV's
+    SIMD rounding, which differs between x86 and ARM itself) and costs several times as much.
+    """
+    cv2 = _cv2()
+    h, w = img.shape[:2]
+    if interpolation == "cubic":
+        rows, cols = _cubic_taps(h, height), _cubic_taps(w, width)
+    elif interpolation == "area":
+        shrink = h >= height and w >= width
+        rows, cols = _area_taps(h, height, shrink), _area_taps(w, width, shrink)
+    else:
+        raise ConfigError(f"exact_resize: interpolation must be cubic or area, got {interpolation!r}")
+    mid = _taps_rows(img, *rows, "a")  # vertical, then horizontal (always this order)
+    mid *= np.float32(2.0 ** -_MID_SHIFT)
+    np.rint(mid, out=mid)
+    # the horizontal pass over the rows of the transposed image (OpenCV's transpose: a copy, exact)
+    across = cv2.transpose(mid, dst=_buffer((w, height, mid.shape[2]), np.float32, "t"))
+    acc = cv2.transpose(_taps_rows(across, *cols, "b"), dst=_buffer((height, width, mid.shape[2]), np.float32, "u"))
+    acc += np.float32(1 << (_OUT_SHIFT - 1))
+    acc *= np.float32(2.0 ** -_OUT_SHIFT)
+    np.floor(acc, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    if dst is None:
+        dst = np.empty((height, width, img.shape[2]), dtype=np.uint8)
+    np.copyto(dst, acc, casting="unsafe")
+    return dst
+
+
+def resize_pixels(img: np.ndarray, width: int, height: int, spec: PreprocessSpec,
+                  dst: np.ndarray | None = None) -> np.ndarray:
+    """Resize an HxWx3 uint8 image to ``width`` x ``height`` with the spec's interpolation and
+    :data:`RESIZE_NUMERICS` (into ``dst``, a uint8 (height, width, 3) array, when given)."""
+    cv2 = _cv2()
+    if spec.resize_numerics == NATIVE or spec.interpolation == "nearest":
+        return cv2.resize(img, (width, height), dst=dst, interpolation=_interp(cv2, spec.interpolation))
+    if spec.interpolation == "linear":
+        return cv2.resize(img, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR_EXACT)
+    return exact_resize(img, width, height, spec.interpolation, dst)
+
+
+def portability_note(spec: PreprocessSpec, machine: str | None = None) -> str | None:
+    """One line on why FP32 probabilities differ from an x86 reference on this (non-x86) machine, or None: the
+    spec resizes with OpenCV's 8-bit kernels (``resize_numerics: native``, every bundle made before the field),
+    which round differently on ARM than on x86."""
+    import platform
+
+    machine = (machine or platform.machine()).lower()
+    if machine in ("x86_64", "amd64", "i386", "i686", "x86") or spec.resize_numerics != NATIVE \
+            or spec.interpolation == "nearest":
+        return None
+    return (f"this bundle resizes with OpenCV's 8-bit {spec.interpolation} kernels (preprocess resize_numerics: "
+            f"native), which round one 8-bit level differently on {machine} than on x86, so FP32 probabilities differ "
+            "from the x86 reference by up to ~1e-2 (over the 1e-4 FP32 budget; INT8 budgets hold); re-export with "
+            "`edgecls export --resize-numerics portable` for the same pixels on both")
+
 
 def resized_shape(spec: PreprocessSpec, h: int, w: int) -> tuple[int, int]:
     """The (height, width) an ``h`` x ``w`` image is resized to before the centre crop: the input size itself for
@@ -409,17 +595,15 @@ def resized_shape(spec: PreprocessSpec, h: int, w: int) -> tuple[int, int]:
 
 def resize_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Apply the spec's resize policy (and centre crop) to an HxWxC uint8 image."""
-    cv2 = _cv2()
     size = spec.img_size
-    interp = _interp(cv2, spec.interpolation)
     h, w = img.shape[:2]
     if spec.resize == Resize.SQUASH:
         if (h, w) == (size, size):
             return img
-        return cv2.resize(img, (size, size), interpolation=interp)
+        return resize_pixels(img, size, size, spec)
     new_h, new_w = resized_shape(spec, h, w)
     if (new_h, new_w) != (h, w):
-        img = cv2.resize(img, (new_w, new_h), interpolation=interp)
+        img = resize_pixels(img, new_w, new_h, spec)
     top = (new_h - size) // 2
     left = (new_w - size) // 2
     return img[top : top + size, left : left + size]
@@ -496,7 +680,6 @@ class Preprocessor:
 
     def resize(self, img: np.ndarray) -> np.ndarray:
         """:func:`resize_image` into a buffer reused while the output size stays the same (a view of it)."""
-        cv2 = _cv2()
         spec = self.spec
         size = spec.img_size
         h, w = img.shape[:2]
@@ -507,7 +690,7 @@ class Preprocessor:
                 if len(self._resized) >= 4:  # images of many sizes: keep the memory bounded
                     self._resized.clear()
                 buf = self._resized[(new_h, new_w)] = np.empty((new_h, new_w, 3), dtype=np.uint8)
-            img = cv2.resize(img, (new_w, new_h), dst=buf, interpolation=_interp(cv2, spec.interpolation))
+            img = resize_pixels(img, new_w, new_h, spec, dst=buf)
         if spec.resize == Resize.SQUASH:
             return img
         top = (new_h - size) // 2

@@ -138,3 +138,24 @@ def test_leftovers_of_a_killed_export_are_removed_by_the_next_export(cli, runner
     assert result.exit_code == 0, result.output
     assert not any(p.exists() for p in left) and all(p.is_dir() for p in kept)
     assert not list(tmp_path.glob(".b.*.work")) and not list(tmp_path.glob(".b.*.old"))
+
+
+def test_resize_numerics_portable_goes_into_the_bundle(cli, runner, tiny, tmp_path):
+    """The checkpoint's spec is native (as every checkpoint made before the field); --resize-numerics portable gives
+    the bundle portable preprocessing, with its reference and parity made through it."""
+    from edgecls.train.checkpoint import load_checkpoint
+
+    ckpt, data = tiny
+    assert load_checkpoint(ckpt).preprocess.resize_numerics == "native"
+    out = tmp_path / "bundle"
+    result = runner.invoke(cli, ["export", str(ckpt), "-t", "onnx", "--data", str(data), "--out", str(out),
+                                 "--resize-numerics", "portable"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["preprocess"]["resize_numerics"] == "portable"
+    assert "portable numerics" in (out / "README.md").read_text()
+    result = runner.invoke(cli, ["parity", str(out), str(data), "--no-write"])
+    assert result.exit_code == 0, result.output
+    bad = runner.invoke(cli, ["export", str(ckpt), "-t", "onnx", "--data", str(data), "--out", str(tmp_path / "b2"),
+                              "--resize-numerics", "exact"])
+    assert bad.exit_code != 0 and "'exact' is not one of 'native', 'portable'" in bad.output
+    assert "Traceback" not in bad.output

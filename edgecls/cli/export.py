@@ -60,6 +60,8 @@ def parity_cmd(bundle: str, data: str, artifacts: tuple[str, ...], no_write: boo
     click.echo(result.table)
     if logits_out:
         click.echo(f"logits: {result.save_logits(logits_out)}")
+    if result.note:
+        click.echo(f"note: {result.note}")
     if not result.passed:
         raise click.ClickException("some artifacts broke their parity budget (see the table above)")
     if not result.reports:

@@ -110,6 +110,10 @@ def export(config: "ExportConfig") -> "ExportResult":
     from edgecls.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(config.checkpoint)
+    if config.resize_numerics is not None and config.resize_numerics != ckpt.preprocess.resize_numerics:
+        log.info("export: resize numerics %s (the checkpoint's: %s)", config.resize_numerics,
+                 ckpt.preprocess.resize_numerics)
+        ckpt = replace(ckpt, preprocess=ckpt.preprocess.replace(resize_numerics=config.resize_numerics))
     model = ckpt.build_model().cpu().eval()
     with writer.workdir() as work:
         ctx = ExportContext(config, ckpt, model, work)

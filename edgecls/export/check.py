@@ -16,7 +16,14 @@ from edgecls.export.context import dataset_root, relative_names
 from edgecls.export.parity import Budgets, ParityReport, budget_precision, check_parity, format_table
 from edgecls.export.targets import get_target
 from edgecls.manifest import precision_name
-from edgecls.preprocess import PIXELS_BGR, PIXELS_RGB, is_pixels, pixels_to_tensor, preprocess_paths
+from edgecls.preprocess import (
+    PIXELS_BGR,
+    PIXELS_RGB,
+    is_pixels,
+    pixels_to_tensor,
+    portability_note,
+    preprocess_paths,
+)
 
 log = logging.getLogger("edgecls.export")
 
@@ -52,6 +59,7 @@ class BundleCheck:
     table: str
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # what each measured artifact output, per image
     names: tuple[str, ...] = ()  # the parity images, in the order of the logits' rows
+    note: str | None = None  # why this machine's numbers differ from the reference's (see portability_note)
 
     def save_logits(self, path: str | Path) -> Path:
         """Write the measured logits to ``path`` (.npz: ``names`` and one array per artifact), atomically: compare
@@ -167,7 +175,9 @@ def check_bundle(bundle: str | Path, data: str | Path, *, artifacts: Sequence[st
         doc.pop("schema_version", None)
         write_parity(root, doc)
         replace(manifest, artifacts=tuple(updated)).save(root / MANIFEST_NAME)
-    return BundleCheck(root, reports, not_run, format_table(rows), measured, tuple(str(n) for n in ref["names"]))
+    note = portability_note(manifest.preprocess) if not all(r.passed for r in reports.values()) else None
+    return BundleCheck(root, reports, not_run, format_table(rows), measured, tuple(str(n) for n in ref["names"]),
+                       note)
 
 
 @dataclass

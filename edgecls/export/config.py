@@ -22,6 +22,7 @@ from edgecls.errors import ConfigError, UnsupportedOption
 from edgecls.export.parity import Budgets, ParityReport
 from edgecls.export.targets import ALL, Target, get_target, list_targets
 from edgecls.export.targets.openvino import PRECISIONS as OPENVINO_PRECISIONS
+from edgecls.preprocess import RESIZE_NUMERICS
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class ExportConfig:
         parity_split: Split the parity check (and the threshold re-tuning) runs on.
         seed: Seed of the calibration sample.
         openvino_precision: INFERENCE_PRECISION_HINT the OpenVINO artifacts are checked (and meant to run) with.
+        resize_numerics: Set the bundle's ``preprocess.resize_numerics`` (``portable``: the same resized pixels on
+            x86 and ARM; ``native``: OpenCV's 8-bit kernels); None keeps the checkpoint's (a checkpoint made before
+            the field existed is native). The parity reference and calibration use the bundle's preprocessing.
     """
 
     checkpoint: str = config_field(help="checkpoint file or training run folder", flag=False)
@@ -90,6 +94,9 @@ class ExportConfig:
     seed: int = config_field(0, help="seed of the calibration sample")
     openvino_precision: str = config_field(
         "f32", help="OpenVINO inference precision hint the IRs are checked with", choices=OPENVINO_PRECISIONS)
+    resize_numerics: str | None = config_field(
+        None, help="the bundle's resize numerics: portable (the same pixels on x86 and ARM) or native (OpenCV's "
+        "8-bit kernels, which round differently on ARM)", choices=RESIZE_NUMERICS, shown="the checkpoint's")
 
     def __post_init__(self) -> None:
         targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
@@ -109,6 +116,9 @@ class ExportConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         _ = self.budgets  # finite, >= 0
+        if self.resize_numerics is not None and self.resize_numerics not in RESIZE_NUMERICS:
+            raise ConfigError(f"resize_numerics must be one of {', '.join(RESIZE_NUMERICS)}, got "
+                              f"{self.resize_numerics!r}")
         if self.openvino_precision not in OPENVINO_PRECISIONS:
             raise ConfigError(f"openvino_precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got "
                               f"{self.openvino_precision!r}")

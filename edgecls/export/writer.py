@@ -186,7 +186,8 @@ def model_card(manifest: Manifest, parity: dict[str, Any], *, sizes: dict[str, f
         "## Input and output",
         "",
         f"- input `{manifest.input_name}`: float32 NCHW (batch, 3, {size}, {size}), RGB",
-        f"- preprocessing: resize `{pre.resize}` (crop_pct {pre.crop_pct}, {pre.interpolation}) to {size}x{size}, "
+        f"- preprocessing: resize `{pre.resize}` (crop_pct {pre.crop_pct}, {pre.interpolation}, "
+        f"{pre.resize_numerics} numerics) to {size}x{size}, "
         f"pixels x {pre.scale:.6g}, minus mean {list(pre.mean)}, divided by std {list(pre.std)}",
         *pixel_lines,
         f"- output `{manifest.output_name}`: (batch, {manifest.num_classes}) logits; probability = sigmoid(logit); a "

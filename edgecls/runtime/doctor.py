@@ -27,6 +27,7 @@ class DoctorReport:
     choices: list[dict[str, Any]] = field(default_factory=list)
     loaded: dict[str, Any] | None = None
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +46,7 @@ class DoctorReport:
             out += ["", f"bundle    {self.bundle}"]
             if self.error:
                 out.append(f"  cannot run here: {self.error}")
+            out += [f"  note:    {n}" for n in self.notes]
             for i, c in enumerate(self.choices):
                 head = "auto ->  " if i == 0 else "then     "
                 out.append(f"  {head}{c['artifact']} on {c['backend']} {c['device'] or ''}, "
@@ -73,6 +75,7 @@ def doctor_report(
     sha256), so a tampered bundle shows here as ``cannot run here``.
     """
     from edgecls.manifest import Manifest, precision_name
+    from edgecls.preprocess import portability_note
     from edgecls.runtime.backends import available_backends, cpu_int8_support, cpu_name
     from edgecls.runtime.plan import check_artifact_files, plan
 
@@ -93,6 +96,8 @@ def doctor_report(
         root = Path(bundle)
         if root.is_dir():
             manifest = Manifest.load(root)
+            note = portability_note(manifest.preprocess)
+            report.notes += [note] if note else []
             choices = plan(manifest, root, backend=backend, device=device, artifact=artifact)
             report.choices = [{"artifact": c.artifact.name, "backend": c.backend, "device": c.device,
                                "precision": precision_name(c.artifact, c.precision), "compute_precision": c.precision,

@@ -36,7 +36,7 @@ _REGISTRY: dict[str, "Target"] = {}
 
 # ExportConfig fields every target takes; a target lists the others it uses in ``Target.options``.
 COMMON_OPTIONS = frozenset(
-    {"targets", "data", "out", "force", "allow_parity_failure", "parity_split", "seed"}
+    {"targets", "data", "out", "force", "allow_parity_failure", "parity_split", "seed", "resize_numerics"}
 )
 
 
