@@ -214,17 +214,18 @@ def predict_files(
 ) -> Iterator["Prediction"]:
     """Yield one :class:`Prediction` per path, in order; unreadable images are error rows.
 
-    ``workers`` decode threads (default: up to 4) keep ``prefetch`` images (default ``(lanes + 1) * batch``, at
-    least ``batch + 2 * workers``) preprocessed ahead of inference; ``on_batch(n)`` is called after each batch of n
-    rows (progress). An engine with several lanes (``classifier.lanes``: its throughput mode) gets one batch per lane
-    with :meth:`Classifier.submit`, side by side, so it keeps running while results are written and decoding takes
-    the rest of the cores.
+    ``workers`` decode threads (default: up to 4) keep ``prefetch`` images (default ``2 * batch``, at least
+    ``batch + 2 * workers``) preprocessed ahead of inference; ``on_batch(n)`` is called after each batch of n rows
+    (progress). An engine with several lanes (``classifier.lanes``: its throughput mode) shares ``batch`` between
+    them: each lane gets its own batch of ``ceil(batch / lanes)`` images with :meth:`Classifier.submit`, side by side,
+    so the engine keeps running while results are written and decoding takes the rest of the cores.
     """
     if batch < 1:
         raise ConfigError(f"batch must be at least 1, got {batch}")
     workers = workers or min(4, os.cpu_count() or 1)
-    lanes = classifier.lanes
-    window = prefetch or max((lanes + 1) * batch, batch + 2 * workers)
+    window = prefetch or max(2 * batch, batch + 2 * workers)
+    lanes = min(classifier.lanes, batch)
+    batch = -(-batch // lanes)  # per lane
     spec = classifier.spec
     kind = getattr(classifier, "input_kind", FLOAT_INPUT)  # uint8 pixels for a -u8 artifact: normalised in the engine
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-decode")

@@ -378,8 +378,9 @@ def stream_frames(
     free are inferred together, up to ``max_batch`` (dynamic batching: when decoding is the slower side, batches stay
     at one frame and add no latency; when inference is, they grow and each frame costs less). An engine in its
     throughput mode has several lanes (``classifier.lanes``: OpenVINO streams, ONNX Runtime sessions): each gets its
-    own batch with :meth:`Classifier.submit` and results are taken in order, so every lane stays busy while this
-    generator's caller handles the results, and decoding uses what the engine leaves of the cores. Cameras, streams
+    own batch (``max_batch`` is then shared: up to ``ceil(max_batch / lanes)`` frames per lane) with
+    :meth:`Classifier.submit` and results are taken in order, so every lane stays busy while this generator's caller
+    handles the results, and decoding uses what the engine leaves of the cores. Cameras, streams
     and ``realtime`` files infer the newest frame alone. ``stats`` (updated in place) holds counts and timings even when
     the caller stops early. ``opener`` opens the capture (the camera boundary; tests replace it with a fake camera).
 
@@ -420,10 +421,11 @@ def stream_frames(
 
     kind = getattr(classifier, "input_kind", FLOAT_INPUT)  # uint8 pixels for a -u8 artifact
 
-    lanes = classifier.lanes if ordered else 1
+    lanes = min(classifier.lanes, max_batch) if ordered else 1
+    lane_batch = -(-max_batch // lanes)  # max_batch frames in flight at most, shared by the lanes
 
     def start_reader(c: Any) -> Any:
-        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch), max_batch=max_batch, kind=kind,
+        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch), max_batch=lane_batch, kind=kind,
                              lanes=lanes) if ordered else LatestFrame(c, pace_fps=pace)
 
     # a live frame is preprocessed here, into one input tensor kept for the whole run (nothing allocated per frame)
@@ -439,7 +441,7 @@ def stream_frames(
     index_offset = 0
     try:
         if ordered:
-            yield from _ordered_results(classifier, reader, stats, start, max_batch=max_batch, max_frames=max_frames,
+            yield from _ordered_results(classifier, reader, stats, start, max_batch=lane_batch, max_frames=max_frames,
                                         frame_timeout=frame_timeout, stop=stop, label=src.label)
             return
         while max_frames is None or stats.frames < max_frames:
