@@ -85,6 +85,21 @@ class Prediction:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class PendingProbs:
+    """A batch :meth:`Classifier.submit` started: :meth:`result` waits for it and gives its probabilities."""
+
+    __slots__ = ("_clf", "_handle", "_probs")
+
+    def __init__(self, clf: "Classifier", handle: Any, probs: np.ndarray | None = None) -> None:
+        self._clf, self._handle, self._probs = clf, handle, probs
+
+    def result(self) -> np.ndarray:
+        if self._probs is None:
+            self._probs = self._clf._to_probs(self._handle.result())
+            self._handle = None
+        return self._probs
+
+
 class Classifier:
     """Multi-label classifier over a bundle folder or a single model file, on the best backend here.
 
@@ -280,7 +295,22 @@ class Classifier:
         """Sigmoid probabilities (N, K) for a preprocessed batch: the float32 (N, 3, H, W) tensor, which every
         artifact takes (a ``-u8`` artifact gets it back as pixels, exact for a tensor edgecls made), or what
         :meth:`preprocessor` makes for this artifact (uint8 (N, H, W, 3) pixels for a ``-u8`` one)."""
-        logits = self.backend.infer(self.to_input(batch))
+        return self._to_probs(self.backend.infer(self.to_input(batch)))
+
+    @property
+    def lanes(self) -> int:
+        """Batches the engine runs side by side (its throughput-mode streams; 1 in the latency mode): what a pipeline
+        keeps in flight with :meth:`submit`."""
+        return max(1, int(getattr(self.backend, "lanes", 1) or 1))
+
+    def submit(self, batch: np.ndarray) -> "PendingProbs":
+        """:meth:`probs` started on the engine's next lane without waiting: ``result()`` of the handle gives them.
+        Keep ``batch`` unchanged until then (the engine may read it in place); up to :attr:`lanes` run at once."""
+        if self.lanes == 1:  # nothing runs side by side: now, through probs
+            return PendingProbs(self, None, self.probs(batch))
+        return PendingProbs(self, self.backend.submit(self.to_input(batch)))
+
+    def _to_probs(self, logits: np.ndarray) -> np.ndarray:
         if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
             raise ConfigError(f"{self.artifact.name}: the model returns shape {logits.shape}, the manifest lists "
                               f"{len(self.class_names)} classes")

@@ -216,12 +216,16 @@ def predict_files(
 
     ``workers`` decode threads (default: up to 4) keep ``prefetch`` images (default ``2 * batch``, at least
     ``batch + 2 * workers``) preprocessed ahead of inference; ``on_batch(n)`` is called after each batch of n rows
-    (progress).
+    (progress). An engine with several lanes (``classifier.lanes``: its throughput mode) shares ``batch`` between
+    them: each lane gets its own batch of ``ceil(batch / lanes)`` images with :meth:`Classifier.submit`, side by side,
+    so the engine keeps running while results are written and decoding takes the rest of the cores.
     """
     if batch < 1:
         raise ConfigError(f"batch must be at least 1, got {batch}")
     workers = workers or min(4, os.cpu_count() or 1)
     window = prefetch or max(2 * batch, batch + 2 * workers)
+    lanes = min(classifier.lanes, batch)
+    batch = -(-batch // lanes)  # per lane
     spec = classifier.spec
     kind = getattr(classifier, "input_kind", FLOAT_INPUT)  # uint8 pixels for a -u8 artifact: normalised in the engine
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-decode")
@@ -235,10 +239,17 @@ def predict_files(
                 return
             inflight.append((path, pool.submit(_load, path, spec, classifier.max_pixels, kind)))
 
-    def flush(rows: list[tuple[str, np.ndarray | None, str | None]]) -> list["Prediction"]:
+    Rows = list[tuple[str, np.ndarray | None, str | None]]
+    running: deque[tuple[Rows, Any]] = deque()  # batches on the engine's lanes, oldest first
+
+    def start(rows: Rows) -> None:
         tensors = [t for _, t, _ in rows if t is not None]
-        preds = iter(classifier.predictions(classifier.probs(np.stack(tensors)),
-                                            [p for p, t, _ in rows if t is not None]) if tensors else [])
+        running.append((rows, classifier.submit(np.stack(tensors)) if tensors else None))
+
+    def finish() -> list["Prediction"]:
+        rows, handle = running.popleft()
+        preds = iter(classifier.predictions(handle.result(), [p for p, t, _ in rows if t is not None])
+                     if handle is not None else [])
         out = [next(preds) if t is not None else classifier.error_row(p, err or "unreadable") for p, t, err in rows]
         if on_batch is not None:
             on_batch(len(out))
@@ -246,7 +257,7 @@ def predict_files(
 
     try:
         fill()
-        pending: list[tuple[str, np.ndarray | None, str | None]] = []
+        pending: Rows = []
         ready = 0
         while inflight:
             path, fut = inflight.popleft()
@@ -255,10 +266,14 @@ def predict_files(
             pending.append((path, tensor, err))
             ready += tensor is not None
             if ready >= batch:
-                yield from flush(pending)
+                start(pending)
                 pending, ready = [], 0
+                while len(running) >= lanes:
+                    yield from finish()
         if pending:
-            yield from flush(pending)
+            start(pending)
+        while running:
+            yield from finish()
     finally:
         for _, fut in inflight:
             fut.cancel()

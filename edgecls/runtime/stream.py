@@ -210,15 +210,15 @@ class LatestFrame:
 class OrderedFrames:
     """Reads a video file in a thread and preprocesses frames in a small pool ahead of inference; no frame dropped.
 
-    Each frame's tensor is written into a slot of one ring of input tensors allocated once (``depth + max_batch + 2``
-    slots: the queue, the frame the reader holds and the batch being inferred never share one), by a
-    :class:`~edgecls.preprocess.Preprocessor` per worker thread, so reading a file allocates no tensor per frame.
-    A frame's future gives its slot index; :meth:`batch` turns a group of slots into one (N, 3, H, W) input (or
-    (N, H, W, 3) uint8 pixels for an artifact that normalises in the engine: ``kind``).
+    Each frame's tensor is written into a slot of one ring of input tensors allocated once (``depth + lanes *
+    max_batch + 2`` slots: the queue, the frame the reader holds and the ``lanes`` batches being inferred side by side
+    never share one), by a :class:`~edgecls.preprocess.Preprocessor` per worker thread, so reading a file allocates no
+    tensor per frame. A frame's future gives its slot index; :meth:`batch` turns a group of slots into one
+    (N, 3, H, W) input (or (N, H, W, 3) uint8 pixels for an artifact that normalises in the engine: ``kind``).
     """
 
     def __init__(self, cap: Any, spec: Any, *, depth: int = 8, workers: int = 2, max_batch: int = 8,
-                 kind: str = FLOAT_INPUT) -> None:
+                 kind: str = FLOAT_INPUT, lanes: int = 1) -> None:
         self.cap = cap
         self.dropped = 0
         self.read_count = 0
@@ -227,8 +227,9 @@ class OrderedFrames:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecls-prep")
         self._spec = spec
         self._kind = kind
-        self._ring = new_input(spec, kind, depth + max_batch + 2)
-        self._gather = new_input(spec, kind, max_batch)
+        self.lanes = max(1, int(lanes))
+        self._ring = new_input(spec, kind, depth + self.lanes * max_batch + 2)
+        self._gather = [new_input(spec, kind, max_batch) for _ in range(self.lanes)]
         self._local = threading.local()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgecls-reader", daemon=True)
@@ -262,13 +263,13 @@ class OrderedFrames:
         pre(frame, self._ring[slot])
         return slot
 
-    def batch(self, slots: Sequence[int]) -> np.ndarray:
+    def batch(self, slots: Sequence[int], lane: int = 0) -> np.ndarray:
         """The tensors of ``slots`` (frames in order) as one batch: a view of the ring when they lie side by side,
-        else gathered into a buffer kept for that."""
+        else gathered into the buffer kept for that on ``lane`` (batches in flight side by side use different ones)."""
         first, n = slots[0], len(slots)
         if all(slot == first + i for i, slot in enumerate(slots)):
             return self._ring[first : first + n]
-        return np.take(self._ring, slots, axis=0, out=self._gather[:n])
+        return np.take(self._ring, slots, axis=0, out=self._gather[lane % self.lanes][:n])
 
     def get(self, timeout: float) -> tuple[int, float, np.ndarray, Future] | None:
         item = self._q.get(timeout=timeout)
@@ -373,10 +374,14 @@ def stream_frames(
 ) -> Iterator[FrameResult]:
     """Yield a :class:`FrameResult` per processed frame until the source ends, ``max_frames`` or an error.
 
-    A video file (not ``realtime``) keeps every frame, in order; frames that are already decoded when the engine is
+    A video file (not ``realtime``) keeps every frame, in order; frames that are already decoded when an engine lane is
     free are inferred together, up to ``max_batch`` (dynamic batching: when decoding is the slower side, batches stay
-    at one frame and add no latency; when inference is, they grow and each frame costs less). Cameras, streams and
-    ``realtime`` files infer the newest frame alone. ``stats`` (updated in place) holds counts and timings even when
+    at one frame and add no latency; when inference is, they grow and each frame costs less). An engine in its
+    throughput mode has several lanes (``classifier.lanes``: OpenVINO streams, ONNX Runtime sessions): each gets its
+    own batch (``max_batch`` is then shared: up to ``ceil(max_batch / lanes)`` frames per lane) with
+    :meth:`Classifier.submit` and results are taken in order, so every lane stays busy while this generator's caller
+    handles the results, and decoding uses what the engine leaves of the cores. Cameras, streams
+    and ``realtime`` files infer the newest frame alone. ``stats`` (updated in place) holds counts and timings even when
     the caller stops early. ``opener`` opens the capture (the camera boundary; tests replace it with a fake camera).
 
     A live source is reopened after ``backoff[i]`` seconds on its i-th failed try in a row; a try fails until a frame
@@ -416,9 +421,12 @@ def stream_frames(
 
     kind = getattr(classifier, "input_kind", FLOAT_INPUT)  # uint8 pixels for a -u8 artifact
 
+    lanes = min(classifier.lanes, max_batch) if ordered else 1
+    lane_batch = -(-max_batch // lanes)  # max_batch frames in flight at most, shared by the lanes
+
     def start_reader(c: Any) -> Any:
-        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch), max_batch=max_batch, kind=kind) \
-            if ordered else LatestFrame(c, pace_fps=pace)
+        return OrderedFrames(c, classifier.spec, depth=max(8, 2 * max_batch), max_batch=lane_batch, kind=kind,
+                             lanes=lanes) if ordered else LatestFrame(c, pace_fps=pace)
 
     # a live frame is preprocessed here, into one input tensor kept for the whole run (nothing allocated per frame)
     live_prep = None if ordered else Preprocessor(classifier.spec, output=kind)
@@ -432,6 +440,10 @@ def stream_frames(
     dropped_before = 0
     index_offset = 0
     try:
+        if ordered:
+            yield from _ordered_results(classifier, reader, stats, start, max_batch=lane_batch, max_frames=max_frames,
+                                        frame_timeout=frame_timeout, stop=stop, label=src.label)
+            return
         while max_frames is None or stats.frames < max_frames:
             item = _next_item(reader, frame_timeout, stop)
             if stop is not None and stop.is_set():
@@ -455,16 +467,10 @@ def stream_frames(
                 continue
             failures = 0
             t0 = time.perf_counter()
-            if ordered:
-                room = max_batch if max_frames is None else min(max_batch, max_frames - stats.frames)
-                group = [item, *reader.ready(room - 1)]
-                batch = reader.batch([fut.result() for *_, fut in group])
-                metas = [(index + index_offset, ts, frame) for index, ts, frame, _ in group]
-            else:
-                index, captured, frame = item
-                batch = live_input
-                live_prep(frame, batch[0])
-                metas = [(index + index_offset, captured - start_mono, frame)]
+            index, captured, frame = item
+            batch = live_input
+            live_prep(frame, batch[0])
+            metas = [(index + index_offset, captured - start_mono, frame)]
             t_engine = time.perf_counter()
             probs = classifier.probs(batch)
             stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))
@@ -489,6 +495,60 @@ def stream_frames(
 
 
 STOP_POLL = 0.2  # seconds: how soon stream_frames notices its stop event
+
+
+def _ordered_results(classifier: "Classifier", reader: OrderedFrames, stats: StreamStats, start: float, *,
+                     max_batch: int, max_frames: int | None, frame_timeout: float, stop: threading.Event | None,
+                     label: str) -> Iterator[FrameResult]:
+    """Every frame of a file, in order, with up to ``reader.lanes`` batches in flight on the engine's lanes.
+
+    The first batch in flight waits for a frame; the others take only frames already decoded (a lane left without a
+    batch costs nothing: decoding is then the slower side). Results are taken oldest batch first."""
+    inflight: deque = deque()  # (pending probabilities, [(index, timestamp, frame)], start, engine start)
+    taken = submitted = 0
+    ended = False
+    last, fps = start, 0.0
+    while True:
+        while not ended and len(inflight) < reader.lanes and (max_frames is None or taken < max_frames):
+            room = max_batch if max_frames is None else min(max_batch, max_frames - taken)
+            if inflight:
+                group = reader.ready(room)
+                if not group:
+                    break
+            else:
+                item = _next_item(reader, frame_timeout, stop)
+                if stop is not None and stop.is_set():
+                    return
+                if item is None:
+                    if not reader.ended:
+                        raise DataError(f"{label}: no frame for {frame_timeout:.0f} s")
+                    ended = True
+                    break
+                group = [item, *reader.ready(room - 1)]
+            t0 = time.perf_counter()
+            batch = reader.batch([fut.result() for *_, fut in group], lane=submitted)
+            t_engine = time.perf_counter()
+            inflight.append((classifier.submit(batch), [(i, ts, frame) for i, ts, frame, _ in group], t0, t_engine))
+            taken += len(group)
+            submitted += 1
+        if not inflight:
+            return
+        pending, metas, t0, t_engine = inflight.popleft()
+        probs = pending.result()
+        stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))
+        preds = classifier.predictions(probs, [f"frame {index}" for index, _, _ in metas])
+        now = time.perf_counter()
+        latency = (now - t0) * 1000.0
+        dt = now - last
+        last = now
+        inst = len(metas) / dt if dt > 0 else 0.0
+        fps = inst if stats.frames == 0 else 0.9 * fps + 0.1 * inst
+        stats.latency_ms_total += latency * len(metas)
+        stats.dropped = reader.dropped
+        stats.seconds = now - start
+        for (index, ts, frame), pred in zip(metas, preds):
+            stats.frames += 1
+            yield FrameResult(index, ts, pred, latency, fps, stats.dropped, frame)
 
 
 def _next_item(reader: Any, timeout: float, stop: threading.Event | None) -> Any:

@@ -20,9 +20,15 @@ log = logging.getLogger("edgecls.runtime")
 
 # How an engine is set up: for one input at a time (a camera, one request: the least time per call) or for a stream
 # of batches where only the total matters (folder predict, a video file, a server's or a Ray actor's batches):
-# OpenVINO's THROUGHPUT hint (several streams, a batch split over async infer requests), ONNX Runtime one thread per
-# sub-batch without spinning. Every backend's ``load`` takes ``mode``; one with a single stream (TensorRT, CoreML)
-# runs batches as they come in either mode.
+# OpenVINO's THROUGHPUT hint (several single-threaded streams, unpinned, each with its own async infer request), ONNX
+# Runtime single-threaded sessions without spinning, side by side. Every backend's ``load`` takes ``mode``; one with a
+# single stream (TensorRT, CoreML) runs batches as they come in either mode. The settings of each mode live in the
+# backend's own module (OpenVINO: ``compile_config``; ONNX Runtime: ``session_settings``).
+#
+# In the throughput mode a backend has ``lanes`` > 1: independent streams that each run a whole batch. A pipeline that
+# keeps the cores busy (``edgecls run`` on a file, folder ``predict``) gives each lane its own batch with
+# :meth:`Backend.submit` and collects results in order, so no stream waits for another at the end of a batch and the
+# engine keeps running while the caller writes results: the cores the engine leaves go to decoding.
 LATENCY = "latency"
 THROUGHPUT = "throughput"
 MODES = (LATENCY, THROUGHPUT)
@@ -35,6 +41,21 @@ def check_mode(mode: str | None) -> str:
     if mode not in MODES:
         raise ConfigError(f"unknown engine mode {mode!r}; valid: {', '.join(MODES)}")
     return mode
+
+
+class Done:
+    """A result that is already there (what :meth:`Backend.submit` returns for an engine without async lanes)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: np.ndarray) -> None:
+        self._value = value
+
+    def result(self) -> np.ndarray:
+        return self._value
+
+    def done(self) -> bool:
+        return True
 
 
 def split_batch(n: int, parts: int) -> list[tuple[int, int]]:
@@ -96,11 +117,20 @@ class Backend(abc.ABC):
     load_seconds: float = 0.0
     reason: str = ""  # why auto chose it (empty when asked for explicitly)
     mode: str = LATENCY  # LATENCY or THROUGHPUT: how the engine was set up (see MODES)
+    # independent lanes (streams) that each run a whole batch given to :meth:`submit`, side by side
+    lanes: int = 1
 
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on a float32 (N, 3, H, W) batch (any N; uint8 (N, H, W, 3) pixels when :attr:`pixels`) and
         return float32 logits (N, K)."""
+
+    def submit(self, batch: np.ndarray) -> Any:
+        """Start ``batch`` on the next lane and return at once with a handle whose ``result()`` gives its logits (as
+        :meth:`infer`). Up to :attr:`lanes` batches run side by side, one per lane; a further submit waits for the
+        lane it reuses. ``batch`` must stay unchanged until its result is taken (the engine may read it in place).
+        Handles may be collected in any order. The default (one lane) runs the batch now."""
+        return Done(self.infer(batch))
 
     def info(self) -> dict[str, Any]:
         """Name, device, precision, providers, model path, load seconds and backend specifics."""

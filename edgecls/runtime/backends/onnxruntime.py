@@ -10,11 +10,13 @@ fused x86 int8 kernels sum u8 x s8 pairs in 16 bits (VPMADDUBSW) on CPUs without
 activations (shifted by 128 to u8) those sums saturate, so the fused result says more about this CPU than about the
 model. Emulation gives the same answer on every machine, which is what TensorRT's int32 accumulation computes.
 
-Modes on the CPU provider: ``latency`` is ONNX Runtime's default (one run uses ``threads`` intra-op threads, which
-spin between operators); ``throughput`` makes the session single-threaded without spinning and runs a batch as
-``threads`` (default: every usable CPU) sub-batches side by side from a small thread pool (``session.run`` releases
-the GIL), so no thread waits at an operator's barrier and idle cores go to decoding. GPU providers run a batch as it
-comes in either mode.
+Modes on the CPU provider (:func:`session_settings` holds their settings): ``latency`` is ONNX Runtime's default (one
+run uses ``threads`` intra-op threads, which spin between operators); ``throughput`` makes the session
+single-threaded without spinning (``session.intra_op.allow_spinning=0``) and runs ``threads`` (default: every usable
+CPU) lanes side by side from a small thread pool (``session.run`` releases the GIL): :meth:`~OrtBackend.infer`
+splits a batch into one sub-batch per lane, :meth:`~OrtBackend.submit` runs a whole batch on the next lane and
+returns at once. No thread waits at an operator's barrier and idle cores go to decoding. GPU providers run a batch
+as it comes in either mode.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from edgecls.runtime.backends import (
     Backend,
     BackendStatus,
     Candidate,
+    Done,
     as_input,
     check_mode,
     check_model_file,
@@ -137,6 +140,18 @@ def _provider_options(provider: str, gpu: int, precision: str | None) -> dict[st
     return {}
 
 
+def session_settings(mode: str, provider: str, threads: int | None) -> dict[str, Any]:
+    """The session options for ``mode`` on ``provider``: the one place the engine's latency and throughput settings
+    are written. ``lanes``: sessions runs side by side (throughput on the CPU); the rest are ``SessionOptions``
+    fields, and ``config`` its session config entries."""
+    if check_mode(mode) != LATENCY and provider == CPU:
+        return {"lanes": threads or usable_cpus(), "intra_op_num_threads": 1, "inter_op_num_threads": 1,
+                "config": {"session.intra_op.allow_spinning": "0"}}
+    if threads is not None:
+        return {"lanes": 1, "intra_op_num_threads": threads, "inter_op_num_threads": 1, "config": {}}
+    return {"lanes": 1, "config": {}}
+
+
 class OrtBackend(Backend):
     name = NAME
 
@@ -164,15 +179,14 @@ class OrtBackend(Backend):
                                          ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         self.emulate_qdq = bool(emulate_qdq)
         opts.log_severity_level = 3
-        self.streams = 1
-        if self.mode != LATENCY and providers[0] == CPU:
-            self.streams = threads or usable_cpus()
-            opts.intra_op_num_threads = 1
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        elif threads is not None:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        settings = session_settings(self.mode, providers[0], threads)
+        self.streams = self.lanes = int(settings["lanes"])
+        for key in ("intra_op_num_threads", "inter_op_num_threads"):
+            if key in settings:
+                setattr(opts, key, int(settings[key]))
+        for key, value in settings["config"].items():
+            opts.add_session_config_entry(key, value)
+        self.settings = settings
         self._threads = threads
         self._pool = None
         asked = [(p, _provider_options(p, gpu, precision)) for p in providers]
@@ -204,14 +218,25 @@ class OrtBackend(Backend):
         if x.shape[0] == 0:
             return self.infer(np.zeros((1, *x.shape[1:]), dtype=x.dtype))[:0]
         if self.streams > 1 and x.shape[0] > 1:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="edgecls-ort")
             parts = split_batch(x.shape[0], self.streams)
-            outs = list(self._pool.map(lambda ab: self._run(x[ab[0]:ab[1]]), parts))
+            outs = list(self._lane_pool().map(lambda ab: self._run(x[ab[0]:ab[1]]), parts))
             return np.concatenate(outs)
         return self._run(x)
+
+    def _lane_pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="edgecls-ort")
+        return self._pool
+
+    def submit(self, batch: np.ndarray) -> Any:
+        """Run the whole ``batch`` on the next free lane (a single-threaded session run in the lane pool) and return
+        a future of its logits at once; see :meth:`Backend.submit`. With one lane it runs now."""
+        x = as_input(batch, pixels=self.pixels)
+        if self.lanes == 1 or x.shape[0] == 0:
+            return Done(self.infer(x))
+        return self._lane_pool().submit(self._run, x)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: x})[0]
@@ -223,6 +248,8 @@ class OrtBackend(Backend):
             "requested_providers": list(self.requested_providers),
             "threads": self._threads,
             "streams": self.streams,
+            "lanes": self.lanes,
+            "settings": {k: v for k, v in self.settings.items() if k != "lanes"},
             "version": self._version,
         }
         if self.emulate_qdq:

@@ -6,9 +6,13 @@ compiled model really uses is read back from ``INFERENCE_PRECISION_HINT`` and ke
 model (FakeQuantize layers, as NNCF and ONNX Q/DQ produce) reports ``int8``. An explicit precision the device
 resolves to something else (f16 on a CPU without native f16 becomes bf16) is an error, never a silent change.
 
-Modes: ``latency`` compiles with OpenVINO's defaults and runs a batch on one infer request; ``throughput`` compiles
-with ``PERFORMANCE_HINT=THROUGHPUT`` (OpenVINO picks the streams, on a CPU about one per core or two) and splits
-each batch over ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` async requests that run side by side, one sub-batch each.
+Modes (:func:`compile_config` holds their settings): ``latency`` compiles with OpenVINO's defaults and runs a batch on
+one infer request; ``throughput`` compiles with ``PERFORMANCE_HINT=THROUGHPUT`` (OpenVINO picks the streams, on a CPU
+about one single-threaded stream per core) and ``ENABLE_CPU_PINNING=NO`` on a CPU: the decode threads of ``run`` and
+``predict`` share the cores with the streams, and a stream pinned to a core that decoding holds cannot move to the one
+it left idle. :meth:`~OpenVinoBackend.infer` splits a batch over the ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` async
+requests, one sub-batch each; :meth:`~OpenVinoBackend.submit` runs a whole batch on the next request (a lane) and
+returns at once, so a pipeline keeps every stream busy without a barrier at the end of each batch.
 
 Dynamic batch: a model whose batch dimension is static is reshaped to a dynamic one on CPU/GPU; NPUs need static
 shapes, so there the model is compiled for batch 1 and batches are run image by image.
@@ -35,6 +39,7 @@ from edgecls.runtime.backends import (
     Backend,
     BackendStatus,
     Candidate,
+    Done,
     as_input,
     check_mode,
     check_model_file,
@@ -139,6 +144,42 @@ def _type_name(value: Any) -> str:
     return {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}.get(name, name)
 
 
+def compile_config(mode: str, device: str, *, threads: int | None = None, precision: str | None = None) -> dict:
+    """The ``compile_model`` properties for ``mode`` on ``device``: the one place the engine's latency and throughput
+    settings are written (the backend reads them back from the compiled model into :meth:`~Backend.info`)."""
+    config: dict[str, Any] = {}
+    cpu = device.upper().startswith("CPU")
+    if precision in _PRECISION_CAPS:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    if threads is not None and cpu:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    if check_mode(mode) != LATENCY:
+        config["PERFORMANCE_HINT"] = "THROUGHPUT"
+        if cpu:  # decode threads share these cores: let the scheduler move a stream to whichever core is free
+            config["ENABLE_CPU_PINNING"] = False
+    return config
+
+
+class _Pending:
+    """One batch running on one infer request (a lane): :meth:`result` waits for it and copies its logits out."""
+
+    __slots__ = ("_lock", "_req", "_x", "_out")
+
+    def __init__(self, lock: threading.RLock, req: Any, x: np.ndarray) -> None:
+        self._lock, self._req, self._x, self._out = lock, req, x, None  # x: the engine reads it in place
+
+    def result(self) -> np.ndarray:
+        with self._lock:
+            if self._out is None:
+                self._req.wait()
+                self._out = np.array(self._req.get_output_tensor(0).data, dtype=np.float32, copy=True)
+                self._x = None
+            return self._out
+
+    def done(self) -> bool:
+        return self._out is not None
+
+
 class OpenVinoBackend(Backend):
     name = NAME
 
@@ -166,13 +207,7 @@ class OpenVinoBackend(Backend):
         self.output_name = model.output(0).get_any_name()
         self._static_batch = self._fix_batch(ov, model, dev)
 
-        config: dict[str, Any] = {}
-        if precision in _PRECISION_CAPS:
-            config["INFERENCE_PRECISION_HINT"] = precision
-        if threads is not None and dev.startswith("CPU"):
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        if self.mode != LATENCY:
-            config["PERFORMANCE_HINT"] = "THROUGHPUT"
+        config = compile_config(self.mode, dev, threads=threads, precision=precision)
         self.compiled = core().compile_model(model, dev, config)
         try:
             resolved = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -199,8 +234,12 @@ class OpenVinoBackend(Backend):
             except Exception:  # a device that does not report them: one request
                 count = 1
             self._requests += [self.compiled.create_infer_request() for _ in range(max(1, count) - 1)]
+        self.lanes = len(self._requests)
+        self._busy: list[_Pending | None] = [None] * self.lanes  # the batch each request runs for submit()
+        self._next = 0
+        self.settings = self._settings(config)
         self._out = self.compiled.output(0)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._version = ov.__version__
         self.load_seconds = time.perf_counter() - start
 
@@ -224,12 +263,47 @@ class OpenVinoBackend(Backend):
             log.info("openvino: %s keeps its static batch %d (%s); batches run in chunks", dev, batch, exc)
             return batch
 
+    def _settings(self, config: dict[str, Any]) -> dict[str, Any]:
+        """What the compiled model runs with (the asked-for properties as OpenVINO resolved them)."""
+        out: dict[str, Any] = {}
+        for key in ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "ENABLE_CPU_PINNING", *config):
+            try:
+                value = self.compiled.get_property(key)
+            except Exception:
+                continue
+            out[key] = value if isinstance(value, (bool, int, float)) else str(value)
+        return out
+
+    def submit(self, batch: np.ndarray) -> Any:
+        """Start the whole ``batch`` on the next infer request (one stream) and return a handle at once; see
+        :meth:`Backend.submit`. Without async lanes (the latency mode, a static batch) it runs now."""
+        x = as_input(batch, pixels=self.pixels)
+        if self.lanes == 1 or self._static_batch is not None or x.shape[0] == 0:
+            return Done(self.infer(x))
+        with self._lock:
+            i = self._next
+            self._next = (i + 1) % self.lanes
+            if self._busy[i] is not None:
+                self._busy[i].result()  # the request's previous batch: its result is kept for its caller
+            req = self._requests[i]
+            req.start_async({0: x}, share_inputs=True)
+            self._busy[i] = pending = _Pending(self._lock, req, x)
+            return pending
+
+    def _drain(self) -> None:
+        """Finish the batches :meth:`submit` started (their results stay with their handles)."""
+        for i, pending in enumerate(self._busy):
+            if pending is not None:
+                pending.result()
+                self._busy[i] = None
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         x = as_input(batch, pixels=self.pixels)
         n = x.shape[0]
         if n == 0:
             return self.infer(np.zeros((1, *x.shape[1:]), dtype=x.dtype))[:0]
         with self._lock:
+            self._drain()
             if self._static_batch is None:
                 return self._run(x)
             step = self._static_batch
@@ -262,11 +336,16 @@ class OpenVinoBackend(Backend):
             "static_batch": self._static_batch,
             "streams": self.streams,
             "infer_requests": len(self._requests),
+            "lanes": self.lanes,
+            "settings": self.settings,
             "device_name": _full_name(self.device.split(":")[0]),
             "version": self._version,
         }
 
     def close(self) -> None:
+        if getattr(self, "_busy", None):
+            with self._lock:
+                self._drain()
         self._request = None
         self._requests = []
         self.compiled = None
