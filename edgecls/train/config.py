@@ -102,7 +102,9 @@ class TrainConfig:
     grad_clip: float | None = field(None, help="clip the gradient norm to this value")
     accumulate: int = field(1, help="gradient accumulation steps")
     ema: bool = field(False, help="keep an exponential moving average of the weights and evaluate it")
-    ema_decay: float = field(0.999, help="EMA decay per step")
+    ema_decay: float = field(0.999, help="EMA decay per step (with --ema-warmup: its ceiling)")
+    ema_warmup: bool = field(True, help="EMA decay warms up per step as min(ema_decay, 1 - (1 + step)^-3/4), timm's "
+                             "ModelEmaV3 warm-up for short runs: a short fine-tune averages its last epochs")
     patience: int | None = field(None, help="early stopping: epochs without val mAP improvement (auto: 3)")
     threshold_rule: str = field(DEFAULT_THRESHOLD_RULE, help=f"how per-class thresholds are tuned on validation: "
                                 f"{', '.join(THRESHOLD_RULES)}")
