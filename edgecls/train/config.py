@@ -101,7 +101,8 @@ class TrainConfig:
     asl_clip: float = field(0.05, help="asymmetric loss probability margin for negatives")
     grad_clip: float | None = field(None, help="clip the gradient norm to this value")
     accumulate: int = field(1, help="gradient accumulation steps")
-    ema: bool = field(False, help="keep an exponential moving average of the weights and evaluate it")
+    ema: bool = field(False, help="keep an exponential moving average of the weights; it is what is evaluated, "
+                      "early-stopped on and saved in best.pt")
     ema_decay: float = field(0.999, help="EMA decay per step (with --ema-warmup: its ceiling)")
     ema_warmup: bool = field(True, help="EMA decay warms up per step as min(ema_decay, 1 - (1 + step)^-3/4), timm's "
                              "ModelEmaV3 warm-up for short runs: a short fine-tune averages its last epochs")
