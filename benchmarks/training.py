@@ -7,7 +7,8 @@ Steps:
   [4/7] `--strategy finetune` (encoder at lr x 0.1)
   [5/7] `--strategy full` (everything at one lr)
   [6/7] `--strategy staged` (head for 2 epochs, then the last 2 stages)
-  [7/7] `--strategy auto` with every other setting at its default (the default command; issue 14)
+  [7/8] `--strategy auto` with every other setting at its default (the default command; issue 14)
+  [8/8] the same with `--ema` (EMA of the weights, timm's warm-up; measured against the default, same seed)
   report: val/test mAP, training images/s, minutes in all and to the best epoch, cached vs uncached epochs
 
 Run:  .venv/bin/python benchmarks/training.py [--data ../shared/datasets/aquarium] [--out runs/bench-training]
@@ -100,7 +101,7 @@ def run_training(data: Path, out: Path, **overrides) -> dict:
     }
 
 
-STEPS = ("probe", "freeze", "freeze_cached", "finetune", "full", "staged", "auto")
+STEPS = ("probe", "freeze", "freeze_cached", "finetune", "full", "staged", "auto", "auto_ema")
 
 
 def main() -> None:
@@ -135,18 +136,19 @@ def main() -> None:
         "staged": ("staged", dict(strategy="staged", epochs=args.staged_epochs, lr=3e-3, staged_head_epochs=2,
                                   staged_unfreeze=2)),
         "auto": ("auto, the defaults", dict(seed=0)),
+        "auto_ema": ("auto, the defaults and --ema", dict(seed=0, ema=True)),
     }
     for i, step in enumerate(STEPS, 1):
         if step not in only:
             continue
         if step == "probe":
-            print(f"[{i}/7] linear probe on frozen features", flush=True)
+            print(f"[{i}/{len(STEPS)}] linear probe on frozen features", flush=True)
             results["linear_probe"] = linear_probe(args.data, args.img_size)
             print(json.dumps(results["linear_probe"]), flush=True)
         else:
             title, settings = plans[step]
-            print(f"[{i}/7] {title}", flush=True)
-            extra = {} if step == "auto" else common  # the default command: nothing but the data and the seed
+            print(f"[{i}/{len(STEPS)}] {title}", flush=True)
+            extra = {} if step.startswith("auto") else common  # the default command: the data and the seed only
             results[step] = run_training(args.data, args.out / step.replace("_", "-"), **settings, **extra)
             print(json.dumps(results[step]), flush=True)
         results["dates"][step] = time.strftime("%Y-%m-%d")
@@ -163,7 +165,7 @@ def main() -> None:
         print(f"| linear probe (logistic regression) | {lp['val_map']:.4f} | {lp['test_map']:.4f} | - | - | - | "
               f"{lp['feature_seconds'] / 60:.1f} |")
     labels = {"freeze": "freeze", "freeze_cached": "freeze --cache-features", "finetune": "finetune", "full": "full",
-              "staged": "staged", "auto": "auto (defaults)"}
+              "staged": "staged", "auto": "auto (defaults)", "auto_ema": "auto --ema"}
     for key, label in labels.items():
         if key not in results:
             continue

@@ -465,3 +465,49 @@ def test_auto_keeps_the_head_when_finetuning_does_not_beat_it(synth_small, tmp_p
     assert ckpt.thresholds is not None and "**auto_winner**: head" in (run / "report.md").read_text()
     assert any("the cached-feature head won" in m for m in caplog.messages)
     assert any("early stopping: val mAP has not improved for 3 epochs" in m for m in caplog.messages)
+
+
+def test_ema_decay_warms_up_as_timm_model_ema_v3_and_is_capped():
+    from torch.optim.swa_utils import AveragedModel
+
+    from edgecls.train.loop import _warmup_ema, ema_decay_at
+
+    assert ema_decay_at(1, 0.999) == pytest.approx(1 - 2 ** -0.75)
+    assert ema_decay_at(200, 0.999) == pytest.approx(1 - 201 ** -0.75)  # ~0.981: 15 aquarium epochs average ~4
+    assert ema_decay_at(10**6, 0.999) == 0.999  # a long run reaches the ceiling
+    net = torch.nn.Linear(3, 2)
+    ema = AveragedModel(net, multi_avg_fn=_warmup_ema(0.999), use_buffers=True)
+    expected = None
+    for step in range(6):
+        with torch.no_grad():
+            net.weight.add_(float(step + 1))
+        ema.update_parameters(net)
+        if expected is None:
+            expected = net.weight.detach().clone()  # the first update copies
+        else:
+            d = ema_decay_at(step, 0.999)
+            expected = d * expected + (1 - d) * net.weight.detach()
+    torch.testing.assert_close(ema.module.weight, expected)
+
+
+def test_ema_weights_are_what_best_pt_holds_and_what_was_evaluated(synth_small, tmp_path, tiny_config):
+    run = tmp_path / "run"
+    result = fit(tiny_config(synth_small, run, epochs=1, ema=True, lr=3e-2))
+    last = load_checkpoint(run / "last.pt")
+    best = load_checkpoint(run)
+    ema = last.training["ema"]
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert int(ema["n_averaged"]) == history[-1]["iteration"]  # one average per optimizer step
+    averaged = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+    assert set(averaged) == set(best.state_dict)
+    floats = [k for k, v in best.state_dict.items() if v.is_floating_point()]
+    assert all(torch.equal(best.state_dict[k], averaged[k]) for k in floats)  # best.pt = the EMA, not the raw
+    assert any(not torch.equal(best.state_dict[k], last.state_dict[k]) for k in floats)
+    # export's loading path (strict keys and shapes) takes it; evaluate reproduces the run's (EMA) validation mAP
+    best.build_model()
+    assert evaluate(run, synth_small, split="valid", workers=0).tuned.map == pytest.approx(result.best_map, abs=1e-6)
+    # a run saved before ema_warmup existed (its config has no such key) still resumes
+    config = (run / "config.yaml").read_text()
+    assert "ema_warmup: true" in config
+    (run / "config.yaml").write_text(config.replace("ema_warmup: true\n", ""))
+    assert resume(run, {"epochs": 2}).epochs_run == 2
