@@ -188,11 +188,16 @@ def start_breakdown(s: Any) -> dict[str, Any]:
              "worker_boot_and_ray_data_s": ("init", "process"),  # Ray's worker start, Ray Data, unpickling ours
              "worker_runtime_import_s": ("imported", "init"),
              "worker_model_load_s": ("loaded", "imported"),
-             "worker_first_batch_s": ("first_batch", "loaded")}
+             "worker_wait_for_first_batch_s": ("called", "loaded"),  # Ray Data: actor ready -> its first batch
+             "worker_first_batch_s": ("first_batch", "called")}
     for name, (end, begin) in steps.items():
         values = sorted(w[end] - (w[begin] if begin else 0.0) for w in timeline.values()
                         if end in w and (begin is None or begin in w))
         out[name] = round(values[len(values) // 2], 3) if values else None
+    for key in ("cpu_boot", "cpu_import", "cpu_load", "cpu_first_batch"):  # CPU seconds of each worker step
+        values = sorted(w[key] for w in timeline.values() if key in w)
+        out[f"worker_{key}_s"] = round(values[len(values) // 2], 3) if values else None
+    out["worker_engine_cache_hit"] = [w.get("engine_cache_hit") for w in timeline.values()]
     out["first_batch_to_driver_s"] = round(t["first_row"] - min(w["first_batch"] for w in timeline.values()
                                                                 if "first_batch" in w), 3) \
         if "first_row" in t and timeline else None
@@ -232,9 +237,13 @@ def ray_row(args: Any, images: Path, out: Path, workers: int, threads: int, loca
           f"({row['vs_local']:.0%} of local; {row['vs_local_with_ray_start']:.0%} with ray.init), steady "
           f"{row['steady_img_s']} img/s ({row['steady_vs_local']:.0%}); first row after {row['start_s']:.2f} s "
           f"(check {b['bundle_check_s']}, worker boot+Ray Data {b['worker_boot_and_ray_data_s']}, runtime import "
-          f"{b['worker_runtime_import_s']}, model load {b['worker_model_load_s']}, first batch "
-          f"{b['worker_first_batch_s']}); CPU {m.own_s:.1f} s (local's CPU per image / this one's: "
-          f"{row['cpu_vs_local']:.0%}); per worker {row['per_worker_img_s']}; max |dp| "
+          f"{b['worker_runtime_import_s']}, model load {b['worker_model_load_s']}, wait for a batch "
+          f"{b['worker_wait_for_first_batch_s']}, first batch {b['worker_first_batch_s']}, to the driver "
+          f"{b['first_batch_to_driver_s']}; worker CPU s: boot+Ray Data {b['worker_cpu_boot_s']}, runtime import "
+          f"{b['worker_cpu_import_s']}, model load {b['worker_cpu_load_s']} (cache hit "
+          f"{b['worker_engine_cache_hit']}), first batch {b['worker_cpu_first_batch_s']}); CPU {m.own_s:.1f} s "
+          f"(local's CPU per image / this one's: {row['cpu_vs_local']:.0%});"
+          f" per worker {row['per_worker_img_s']}; max |dp| "
           f"{check['max_abs_diff']:.2e}, {check['label_mismatches']} label mismatches; other processes "
           f"{100 * m.others:.0f}% of the CPUs")
     return row
@@ -250,8 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=10_000, help="images of the larger job (0: skip it)")
     parser.add_argument("--machine", default=None, help="name in the results file [default: the CPU model's]")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--engine-cache", choices=("warm", "off"), default="warm",
+                        help="warm: OpenVINO's compiled models cached (and the cache filled before the timed rows, "
+                             "as on a node that has run the bundle once); off: every load compiles (the first run of "
+                             "a bundle on a node)")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if args.engine_cache == "off":
+        os.environ["EDGECLS_OPENVINO_CACHE"] = "0"  # before ray.init: the workers inherit it
 
     import logging
 
@@ -283,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
           f"processes {100 * m.others:.0f}% of the CPUs")
     reference = local_rows(local_out)
 
+    if args.engine_cache == "warm":  # the Ray workers' settings (1 and 2 threads, throughput mode), untimed
+        from edgecls.runtime import Classifier
+
+        for threads in (1, 2):
+            Classifier(args.bundle, "auto", None, threads=threads, mode="throughput").close()
     print("[3/6] a local Ray (2 CPUs)")
     import ray
 
@@ -350,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": str(machine),
               "python": platform.python_version(), "images": args.images, "inputs": kind,
               "mean_jpeg_bytes": round(mean_bytes), "bundle": str(args.bundle), "block_size": args.block_size,
-              "ray_start_s": round(ray_start_s, 2), "ray_data_floor_s": round(floor_s, 2),
+              "engine_cache": args.engine_cache, "ray_start_s": round(ray_start_s, 2),
+              "ray_data_floor_s": round(floor_s, 2),
               "ray_data_first_job_s": round(first_job_s, 2),
               "timed": {"local": "predict_paths(...) in this process after one untimed run: model load, decode, "
                                  "inference, the JSONL write",

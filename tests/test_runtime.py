@@ -116,6 +116,59 @@ def test_openvino_static_batch_model_is_made_dynamic(tmp_path):
     np.testing.assert_allclose(b.infer(reference_input()), ref, atol=1e-4)
 
 
+def test_openvino_caches_the_compiled_model_per_model_and_settings(full_bundle, tmp_path, monkeypatch):
+    """The compiled model is cached under the user's cache dir, keyed by the model files' sha256, OpenVINO's version,
+    the device and the settings: the second load imports it and answers the same; another model or other settings
+    miss; a blob that does not match its record, or the cache turned off, compiles again."""
+    from edgecls.runtime import open_backend
+
+    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path / "cache"))
+    model = shutil.copytree(full_bundle["root"] / "openvino-int8", tmp_path / "m") / "model.xml"
+    x = reference_input()
+
+    def load(path=model, **kw):
+        b = open_backend(path, backend="openvino", device="CPU", mode="throughput", **kw)
+        return b, b.infer(x), b.info()
+
+    first, ref, info = load()
+    assert info["engine_cache_hit"] is False and Path(info["engine_cache"]).is_file()
+    blob = Path(info["engine_cache"])
+    record = json.loads(blob.with_suffix(".json").read_text())
+    assert record["key"]["model_sha256"] == __import__("hashlib").sha256(model.read_bytes()).hexdigest()
+    assert record["key"]["openvino"] == info["version"] and record["key"]["device"] == "CPU"
+    second, out, info2 = load()
+    assert info2["engine_cache_hit"] is True and info2["engine_cache"] == str(blob)
+    np.testing.assert_array_equal(out, ref)
+    assert (second.precision, second.input_shape, second.pixels, second.input_name, second.streams) == \
+        (first.precision, first.input_shape, first.pixels, first.input_name, first.streams)
+    _, _, other = load(threads=1)  # other settings: another entry
+    assert other["engine_cache_hit"] is False and other["engine_cache"] != str(blob)
+
+    data = bytearray(blob.read_bytes())  # a blob that is not the one its record vouches for: compiled again
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    _, out, info3 = load()
+    assert info3["engine_cache_hit"] is False
+    np.testing.assert_array_equal(out, ref)
+    assert load()[2]["engine_cache_hit"] is True  # and written whole again
+
+    float_ir = full_bundle["root"] / "openvino"  # another model under the same file name: its own entry
+    for name in ("model.xml", "model.bin"):
+        shutil.copyfile(float_ir / name, model.parent / name)
+    _, out, info4 = load()
+    assert info4["engine_cache_hit"] is False and info4["engine_cache"] != str(blob)
+    np.testing.assert_allclose(out, full_bundle["reference"], atol=0.05)
+
+    monkeypatch.setenv("EDGECLS_OPENVINO_CACHE", "0")
+    assert load()[2]["engine_cache"] is None
+    monkeypatch.delenv("EDGECLS_OPENVINO_CACHE")
+    (tmp_path / "file").write_text("")  # a cache dir that cannot be made: the model still loads
+    monkeypatch.setenv("EDGECLS_CACHE_DIR", str(tmp_path / "file"))
+    _, out, info5 = load()
+    assert info5["engine_cache_hit"] is False
+    np.testing.assert_allclose(out, full_bundle["reference"], atol=0.05)
+
+
 def test_unknown_backend_lists_the_valid_names(onnx_bundle):
     from edgecls.runtime import Classifier, open_backend
 

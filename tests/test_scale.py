@@ -305,7 +305,7 @@ def test_a_crashed_worker_is_retried_and_every_input_is_written_once(local_ray, 
     steps = [summary.timeline[k] for k in ("listed", "connected", "planned", "checked", "first_row", "end")]
     assert steps == sorted(steps)  # the start-up breakdown: the driver's steps in order
     done = [w for w in summary.worker_timeline.values() if "first_batch" in w]
-    assert done and all(w["init"] <= w["imported"] <= w["loaded"] <= w["first_batch"] for w in done)
+    assert done and all(w["init"] <= w["imported"] <= w["loaded"] <= w["called"] <= w["first_batch"] for w in done)
     assert_same_rows(read_rows(out), local_rows(bundle, [str(images)]))
 
 

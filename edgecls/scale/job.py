@@ -195,12 +195,12 @@ class Predictor:
     """
 
     def __init__(self, bundle: "BundleSource", options: dict[str, Any], internal: bool = False) -> None:
-        init_at = time.time()
+        init_at, init_cpu = time.time(), time.process_time()  # CPU: this process's, all its threads
         from concurrent.futures import ThreadPoolExecutor
 
         from edgecls.runtime import Classifier
 
-        imported_at = time.time()
+        imported_at, imported_cpu = time.time(), time.process_time()
         self.threads = int(options["threads"])
         self.clf = Classifier(local_bundle(bundle.path, bundle.manifest_sha, bundle.filesystem, bundle.location),
                               options["backend"], options["device"],
@@ -212,9 +212,16 @@ class Predictor:
         self.worker = f"{_node_ip()}:{os.getpid()}"
         self.artifact = self.clf.artifact.name
         self.backend = self.clf.backend.name
-        # wall-clock times (epoch s) of this worker's start, for the job's start-up breakdown (JobSummary.startup)
-        self.started = {"process": _process_start(), "init": init_at, "imported": imported_at,
-                        "loaded": time.time()}
+        # wall-clock times (epoch s) of this worker's start, for the job's start-up breakdown (JobSummary.timeline),
+        # and the CPU seconds of its steps (``cpu_*``: what a loaded machine does not inflate), whether the engine came
+        # from its compiled-model cache
+        loaded_cpu = time.process_time()
+        self.started: dict[str, Any] = {
+            "process": _process_start(), "init": init_at, "imported": imported_at, "loaded": time.time(),
+            "cpu_boot": round(init_cpu, 4), "cpu_import": round(imported_cpu - init_cpu, 4),
+            "cpu_load": round(loaded_cpu - imported_cpu, 4),
+            "engine_cache_hit": self.clf.backend.info().get("engine_cache_hit")}
+        self._loaded_cpu = loaded_cpu
         self.batches = 0
 
     def _load(self, path: str, data: bytes | None, error: str | None) -> tuple[np.ndarray | None, str | None]:
@@ -233,6 +240,8 @@ class Predictor:
     def __call__(self, batch: Any) -> Any:
         pa = _pa()
         start = time.perf_counter()
+        if self.batches == 0:
+            self.started["called"] = time.time()  # Ray Data's first batch to this worker (the model loaded before)
         paths = batch.column("path").to_pylist()
         loaded = list(self.pool.map(self._load, paths, batch.column("data").to_pylist(),
                                     batch.column("error").to_pylist()))
@@ -259,6 +268,8 @@ class Predictor:
             columns["_worker"] = pa.array([self.worker] * len(paths), pa.string())
             columns["_busy"] = pa.array([time.perf_counter() - start] + [0.0] * (len(paths) - 1), pa.float64())
             first = self.batches == 0
+            if first:
+                self.started["cpu_first_batch"] = round(time.process_time() - self._loaded_cpu, 4)
             columns["_started"] = pa.array([json.dumps(self.started) if first else None] + [None] * (len(paths) - 1),
                                            pa.string())
             columns["_done"] = pa.array([time.time()] + [None] * (len(paths) - 1), pa.float64())
@@ -610,7 +621,8 @@ class JobSummary:
     interrupted: bool = False
     # where the start went, in seconds from the start of the run: the driver's steps (``listed``, ``connected``,
     # ``planned``, ``checked``, ``first_row``, ``end``) and, per worker, when its process started, its __init__ began,
-    # the runtime was imported, the model was loaded and its first batch was done (see :func:`startup_breakdown`)
+    # the runtime was imported, the model was loaded, its first batch came in and was done (``process``, ``init``,
+    # ``imported``, ``loaded``, ``called``, ``first_batch``)
     timeline: dict[str, float] = field(default_factory=dict)
     worker_timeline: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -757,7 +769,9 @@ def _worker_times(batch: Any, timeline: dict[str, dict[str, float]], epoch: floa
         entry = timeline.setdefault(worker, {})
         if started is not None:
             for key, value in json.loads(started).items():
-                if value is not None:
+                if key.startswith("cpu_") or isinstance(value, bool):  # CPU seconds and flags, as they are
+                    entry[key] = value
+                elif value is not None:
                     entry[key] = round(value - epoch, 4)
         if done is not None:
             entry["first_batch"] = round(min(entry.get("first_batch", float("inf")), done - epoch), 4)

@@ -25,6 +25,7 @@ from edgecls.runtime.backends.base import (
     BackendStatus,
     Candidate,
     Done,
+    EngineCache,
     as_input,
     check_input_size,
     check_mode,
@@ -76,8 +77,8 @@ from edgecls.runtime.backends.registry import (
 )
 
 __all__ = [
-    "ARM_CORES", "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "Done", "LATENCY", "MODES",
-    "PRECISIONS",
+    "ARM_CORES", "Attempt", "BACKEND_NAMES", "Backend", "BackendStatus", "Candidate", "Done", "EngineCache",
+    "LATENCY", "MODES", "PRECISIONS",
     "RANK_COREML", "RANK_LITERT_CPU", "THROUGHPUT", "check_mode", "split_batch",
     "RANK_OPENVINO_CPU_OTHER", "RANK_OPENVINO_CPU_X86", "RANK_OPENVINO_GPU", "RANK_OPENVINO_NPU",
     "RANK_ORT_COREML", "RANK_ORT_CPU", "RANK_ORT_CUDA", "RANK_ORT_TENSORRT", "RANK_TENSORRT", "as_input",

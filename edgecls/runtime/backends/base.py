@@ -262,3 +262,64 @@ def check_model_file(path: str | Path, backend: str) -> None:
     if not ok:
         raise ConfigError(f"{path}: not {kind} (its bytes do not parse as one), so {backend} cannot load it; "
                           "the file is damaged or is not a model: re-export the bundle")
+
+
+class EngineCache:
+    """One compiled engine of a backend in the user's cache: ``<cache>/<kind>/<stem>-<digest>.blob`` and its record
+    ``.json`` (the key, the blob's sha256 and what the backend needs to use the engine without re-reading the model).
+
+    ``key`` must name everything the engine depends on: the model files' sha256 (so a bundle never gets another
+    model's engine), the engine library's version, the device and the compile settings; its digest names the files.
+    A record whose key or blob sha256 does not match (another model that collided on the name, a file cut short) is a
+    miss. Writes are atomic (blob first, then the record that vouches for it), so a reader never takes a partial
+    blob, and two processes that compile the same engine at once both write a whole one. A cache that cannot be
+    written is only logged: the engine still runs, compiled.
+    """
+
+    SCHEMA = 1
+
+    def __init__(self, kind: str, stem: str, key: dict[str, Any]) -> None:
+        import hashlib
+        import json
+
+        self.key = {"schema": self.SCHEMA, **key}
+        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:24]
+        self.blob = user_cache_dir(kind) / f"{stem}-{digest}.blob"
+        self.record = self.blob.with_suffix(".json")
+
+    def read(self) -> tuple[bytes, dict[str, Any]] | None:
+        """(blob, meta) of a valid entry, None for a miss."""
+        import hashlib
+        import json
+
+        try:
+            record = json.loads(self.record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("key") != self.key:
+            return None
+        try:
+            data = self.blob.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != record.get("blob_sha256"):
+            log.warning("%s: does not match its record; compiling the model again", self.blob)
+            return None
+        meta = record.get("meta")
+        return data, meta if isinstance(meta, dict) else {}
+
+    def write(self, data: bytes, meta: dict[str, Any]) -> bool:
+        import hashlib
+        import json
+
+        from edgecls._io import atomic_write_bytes, atomic_write_text
+
+        record = {"key": self.key, "blob_sha256": hashlib.sha256(data).hexdigest(), "meta": meta}
+        try:
+            atomic_write_bytes(self.blob, data)
+            atomic_write_text(self.record, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        except OSError as exc:
+            log.warning("cannot write the engine cache %s (%s); the model is compiled again next time", self.blob,
+                        exc.strerror or exc)
+            return False
+        return True

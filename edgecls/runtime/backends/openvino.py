@@ -40,6 +40,7 @@ from edgecls.runtime.backends import (
     BackendStatus,
     Candidate,
     Done,
+    EngineCache,
     as_input,
     check_mode,
     check_model_file,
@@ -191,24 +192,43 @@ class OpenVinoBackend(Backend):
         available = list(core().available_devices)
         dev = _resolve_device(device, available)
         check_model_file(path, NAME)
-        try:
-            model = core().read_model(str(path))
-        except Exception as exc:
-            raise ConfigError(f"{path}: openvino cannot read this model file ({one_line(exc)}); re-export the "
-                              "bundle") from None
-        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        config = compile_config(self.mode, dev, threads=threads, precision=precision)
+        cache = compiled_cache(path, dev, config)
+        self.cache_file: Path | None = cache.blob if cache is not None else None
+        self.cache_hit = False
+        found = _import_cached(cache, dev, config)
+        if found is not None:
+            self.compiled, meta = found
+            self.cache_hit = True
+        else:
+            try:
+                model = core().read_model(str(path))
+            except Exception as exc:
+                raise ConfigError(f"{path}: openvino cannot read this model file ({one_line(exc)}); re-export the "
+                                  "bundle") from None
+            inp = model.input(0)
+            meta = {
+                "quantized": any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()),
+                "input_shape": [d.get_length() if d.is_static else None for d in inp.get_partial_shape()]
+                if inp.get_partial_shape().rank.is_static else [],
+                "input_name": inp.get_any_name(),
+                "pixels": inp.get_element_type() == ov.Type.u8,
+                "output_name": model.output(0).get_any_name(),
+            }
+            if precision == "int8" and not meta["quantized"]:
+                raise UnsupportedOption(f"{path.name} has no quantized layers; int8 needs the int8 artifact")
+            meta["static_batch"] = self._fix_batch(ov, model, dev)
+            self.compiled = core().compile_model(model, dev, config)
+            if cache is not None:
+                _export(cache, self.compiled, meta)
+        quantized = bool(meta["quantized"])
         if precision == "int8" and not quantized:
             raise UnsupportedOption(f"{path.name} has no quantized layers; int8 needs the int8 artifact")
-        inp = model.input(0)
-        self.input_shape = tuple(d.get_length() if d.is_static else None for d in inp.get_partial_shape()) \
-            if inp.get_partial_shape().rank.is_static else ()
-        self.input_name = inp.get_any_name()
-        self.pixels = inp.get_element_type() == ov.Type.u8
-        self.output_name = model.output(0).get_any_name()
-        self._static_batch = self._fix_batch(ov, model, dev)
-
-        config = compile_config(self.mode, dev, threads=threads, precision=precision)
-        self.compiled = core().compile_model(model, dev, config)
+        self.input_shape = tuple(meta["input_shape"])
+        self.input_name = str(meta["input_name"])
+        self.pixels = bool(meta["pixels"])
+        self.output_name = str(meta["output_name"])
+        self._static_batch = meta["static_batch"]
         try:
             resolved = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         except Exception:  # virtual devices (AUTO, MULTI) do not report it
@@ -340,6 +360,8 @@ class OpenVinoBackend(Backend):
             "settings": self.settings,
             "device_name": _full_name(self.device.split(":")[0]),
             "version": self._version,
+            "engine_cache": str(self.cache_file) if self.cache_file else None,
+            "engine_cache_hit": self.cache_hit,
         }
 
     def close(self) -> None:
@@ -349,6 +371,73 @@ class OpenVinoBackend(Backend):
         self._request = None
         self._requests = []
         self.compiled = None
+
+
+def compiled_cache(path: Path, device: str, config: dict[str, Any]) -> EngineCache | None:
+    """Where the compiled model of ``path`` on ``device`` with ``config`` is cached, or None when it is not: an ONNX
+    file (its weights may live in files the key would not cover), a virtual device (AUTO, MULTI: no export), or
+    ``EDGECLS_OPENVINO_CACHE=0``. The key holds the sha256 of the IR's .xml and .bin, OpenVINO's version, the
+    device's name and architecture and the compile settings."""
+    import os
+    import platform
+
+    from edgecls._io import sha256_file
+
+    if os.environ.get("EDGECLS_OPENVINO_CACHE", "1").strip().lower() in ("0", "no", "false", "off"):
+        return None
+    base = device.split(":")[0].split(".")[0]
+    if path.suffix.lower() != ".xml" or base not in ("CPU", "GPU"):
+        return None
+    weights = path.with_suffix(".bin")
+    try:
+        key = {"model_sha256": sha256_file(path),
+               "weights_sha256": sha256_file(weights) if weights.is_file() else None,
+               "openvino": _ov().__version__, "device": device, "device_name": _full_name(device),
+               "architecture": _property(device, "DEVICE_ARCHITECTURE"), "capabilities": _caps(base),
+               "machine": platform.machine(), "config": {k: str(v) for k, v in sorted(config.items())},
+               "dynamic_batch": _BATCH_RULES}
+    except OSError:
+        return None
+    return EngineCache("openvino", path.stem, key)
+
+
+_BATCH_RULES = 1  # the version of _fix_batch's rules (a change there changes the compiled models)
+
+
+def _property(device: str, name: str) -> str | None:
+    try:
+        return str(core().get_property(device, name))
+    except Exception:
+        return None
+
+
+def _import_cached(cache: EngineCache | None, device: str, config: dict[str, Any]) -> tuple[Any, dict] | None:
+    """The cached compiled model and its record, or None (a miss, or a blob this OpenVINO cannot import)."""
+    import io
+
+    found = cache.read() if cache is not None else None
+    if found is None:
+        return None
+    blob, meta = found
+    if not {"quantized", "input_shape", "input_name", "pixels", "output_name", "static_batch"} <= set(meta):
+        return None
+    try:
+        compiled = core().import_model(io.BytesIO(blob), device, config)
+    except Exception as exc:
+        log.warning("openvino: the cached model %s does not import (%s); compiling it again", cache.blob,
+                    one_line(exc))
+        return None
+    log.debug("openvino: using the cached compiled model %s", cache.blob)
+    return compiled, meta
+
+
+def _export(cache: EngineCache, compiled: Any, meta: dict[str, Any]) -> None:
+    try:
+        blob = compiled.export_model()
+    except Exception as exc:  # a device that cannot export: no cache, the model runs
+        log.info("openvino: cannot export the compiled model for the cache (%s)", one_line(exc))
+        return
+    cache.write(blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob), meta)
 
 
 def load(path: Path, *, device: str | None, threads: int | None, precision: str | None,
