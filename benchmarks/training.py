@@ -9,6 +9,10 @@ Steps:
   [6/7] `--strategy staged` (head for 2 epochs, then the last 2 stages)
   [7/8] `--strategy auto` with every other setting at its default (the default command; issue 14)
   [8/8] the same with `--ema` (EMA of the weights, timm's warm-up; measured against the default, same seed)
+  [distill] (only with --only distill) a Lite2 teacher fine-tuned on the data, then Lite0 `auto` with and without
+        `--teacher` (same settings; the teacher's share of each epoch from history.jsonl's teacher_seconds), and
+        cached-feature heads on a copy with 30% of the train labels NA: no teacher, the teacher on every entry,
+        the teacher on known entries only (--no-distill-unknown)
   report: val/test mAP, training images/s, minutes in all and to the best epoch, cached vs uncached epochs
 
 Run:  .venv/bin/python benchmarks/training.py [--data ../shared/datasets/aquarium] [--out runs/bench-training]
@@ -69,6 +73,38 @@ def linear_probe(data: Path, img_size: int) -> dict:
     return best
 
 
+def na_copy(data: Path, out: Path, fraction: float = 0.3, seed: int = 0) -> Path:
+    """``data``'s splits as train/valid/test.csv label files (absolute image paths) in ``out``, with ``fraction`` of
+    the train split's label entries turned unknown (NA) at random; valid and test keep every label."""
+    from edgecls.data import load_dataset
+
+    ds = load_dataset(data)
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("train", "valid", "test"):
+        split = ds.split(name)
+        y, known = split.targets(), split.known()
+        if name == "train":
+            known = known & (rng.random(known.shape) >= fraction)
+        lines = [",".join(["filename", *ds.class_names])]
+        for sample, row, k in zip(split.samples, y, known):
+            lines.append(",".join([str(sample.path), *("NA" if not kk else str(int(v)) for v, kk in zip(row, k))]))
+        (out / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _evaluated(run: Path, data: Path) -> dict:
+    """val mAP (from the run) and test mAP / labels per image of an existing run folder."""
+    from edgecls.metrics import labels_per_image
+    from edgecls.train import load_checkpoint
+    from edgecls.train.evaluate import evaluate
+
+    test = evaluate(run, data, split="test")
+    return {"val_map": float((load_checkpoint(run / "best.pt").metrics or {})["val_map"]), "test_map": test.tuned.map,
+            "labels_per_image_test_truth": float(((test.targets > 0.5) & test.known).sum(axis=1).mean()),
+            "labels_per_image_test_tuned": labels_per_image(test.probs, test.tuned.thresholds), "minutes": 0.0}
+
+
 def run_training(data: Path, out: Path, **overrides) -> dict:
     from edgecls.config import build_config
     from edgecls.metrics import labels_per_image
@@ -98,10 +134,42 @@ def run_training(data: Path, out: Path, **overrides) -> dict:
         "minutes": minutes,
         "epoch_seconds": [round(h["seconds"], 2) for h in history],
         "train_images_per_s": [round(h["train_images_per_s"], 1) for h in history],
+        "teacher_seconds": [round(h["teacher_seconds"], 2) for h in history if "teacher_seconds" in h],
     }
 
 
+def distill(data: Path, out: Path, *, teacher_epochs: int, epochs: int, teacher: Path | None = None) -> dict:
+    """Issue 14's distillation: teacher, student with and without it, and what NA entries taught by it add.
+    ``teacher``: an existing teacher run folder to reuse instead of training one."""
+    res: dict = {}
+    if teacher is None:
+        teacher = out / "distill-teacher"
+        print(f"[distill 1/3] teacher: efficientnet_lite2 finetune, {teacher_epochs} epochs", flush=True)
+        res["teacher"] = run_training(data, teacher, backbone="efficientnet_lite2", strategy="finetune",
+                                      epochs=teacher_epochs, seed=0)
+        print(json.dumps(res["teacher"]), flush=True)
+    else:
+        print(f"[distill 1/3] teacher: {teacher} (reused)", flush=True)
+        res["teacher"] = {"run": str(teacher), **_evaluated(teacher, data)}
+    print(f"[distill 2/3] Lite0 auto ({epochs} fine-tuning epochs) without and with the teacher", flush=True)
+    for arm, extra in (("plain", {}), ("student", {"teacher": str(teacher)})):
+        res[arm] = run_training(data, out / f"distill-{arm}", seed=0, epochs=epochs, **extra)
+        print(json.dumps(res[arm]), flush=True)
+    rows = [r for r in zip(res["student"]["epoch_seconds"], res["student"]["teacher_seconds"])]
+    res["teacher_share_of_epoch"] = float(np.mean([t / s for s, t in rows])) if rows else None
+    print("[distill 3/3] cached-feature heads on a copy with 30% of the train labels NA", flush=True)
+    na = na_copy(data, out / "distill-na30")
+    head = dict(strategy="freeze", cache_features=True, epochs=60, lr=3e-3, weight_decay=1e-3, augment="none",
+                seed=0)
+    for arm, extra in (("na_plain", {}), ("na_teacher_all", {"teacher": str(teacher)}),
+                       ("na_teacher_known", {"teacher": str(teacher), "distill_unknown": False})):
+        res[arm] = run_training(na, out / arm.replace("_", "-"), **head, **extra)
+        print(json.dumps(res[arm]), flush=True)
+    return res
+
+
 STEPS = ("probe", "freeze", "freeze_cached", "finetune", "full", "staged", "auto", "auto_ema")
+EXTRA_STEPS = ("distill",)  # run only when named in --only
 
 
 def main() -> None:
@@ -112,14 +180,20 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=15)
     parser.add_argument("--full-epochs", type=int, default=6)
     parser.add_argument("--staged-epochs", type=int, default=6)
-    parser.add_argument("--only", default=",".join(STEPS), help=f"steps to run, of {', '.join(STEPS)}")
+    parser.add_argument("--distill-teacher-epochs", type=int, default=15)
+    parser.add_argument("--distill-epochs", type=int, default=15, help="fine-tuning epochs of both Lite0 arms")
+    parser.add_argument("--distill-teacher", type=Path, default=None,
+                        help="distill: reuse this teacher run folder instead of training a Lite2 one")
+    parser.add_argument("--only", default=",".join(STEPS),
+                        help=f"steps to run, of {', '.join(STEPS + EXTRA_STEPS)}")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "training.json")
     args = parser.parse_args()
     if not (args.data / "data.yaml").is_file():
         sys.exit(f"{args.data}: aquarium dataset not found (see ../shared/datasets/README)")
     only = [x.strip() for x in args.only.split(",") if x.strip()]
-    if set(only) - set(STEPS):
-        sys.exit(f"--only: unknown step(s) {sorted(set(only) - set(STEPS))}; valid: {', '.join(STEPS)}")
+    if set(only) - set(STEPS + EXTRA_STEPS):
+        sys.exit(f"--only: unknown step(s) {sorted(set(only) - set(STEPS + EXTRA_STEPS))}; valid: "
+                 f"{', '.join(STEPS + EXTRA_STEPS)}")
 
     results: dict = json.loads(args.json.read_text()) if args.json.is_file() and set(only) != set(STEPS) else {}
     results.update({"machine": {"python": platform.python_version(), "processor": platform.processor(),
@@ -152,6 +226,19 @@ def main() -> None:
             results[step] = run_training(args.data, args.out / step.replace("_", "-"), **settings, **extra)
             print(json.dumps(results[step]), flush=True)
         results["dates"][step] = time.strftime("%Y-%m-%d")
+    if "distill" in only:
+        results["distill"] = distill(args.data, args.out, teacher_epochs=args.distill_teacher_epochs,
+                                     epochs=args.distill_epochs, teacher=args.distill_teacher)
+        results["dates"]["distill"] = time.strftime("%Y-%m-%d")
+        d = results["distill"]
+        print("| run | val mAP | test mAP | test labels/image (truth) | minutes |")
+        print("|---|---:|---:|---:|---:|")
+        for key in ("teacher", "plain", "student", "na_plain", "na_teacher_all", "na_teacher_known"):
+            r = d[key]
+            print(f"| {key} | {r['val_map']:.4f} | {r['test_map']:.4f} | {r['labels_per_image_test_tuned']:.2f} "
+                  f"({r['labels_per_image_test_truth']:.2f}) | {r['minutes']:.1f} |")
+        if d.get("teacher_share_of_epoch") is not None:
+            print(f"the teacher's share of a student fine-tuning epoch: {d['teacher_share_of_epoch']:.1%}")
 
     if "freeze" in results and "freeze_cached" in results:
         uncached = np.mean(results["freeze"]["epoch_seconds"][1:])

@@ -83,6 +83,9 @@ def test_a_student_of_another_input_size_trains_from_the_teacher(teacher_run, sy
     assert student.stopped == "completed"
     loss = lambda run: [json.loads(x)["train_loss"] for x in (run / "history.jsonl").read_text().splitlines()]  # noqa: E731
     assert not np.allclose(loss(tmp_path / "plain"), loss(tmp_path / "student"))  # the teacher's term is in it
+    rows = [json.loads(x) for x in (tmp_path / "student" / "history.jsonl").read_text().splitlines()]
+    assert all(0 < r["teacher_seconds"] < r["seconds"] for r in rows)  # its cost, within the run
+    assert "teacher_seconds" not in (tmp_path / "plain" / "history.jsonl").read_text()
     ckpt = load_checkpoint(tmp_path / "student")
     assert ckpt.preprocess.img_size == (48 if "img_size" in extra else 64)
     assert ckpt.config["teacher"] == str(teacher_run) and ckpt.config["distill_weight"] == 0.7

@@ -289,6 +289,7 @@ class _Run:
             self.teacher = Teacher(cfg.teacher, self.spec.class_names, self.preprocess, self.device,
                                    batch_size=cfg.batch_size, workers=self.workers)
         self._teacher_cache: torch.Tensor | None = None  # teacher logits of the un-augmented train images
+        self._teacher_seconds = 0.0  # this epoch's time in the teacher (online batches, or building the cache)
         self.state = _State()
         if head is not None:  # fine-tuning must beat the head: its val mAP is the best so far
             self.state.best_map = head.best_map
@@ -400,8 +401,10 @@ class _Run:
             assert self.teacher is not None
             started = time.perf_counter()
             self._teacher_cache = self.teacher.logits_for(self.train_split.samples)
+            seconds = time.perf_counter() - started
+            self._teacher_seconds += seconds
             log.info("cached the teacher's outputs on %d un-augmented train images in %.1f s", len(self.train_split),
-                     time.perf_counter() - started)
+                     seconds)
         return self._teacher_cache
 
     def _cache_features(self) -> None:
@@ -430,6 +433,7 @@ class _Run:
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         cfg = self.cfg
+        self._teacher_seconds = 0.0
         loader = self._train_loader(epoch)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -447,8 +451,10 @@ class _Run:
                 if len(batch) > 3:
                     teacher = batch[3].to(self.device)
                 else:
+                    teacher_start = time.perf_counter()
                     with self.precision.autocast():
                         teacher = self.teacher.logits(x)
+                    self._teacher_seconds += time.perf_counter() - teacher_start
             with self.precision.autocast():
                 logits = self._forward_train(x)
             loss = self.criterion(logits.float(), y, m)
@@ -620,13 +626,16 @@ class _Run:
                     "lr": self.optimizer.param_groups[0]["lr"], "train_images_per_s": img_s,
                     "seconds": time.perf_counter() - epoch_start, "iteration": self.state.iteration,
                 }
+                if self.teacher is not None:  # the teacher's share of the epoch (its cost, measured within the run)
+                    row["teacher_seconds"] = self._teacher_seconds
                 self.state.history.append(row)
                 if self.main:
                     self._save_epoch(improved, row)
                 log.info(
-                    "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_mAP %.4f  F1 %.3f/%.3f  %.1f img/s  %.1f s%s",
+                    "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_mAP %.4f  F1 %.3f/%.3f  %.1f img/s  %.1f s%s%s",
                     epoch + 1, cfg.epochs, train_loss, val_loss, val_map, report.f1_micro, report.f1_macro, img_s,
-                    row["seconds"], "  *best*" if improved else "",
+                    row["seconds"], "" if self.teacher is None else f" (teacher {self._teacher_seconds:.1f} s)",
+                    "  *best*" if improved else "",
                 )
                 if cfg.patience is not None and self.state.bad_epochs >= cfg.patience:
                     log.info("early stopping: val mAP has not improved for %d epochs", cfg.patience)
