@@ -473,25 +473,39 @@ def stream_frames(
             metas = [(index + index_offset, captured - start_mono, frame)]
             t_engine = time.perf_counter()
             probs = classifier.probs(batch)
-            stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))
-            preds = classifier.predictions(probs, [f"frame {index}" for index, _, _ in metas])
-            now = time.perf_counter()
-            latency = (now - t0) * 1000.0
-            dt = now - last
-            last = now
-            inst = len(metas) / dt if dt > 0 else 0.0
-            fps = inst if stats.frames == 0 else 0.9 * fps + 0.1 * inst
-            stats.latency_ms_total += latency * len(metas)
-            stats.dropped = dropped_before + reader.dropped
-            stats.seconds = now - start
-            for (index, ts, frame), pred in zip(metas, preds):
-                stats.frames += 1
-                yield FrameResult(index, ts, pred, latency, fps, stats.dropped, frame)
+            results, last, fps = _frame_results(classifier, probs, metas, stats, t0=t0, t_engine=t_engine,
+                                                start=start, last=last, fps=fps,
+                                                dropped=dropped_before + reader.dropped)
+            yield from results
     finally:
         stats.seconds = time.perf_counter() - start
         stats.dropped = dropped_before + reader.dropped
         reader.stop()
         cap.release()
+
+
+def _frame_results(classifier: "Classifier", probs: np.ndarray, metas: list, stats: StreamStats, *, t0: float,
+                   t_engine: float, start: float, last: float, fps: float,
+                   dropped: int) -> tuple[Iterator[FrameResult], float, float]:
+    """One inferred batch of frames -> their results, with ``stats`` updated; also the new ``last`` time and the
+    smoothed FPS (the live and the ordered loops share this bookkeeping)."""
+    stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))
+    preds = classifier.predictions(probs, [f"frame {index}" for index, _, _ in metas])
+    now = time.perf_counter()
+    latency = (now - t0) * 1000.0
+    dt = now - last
+    inst = len(metas) / dt if dt > 0 else 0.0
+    fps = inst if stats.frames == 0 else 0.9 * fps + 0.1 * inst
+    stats.latency_ms_total += latency * len(metas)
+    stats.dropped = dropped
+    stats.seconds = now - start
+
+    def results() -> Iterator[FrameResult]:  # frames are counted as they are taken, as before
+        for (index, ts, frame), pred in zip(metas, preds):
+            stats.frames += 1
+            yield FrameResult(index, ts, pred, latency, fps, stats.dropped, frame)
+
+    return results(), now, fps
 
 
 STOP_POLL = 0.2  # seconds: how soon stream_frames notices its stop event
@@ -535,20 +549,9 @@ def _ordered_results(classifier: "Classifier", reader: OrderedFrames, stats: Str
             return
         pending, metas, t0, t_engine = inflight.popleft()
         probs = pending.result()
-        stats.engine_ms.extend([(time.perf_counter() - t_engine) * 1000.0] * len(metas))
-        preds = classifier.predictions(probs, [f"frame {index}" for index, _, _ in metas])
-        now = time.perf_counter()
-        latency = (now - t0) * 1000.0
-        dt = now - last
-        last = now
-        inst = len(metas) / dt if dt > 0 else 0.0
-        fps = inst if stats.frames == 0 else 0.9 * fps + 0.1 * inst
-        stats.latency_ms_total += latency * len(metas)
-        stats.dropped = reader.dropped
-        stats.seconds = now - start
-        for (index, ts, frame), pred in zip(metas, preds):
-            stats.frames += 1
-            yield FrameResult(index, ts, pred, latency, fps, stats.dropped, frame)
+        results, last, fps = _frame_results(classifier, probs, metas, stats, t0=t0, t_engine=t_engine, start=start,
+                                            last=last, fps=fps, dropped=reader.dropped)
+        yield from results
 
 
 def _next_item(reader: Any, timeout: float, stop: threading.Event | None) -> Any:
