@@ -215,15 +215,14 @@ class OpenVinoBackend(Backend):
                 "pixels": inp.get_element_type() == ov.Type.u8,
                 "output_name": model.output(0).get_any_name(),
             }
-            if precision == "int8" and not meta["quantized"]:
-                raise UnsupportedOption(f"{path.name} has no quantized layers; int8 needs the int8 artifact")
+        quantized = bool(meta["quantized"])
+        if precision == "int8" and not quantized:  # before compiling: a wrong request costs no compile
+            raise UnsupportedOption(f"{path.name} has no quantized layers; int8 needs the int8 artifact")
+        if found is None:
             meta["static_batch"] = self._fix_batch(ov, model, dev)
             self.compiled = core().compile_model(model, dev, config)
             if cache is not None:
                 _export(cache, self.compiled, meta)
-        quantized = bool(meta["quantized"])
-        if precision == "int8" and not quantized:
-            raise UnsupportedOption(f"{path.name} has no quantized layers; int8 needs the int8 artifact")
         self.input_shape = tuple(meta["input_shape"])
         self.input_name = str(meta["input_name"])
         self.pixels = bool(meta["pixels"])
