@@ -315,6 +315,14 @@ def test_peak_estimate_follows_the_isa():
     assert measure_gemm_gflops(size=256, seconds=0.05) > 0.1
 
 
+def test_machine_kind_names_the_kinds_results_are_kept_apart_by():
+    assert _machine().kind == "zen3"
+    assert _machine(isa=("avx2", "fma", "avx512f", "avx512_vnni")).kind == "zen4"
+    assert _machine(family="26", isa=("avx2", "fma", "avx512f", "avx512_vnni")).kind == "zen5"
+    assert _machine(vendor="GenuineIntel", family="6", isa=("avx512f", "amx_int8")).kind == "xeon-amx"
+    assert _machine(vendor="ARM", arch="aarch64", family="", isa=("asimd",)).kind == "aarch64"
+
+
 def test_count_macs_on_a_known_network(tmp_path):
     import torch
 

@@ -101,6 +101,16 @@ class Machine:
         data["isa"] = list(self.isa)
         return data
 
+    @property
+    def kind(self) -> str:
+        """A short name for the kind of machine, for results kept apart per kind (zen3, zen5, xeon-amx, arm64 ...)."""
+        isa = set(self.isa)
+        if self.vendor == "AuthenticAMD" and self.family in ("25", "26"):
+            return "zen5" if self.family == "26" else ("zen4" if "avx512f" in isa else "zen3")
+        if self.vendor == "GenuineIntel":
+            return "xeon-amx" if "amx_int8" in isa else ("intel-avx512" if "avx512f" in isa else "intel")
+        return self.arch
+
     def summary(self) -> str:
         return (f"{self.cpu} ({self.arch}, {self.cores} cores usable, {self.ghz:.2f} GHz {self.ghz_source}), "
                 f"ISA: {' '.join(self.isa) or 'none of note'}; {self.os}, Python {self.python}")
