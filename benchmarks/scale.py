@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -250,22 +249,6 @@ def ray_row(args: Any, images: Path, out: Path, workers: int, threads: int, loca
     return row
 
 
-def byte_compile(prefix: Path) -> Path | None:
-    """Byte-compile the edgecls package into ``prefix`` and point this process's children (the raylet, so every Ray
-    worker) at it with PYTHONPYCACHEPREFIX, where its modules have no bytecode of their own (an editable checkout on
-    a machine with PYTHONDONTWRITEBYTECODE=1); None where they have it already (an installed wheel)."""
-    import edgecls
-
-    package = Path(edgecls.__file__).parent
-    if (package / "__pycache__").is_dir() or os.environ.get("PYTHONPYCACHEPREFIX"):
-        return None
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(prefix)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, env=env)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)  # read, not written: PYTHONDONTWRITEBYTECODE stays as it is
-    return prefix
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True, help="an `edgecls export` bundle (EfficientNet-Lite0)")
@@ -280,10 +263,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="warm: OpenVINO's compiled models cached (and the cache filled before the timed rows, "
                              "as on a node that has run the bundle once); off: every load compiles (the first run of "
                              "a bundle on a node)")
-    parser.add_argument("--bytecode", choices=("compiled", "source"), default="compiled",
-                        help="compiled: edgecls' modules byte-compiled before the Ray workers start, as `pip install "
-                             "edgecls` leaves them (an editable checkout under PYTHONDONTWRITEBYTECODE=1 has none, and "
-                             "every worker then compiles them from source); source: as the checkout is")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if args.engine_cache == "off":
@@ -324,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for threads in (1, 2):
             Classifier(args.bundle, "auto", None, threads=threads, mode="throughput").close()
-    bytecode = byte_compile(Path(args.work) / "pycache") if args.bytecode == "compiled" else None
-    print("[3/6] a local Ray (2 CPUs)" + (f"; edgecls byte-compiled into {bytecode}" if bytecode else ""))
+    print("[3/6] a local Ray (2 CPUs)")
     import ray
 
     t0 = time.perf_counter()
@@ -392,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": str(machine),
               "python": platform.python_version(), "images": args.images, "inputs": kind,
               "mean_jpeg_bytes": round(mean_bytes), "bundle": str(args.bundle), "block_size": args.block_size,
-              "engine_cache": args.engine_cache, "bytecode": args.bytecode, "ray_start_s": round(ray_start_s, 2),
+              "engine_cache": args.engine_cache, "ray_start_s": round(ray_start_s, 2),
               "ray_data_floor_s": round(floor_s, 2),
               "ray_data_first_job_s": round(first_job_s, 2),
               "timed": {"local": "predict_paths(...) in this process after one untimed run: model load, decode, "
