@@ -33,14 +33,34 @@ from torch import nn
 from edgecls.data import label_priors, load_dataset
 from edgecls.metrics import DEFAULT_THRESHOLD, compute_metrics
 from edgecls.preprocess import preprocess
-from edgecls.train.backbones import HEAD_PRIOR, ModelSpec, build_model, default_preprocess
+from edgecls.train.backbones import HEAD_PRIOR, PRIOR_CLIP, ModelSpec, build_model, default_preprocess
+from edgecls.train.losses import MaskedBCE
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "efficientnet_lite0"
 
 
-def val_map(probs: torch.Tensor, split) -> float:
-    return compute_metrics(probs.numpy(), split.targets(), split.known(), SPEC.class_names, DEFAULT_THRESHOLD).map
+def val_map(logits: torch.Tensor, split, class_names) -> float:
+    probs = torch.sigmoid(logits).numpy()
+    return compute_metrics(probs, split.targets(), split.known(), class_names, DEFAULT_THRESHOLD).map
+
+
+def train_epoch(forward, opt, sched, x_all, split, generator=None, flip: bool = False, bs: int = 32) -> None:
+    """One shuffled pass of masked BCE over cached inputs; ``flip`` mirrors half of each batch's maps (NCHW)."""
+    y, known = torch.from_numpy(split.targets()).float(), torch.from_numpy(split.known())
+    loss_fn = MaskedBCE()
+    perm = torch.randperm(len(x_all), generator=generator)
+    for i in range(0, len(x_all), bs):
+        idx = perm[i : i + bs]
+        x = x_all[idx].float()
+        if flip:
+            mirror = torch.rand(len(idx), generator=generator) < 0.5
+            x[mirror] = x[mirror].flip(-1)
+        loss = loss_fn(forward(x), y[idx], known[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
 
 
 def forward_cache(model, split, prep, split_points: list[int]):
@@ -63,9 +83,9 @@ def forward_cache(model, split, prep, split_points: list[int]):
     return {k: torch.cat(v) for k, v in maps.items()}, [torch.cat(c) for c in zip(*pooled)]
 
 
-def top_stage_probe(split_at: int, xtr, xva, train, valid, epochs: int, lr_top: float, seed: int) -> list[float]:
+def top_stage_probe(spec, split_at: int, xtr, xva, train, valid, epochs: int, lr_top: float, seed: int) -> list[float]:
     torch.manual_seed(seed)
-    model = build_model(SPEC, pretrained=True)
+    model = build_model(spec, pretrained=True)
     model.init_head_bias(label_priors(train, HEAD_PRIOR))
     enc = model.encoder
 
@@ -81,62 +101,39 @@ def top_stage_probe(split_at: int, xtr, xva, train, valid, epochs: int, lr_top: 
     n, bs = len(xtr), 32
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr_top, 3e-3], total_steps=epochs * math.ceil(n / bs),
                                                 pct_start=0.1)
-    y, k = torch.from_numpy(train.targets()).float(), torch.from_numpy(train.known()).float()
-    bce = nn.BCEWithLogitsLoss(reduction="none")
     maps = []
     for epoch in range(epochs):
         model.train()
-        g = torch.Generator().manual_seed(seed * 1000 + epoch)
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, bs):
-            idx = perm[i : i + bs]
-            x = xtr[idx].float()
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            x[flip] = x[flip].flip(-1)
-            loss = (bce(top(x), y[idx]) * k[idx]).sum() / k[idx].sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+        train_epoch(top, opt, sched, xtr, train, torch.Generator().manual_seed(seed * 1000 + epoch), flip=True, bs=bs)
         model.eval()
         with torch.no_grad():
             logits = torch.cat([top(xva[i : i + 128].float()) for i in range(0, len(xva), 128)])
-        maps.append(val_map(torch.sigmoid(logits), valid))
+        maps.append(val_map(logits, valid, spec.class_names))
     return maps
 
 
-def linear_probe(ftr: torch.Tensor, fva: torch.Tensor, train, valid, seed: int, epochs: int = 60) -> float:
-    """The auto head's recipe (AdamW 3e-3, weight decay 1e-3, cosine, dropout 0.2, bias from the data)."""
+def linear_probe(ftr: torch.Tensor, fva: torch.Tensor, train, valid, class_names, seed: int, epochs: int = 60) -> float:
+    """The auto head's optimiser recipe (AdamW 3e-3, weight decay 1e-3, cosine, dropout 0.2, bias from the data) on
+    standardised features, which auto's head does not standardise: compare its rows with each other."""
     mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
     ftr, fva = (ftr - mu) / sd, (fva - mu) / sd
-    y, k = torch.from_numpy(train.targets()).float(), torch.from_numpy(train.known()).float()
     torch.manual_seed(seed)
-    lin = nn.Sequential(nn.Dropout(0.2), nn.Linear(ftr.shape[1], y.shape[1]))
-    p = torch.as_tensor(label_priors(train, HEAD_PRIOR), dtype=torch.float32).clamp(0.01, 0.99)
+    lin = nn.Sequential(nn.Dropout(0.2), nn.Linear(ftr.shape[1], len(class_names)))
+    p = torch.as_tensor(label_priors(train, HEAD_PRIOR), dtype=torch.float32).clamp(*PRIOR_CLIP)
     with torch.no_grad():
         lin[1].weight.normal_(std=0.01)
         lin[1].bias.copy_(torch.log(p / (1 - p)))
     opt = torch.optim.AdamW(lin.parameters(), lr=3e-3, weight_decay=1e-3)
-    n = len(ftr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(n / 32))
-    bce = nn.BCEWithLogitsLoss(reduction="none")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(ftr) / 32))
     for _ in range(epochs):
         lin.train()
-        perm = torch.randperm(n)
-        for i in range(0, n, 32):
-            idx = perm[i : i + 32]
-            loss = (bce(lin(ftr[idx]), y[idx]) * k[idx]).sum() / k[idx].sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+        train_epoch(lin, opt, sched, ftr, train)
     lin.eval()
     with torch.no_grad():
-        return val_map(torch.sigmoid(lin(fva)), valid)
+        return val_map(lin(fva), valid, class_names)
 
 
 def main() -> None:
-    global SPEC
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "aquarium"))
     ap.add_argument("--split-at", type=int, action="append", help="train blocks[K:] and up (default: 6 and 5)")
@@ -148,9 +145,9 @@ def main() -> None:
     split_points = args.split_at or [6, 5]
     ds = load_dataset(args.data, seed=0)
     train, valid = ds.split("train"), ds.split("valid")
-    SPEC = ModelSpec(backbone=BACKBONE, class_names=tuple(ds.class_names), head="linear", dropout=0.2)
+    spec = ModelSpec(backbone=BACKBONE, class_names=tuple(ds.class_names), head="linear", dropout=0.2)
     prep = default_preprocess(BACKBONE)
-    model = build_model(SPEC, pretrained=True).eval()
+    model = build_model(spec, pretrained=True).eval()
     started = time.perf_counter()
     print(f"[1/3] forward pass over {len(train)} + {len(valid)} images", flush=True)
     mtr, ptr = forward_cache(model, train, prep, split_points)
@@ -160,7 +157,7 @@ def main() -> None:
     result: dict = {"data": args.data, "backbone": BACKBONE, "cache_seconds": cache_s, "top_stage": {}, "linear": {}}
     for k in split_points:
         t = time.perf_counter()
-        maps = top_stage_probe(k, mtr[k], mva[k], train, valid, args.epochs, 1e-3 if k < 6 else 3e-4, seed=0)
+        maps = top_stage_probe(spec, k, mtr[k], mva[k], train, valid, args.epochs, 1e-3 if k < 6 else 3e-4, seed=0)
         secs = time.perf_counter() - t
         result["top_stage"][f"blocks[{k}:]"] = {"val_map_per_epoch": maps, "seconds": secs}
         print(f"[2/3] blocks[{k}:] + conv_head on cached {tuple(mtr[k].shape[1:])}: best val mAP {max(maps):.4f}, "
@@ -170,14 +167,12 @@ def main() -> None:
             "final + stages 3-7": list(range(2, last + 1))}
     for name, sel in sets.items():
         maps = [linear_probe(torch.cat([ptr[i] for i in sel], 1), torch.cat([pva[i] for i in sel], 1), train, valid,
-                             seed=s) for s in range(3)]
+                             spec.class_names, seed=s) for s in range(3)]
         result["linear"][name] = {"val_map_seeds": maps, "mean": float(np.mean(maps))}
         print(f"[3/3] linear head on {name}: val mAP {np.mean(maps):.4f} (3 seeds)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
-
-SPEC: ModelSpec
 
 if __name__ == "__main__":
     main()
