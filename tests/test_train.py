@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -109,6 +110,37 @@ def test_freeze_keeps_encoder_and_batchnorm_statistics(synth_small, tmp_path, ti
         if key.startswith("encoder.") and value.is_floating_point():
             assert torch.equal(value, initial[key]), key
     assert any(not torch.equal(v, initial[k]) for k, v in ckpt.state_dict.items() if k.startswith("head."))
+
+
+def test_frozen_stages_keep_their_weights_and_batchnorm_statistics(synth_small, tmp_path, tiny_config):
+    from edgecls.train.backbones import ModelSpec, build_model
+
+    fit(tiny_config(synth_small, tmp_path / "run", frozen_stages=2, epochs=1))
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    torch.manual_seed(0)  # the run seeds with cfg.seed=0 before building the model
+    model = build_model(ModelSpec.from_dict(ckpt.model_spec.to_dict()), pretrained=False)
+    initial = model.state_dict()
+    stages = model.stages()
+    frozen = {id(t) for stage in stages[:2] for t in (*stage.parameters(), *stage.buffers())}
+    names = {id(t): f"encoder.{n}" for n, t in (*model.encoder.named_parameters(), *model.encoder.named_buffers())}
+    frozen_keys = {names[i] for i in frozen if i in names}
+    trained_keys = {f"encoder.{n}" for stage in stages[2:] for n, _ in stage.named_parameters()}
+    assert frozen_keys and trained_keys
+    for key in frozen_keys:  # weights, BatchNorm running statistics and their batch counters
+        assert torch.equal(ckpt.state_dict[key], initial[key]), key
+    changed = [k for k, v in model.encoder.named_parameters()
+               if not torch.equal(ckpt.state_dict[f"encoder.{k}"], initial[f"encoder.{k}"])]
+    assert changed and all(f"encoder.{k}" not in frozen_keys for k in changed)
+
+
+def test_frozen_stages_refuse_the_whole_encoder(synth_small, tmp_path, tiny_config):
+    from edgecls.train.backbones import ModelSpec, build_model
+
+    n = len(build_model(ModelSpec("timm:test_efficientnet", ("a", "b")), pretrained=False).stages())
+    with pytest.raises(ConfigError, match=f"--frozen-stages {n}: .* has {n} encoder stages.*give 0-{n - 1}"):
+        fit(tiny_config(synth_small, tmp_path / "run", frozen_stages=n, epochs=1))
+    with pytest.raises(ConfigError, match="--frozen-stages must be 0 or more"):
+        tiny_config(synth_small, tmp_path / "run2", frozen_stages=-1)
 
 
 def test_cache_features_trains_the_head_on_cached_features(synth_small, tmp_path, tiny_config):
@@ -511,3 +543,35 @@ def test_ema_weights_are_what_best_pt_holds_and_what_was_evaluated(synth_small, 
     assert "ema_warmup: true" in config
     (run / "config.yaml").write_text(config.replace("ema_warmup: true\n", ""))
     assert resume(run, {"epochs": 2}).epochs_run == 2
+
+
+_FAULTS = """
+import resource, sys, torch
+from edgecls.train._device import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+for _ in range(5):  # warm up (torch's and the thread pool's first allocations, the heap's growth)
+    torch.empty(16 << 20).fill_(1.0)  # 64 MB: above glibc's largest mmap threshold
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    torch.empty(16 << 20).fill_(1.0)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_keep_freed_memory_stops_the_page_faults_of_reallocating_large_tensors():
+    import subprocess
+    import sys
+
+    def faults(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True,
+                             env={**os.environ, "EDGECLS_KEEP_FREED_MEMORY": "1"})
+        applied, count = out.stdout.split()
+        return applied, int(count)
+
+    applied, kept = faults("keep")
+    if applied != "True":
+        pytest.skip("this libc is not glibc: keep_freed_memory does nothing here")
+    _, default = faults("default")
+    pages = 20 * (64 << 20) // 4096  # every reallocation zero-filled again by the kernel
+    assert default > pages // 2, default
+    assert kept < default // 20, (kept, default)

@@ -93,6 +93,8 @@ class TrainConfig:
     warmup_epochs: float = field(1.0, help="linear warm-up length for cosine")
     step_epochs: int = field(10, help="step scheduler: epochs between decays")
     gamma: float = field(0.1, help="step/plateau decay factor")
+    frozen_stages: int = field(0, help="finetune, full and staged: the first N encoder stages (stem = 1) keep their "
+                               "ImageNet weights and BatchNorm statistics")
     staged_head_epochs: int = field(2, help="staged: epochs that train the head alone")
     staged_unfreeze: int = field(2, help="staged: number of last encoder stages to unfreeze after that")
     loss: Loss = field(Loss.BCE, help="loss (all masked on unknown labels)")
@@ -146,6 +148,7 @@ class TrainConfig:
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
             (self.img_size is None or self.img_size >= 32, "img_size must be at least 32"),
             (self.workers is None or self.workers >= 0, "workers must be >= 0"),
+            (self.frozen_stages >= 0, f"--frozen-stages must be 0 or more, got {self.frozen_stages!r}"),
             (self.staged_head_epochs >= 0 and self.staged_unfreeze >= 1, "staged settings must be positive"),
         ]
         for ok, message in checks:
