@@ -93,8 +93,8 @@ class TrainConfig:
     warmup_epochs: float = field(1.0, help="linear warm-up length for cosine")
     step_epochs: int = field(10, help="step scheduler: epochs between decays")
     gamma: float = field(0.1, help="step/plateau decay factor")
-    frozen_stages: int = field(0, help="finetune, full and staged: the first N encoder stages (stem = 1) keep their "
-                               "ImageNet weights and BatchNorm statistics")
+    frozen_stages: int = field(0, help="finetune, full, staged and auto's fine-tuning: the first N encoder stages "
+                               "(stem = 1) keep their ImageNet weights and BatchNorm statistics")
     staged_head_epochs: int = field(2, help="staged: epochs that train the head alone")
     staged_unfreeze: int = field(2, help="staged: number of last encoder stages to unfreeze after that")
     loss: Loss = field(Loss.BCE, help="loss (all masked on unknown labels)")
