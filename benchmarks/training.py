@@ -9,6 +9,8 @@ Steps:
   [6/7] `--strategy staged` (head for 2 epochs, then the last 2 stages)
   [7/8] `--strategy auto` with every other setting at its default (the default command; issue 14)
   [8/8] the same with `--ema` (EMA of the weights, timm's warm-up; measured against the default, same seed)
+        (both auto steps: once per seed of --seeds, with the mean and spread over them: one aquarium run's val mAP
+        moves by about +-0.008 with its augmentation stream alone)
   [distill] (only with --only distill) a Lite2 teacher fine-tuned on the data, then Lite0 `auto` with and without
         `--teacher` (same settings; the teacher's share of each epoch from history.jsonl's teacher_seconds), and
         cached-feature heads on a copy with 30% of the train labels NA: no teacher, the teacher on every entry,
@@ -16,7 +18,7 @@ Steps:
   report: val/test mAP, training images/s, minutes in all and to the best epoch, cached vs uncached epochs
 
 Run:  .venv/bin/python benchmarks/training.py [--data ../shared/datasets/aquarium] [--out runs/bench-training]
-      [--only full,staged]  (runs those steps and merges them into the existing JSON)
+      [--only full,staged]  (runs those steps and merges them into the existing JSON) [--seeds 0,1,2]
 Requirements: the `train` and `dev` extras (scikit-learn for the linear probe).
 """
 
@@ -168,6 +170,16 @@ def distill(data: Path, out: Path, *, teacher_epochs: int, epochs: int, teacher:
     return res
 
 
+def over_seeds(runs: list[dict], seeds: list[int]) -> dict:
+    """Mean, standard deviation, minimum and maximum of val/test mAP and minutes over runs of several seeds."""
+    out: dict = {"seeds": seeds}
+    for name in ("val_map", "test_map", "minutes"):
+        values = np.array([r[name] for r in runs], dtype=float)
+        out[name] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)), "min": float(values.min()),
+                     "max": float(values.max())}
+    return out
+
+
 STEPS = ("probe", "freeze", "freeze_cached", "finetune", "full", "staged", "auto", "auto_ema")
 EXTRA_STEPS = ("distill",)  # run only when named in --only
 
@@ -186,11 +198,19 @@ def main() -> None:
                         help="distill: reuse this teacher run folder instead of training a Lite2 one")
     parser.add_argument("--only", default=",".join(STEPS),
                         help=f"steps to run, of {', '.join(STEPS + EXTRA_STEPS)}")
+    parser.add_argument("--seeds", default="0", help="auto and auto_ema: run once per seed (a,b,c); the first "
+                        "seed's run is the step's row, the others are auto_seedN rows, with a mean over all")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "training.json")
     args = parser.parse_args()
     if not (args.data / "data.yaml").is_file():
         sys.exit(f"{args.data}: aquarium dataset not found (see ../shared/datasets/README)")
     only = [x.strip() for x in args.only.split(",") if x.strip()]
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        sys.exit(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. --seeds 0,1,2")
+    if not seeds:
+        sys.exit("--seeds: give at least one seed, e.g. --seeds 0")
     if set(only) - set(STEPS + EXTRA_STEPS):
         sys.exit(f"--only: unknown step(s) {sorted(set(only) - set(STEPS + EXTRA_STEPS))}; valid: "
                  f"{', '.join(STEPS + EXTRA_STEPS)}")
@@ -222,9 +242,19 @@ def main() -> None:
         else:
             title, settings = plans[step]
             print(f"[{i}/{len(STEPS)}] {title}", flush=True)
-            extra = {} if step.startswith("auto") else common  # the default command: the data and the seed only
-            results[step] = run_training(args.data, args.out / step.replace("_", "-"), **settings, **extra)
-            print(json.dumps(results[step]), flush=True)
+            if not step.startswith("auto"):
+                results[step] = run_training(args.data, args.out / step.replace("_", "-"), **settings, **common)
+                print(json.dumps(results[step]), flush=True)
+            else:  # the default command: the data and the seed only, once per seed
+                keys = []
+                for n, seed in enumerate(seeds):
+                    key = step if n == 0 else f"{step}_seed{seed}"
+                    results[key] = run_training(args.data, args.out / key.replace("_", "-"), **{**settings,
+                                                                                               "seed": seed})
+                    print(json.dumps(results[key]), flush=True)
+                    keys.append(key)
+                if len(keys) > 1:
+                    results[f"{step}_over_seeds"] = over_seeds([results[k] for k in keys], seeds)
         results["dates"][step] = time.strftime("%Y-%m-%d")
     if "distill" in only:
         results["distill"] = distill(args.data, args.out, teacher_epochs=args.distill_teacher_epochs,
@@ -262,6 +292,19 @@ def main() -> None:
         print(f"| {label} ({len(r['epoch_seconds'])} epochs) | {r['val_map']:.4f} | {r['test_map']:.4f} | "
               f"{speed:.1f} | {np.mean(r['epoch_seconds'][1:]):.2f} | {'-' if to_best is None else f'{to_best:.1f}'} |"
               f" {r['minutes']:.1f} |")
+    for key in ("auto", "auto_ema"):
+        for seed in seeds[1:]:
+            r = results.get(f"{key}_seed{seed}")
+            if r is not None:
+                print(f"| {labels[key]}, seed {seed} ({len(r['epoch_seconds'])} epochs) | {r['val_map']:.4f} | "
+                      f"{r['test_map']:.4f} | - | {np.mean(r['epoch_seconds'][1:]):.2f} | "
+                      f"{r['minutes_to_best']:.1f} | {r['minutes']:.1f} |")
+        summary = results.get(f"{key}_over_seeds")
+        if summary is not None and summary["seeds"] == seeds:
+            v, t, m = summary["val_map"], summary["test_map"], summary["minutes"]
+            print(f"{labels[key]} over seeds {','.join(map(str, seeds))}: val mAP {v['mean']:.4f} +- {v['sd']:.4f} "
+                  f"({v['min']:.4f}-{v['max']:.4f}), test mAP {t['mean']:.4f} +- {t['sd']:.4f} "
+                  f"({t['min']:.4f}-{t['max']:.4f}), {m['min']:.1f}-{m['max']:.1f} min")
     if "epoch_speedup_cached_vs_uncached" in results:
         print(f"cached epochs are {results['epoch_speedup_cached_vs_uncached']:.0f}x faster than uncached freeze "
               "epochs")

@@ -559,6 +559,29 @@ print(applied, sorted(faults)[len(faults) // 2])
 """
 
 
+def test_cpu_training_loads_its_data_in_the_training_process_unless_told(synth_small, tmp_path, tiny_config):
+    from edgecls.train._device import default_workers
+
+    # a forked loader worker would turn every page the training step writes into a copy-on-write fault, each epoch
+    fit(tiny_config(synth_small, tmp_path / "run", epochs=1, workers=None))
+    assert "workers: 0\n" in (tmp_path / "run" / "config.yaml").read_text()
+    fit(tiny_config(synth_small, tmp_path / "told", epochs=1, workers=1))
+    assert "workers: 1\n" in (tmp_path / "told" / "config.yaml").read_text()
+    assert default_workers(torch.device("cuda")) == min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
+def test_a_run_is_the_same_whichever_number_of_workers_loads_it(synth_small, tmp_path, tiny_config):
+    # augmented crops, flips and colours are seeded per image, not by the process that loads them
+    runs = {}
+    for workers in (0, 2):
+        fit(tiny_config(synth_small, tmp_path / f"w{workers}", epochs=2, workers=workers, augment="strong"))
+        history = [json.loads(line) for line in (tmp_path / f"w{workers}" / "history.jsonl").read_text().splitlines()]
+        runs[workers] = ([(r["train_loss"], r["val_map"]) for r in history],
+                         load_checkpoint(tmp_path / f"w{workers}" / "last.pt").state_dict)
+    assert runs[0][0] == runs[2][0]
+    assert all(torch.equal(v, runs[2][1][k]) for k, v in runs[0][1].items())
+
+
 def test_keep_freed_memory_stops_the_page_faults_of_reallocating_large_tensors():
     import subprocess
     import sys

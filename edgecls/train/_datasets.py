@@ -39,12 +39,19 @@ def build_augment(preset: Augment, spec: PreprocessSpec):
 
 class ImageDataset(Dataset):
     """Returns ``(image, target, known)``; a file that fails to decode yields a zero image with every label unknown,
-    so it adds nothing to the loss, and is reported once."""
+    so it adds nothing to the loss, and is reported once.
 
-    def __init__(self, samples: Sequence[Sample], spec: PreprocessSpec, transform=None) -> None:
+    With ``seed``, each image's augmentation draws from its own generator seeded by (seed, index), so an epoch's
+    crops, flips and colours are the same whichever process loads them: with no worker, one or eight, and after a
+    resume with another ``--workers``. Without it they would follow the loading process's generator, so a run
+    would depend on how many workers loaded it."""
+
+    def __init__(self, samples: Sequence[Sample], spec: PreprocessSpec, transform=None,
+                 seed: int | None = None) -> None:
         self.samples = list(samples)
         self.spec = spec
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -54,8 +61,14 @@ class ImageDataset(Dataset):
         if self.transform is None:
             return torch.from_numpy(preprocess(sample.path, self.spec))
         bgr = decode_image(sample.path)
-        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        return self.transform(torch.from_numpy(rgb).permute(2, 0, 1))
+        rgb = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+        if self.seed is None:
+            return self.transform(rgb)
+        # torchvision's transforms draw from torch's global generator: fork it, so that the training process's own
+        # draws (dropout) go on as if this image had not been loaded here
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + index) % (2**63))
+            return self.transform(rgb)
 
     def __getitem__(self, index: int):
         sample = self.samples[index]

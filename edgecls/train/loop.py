@@ -271,7 +271,7 @@ class _Run:
             dropout=cfg.dropout,
         )
         self.preprocess = default_preprocess(cfg.backbone, cfg.img_size).replace(resize=cfg.resize.value)
-        self.workers = default_workers() if cfg.workers is None else cfg.workers
+        self.workers = default_workers(self.device) if cfg.workers is None else cfg.workers
         self.resolved = dataclasses.replace(saved or cfg, img_size=self.preprocess.img_size, workers=self.workers)
         seed_everything(cfg.seed)
         if resume_from is not None:
@@ -390,7 +390,8 @@ class _Run:
             workers = 0
         else:
             augment = build_augment(cfg.augment, self.preprocess)
-            dataset = ImageDataset(self.train_split.samples, self.preprocess, augment)
+            dataset = ImageDataset(self.train_split.samples, self.preprocess, augment,
+                                   seed=epoch_seed(cfg.seed, epoch))
             if self.teacher is not None and augment is None:  # un-augmented: the teacher's outputs once per image
                 from edgecls.train._distill import WithTeacher
 
