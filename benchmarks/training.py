@@ -283,6 +283,8 @@ def main() -> None:
               f"{lp['feature_seconds'] / 60:.1f} |")
     labels = {"freeze": "freeze", "freeze_cached": "freeze --cache-features", "finetune": "finetune", "full": "full",
               "staged": "staged", "auto": "auto (defaults)", "auto_ema": "auto --ema"}
+    labels.update({f"{key}_seed{seed}": f"{labels[key]}, seed {seed}" for key in ("auto", "auto_ema")
+                   for seed in seeds[1:]})
     for key, label in labels.items():
         if key not in results:
             continue
@@ -293,12 +295,6 @@ def main() -> None:
               f"{speed:.1f} | {np.mean(r['epoch_seconds'][1:]):.2f} | {'-' if to_best is None else f'{to_best:.1f}'} |"
               f" {r['minutes']:.1f} |")
     for key in ("auto", "auto_ema"):
-        for seed in seeds[1:]:
-            r = results.get(f"{key}_seed{seed}")
-            if r is not None:
-                print(f"| {labels[key]}, seed {seed} ({len(r['epoch_seconds'])} epochs) | {r['val_map']:.4f} | "
-                      f"{r['test_map']:.4f} | - | {np.mean(r['epoch_seconds'][1:]):.2f} | "
-                      f"{r['minutes_to_best']:.1f} | {r['minutes']:.1f} |")
         summary = results.get(f"{key}_over_seeds")
         if summary is not None and summary["seeds"] == seeds:
             v, t, m = summary["val_map"], summary["test_map"], summary["minutes"]

@@ -544,21 +544,6 @@ def test_ema_weights_are_what_best_pt_holds_and_what_was_evaluated(synth_small, 
     assert resume(run, {"epochs": 2}).epochs_run == 2
 
 
-_FAULTS = """
-import resource, sys, torch
-from edgecls.train._device import keep_freed_memory
-applied = keep_freed_memory() if sys.argv[1] == "keep" else None
-for _ in range(5):  # warm up (torch's and the thread pool's first allocations, the heap's growth)
-    torch.empty(16 << 20).fill_(1.0)  # 64 MB: above glibc's largest mmap threshold
-faults = []
-for _ in range(20):  # page faults of each reallocation; the median is the steady state
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(16 << 20).fill_(1.0)
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(applied, sorted(faults)[len(faults) // 2])
-"""
-
-
 def test_cpu_training_loads_its_data_in_the_training_process_unless_told(synth_small, tmp_path, tiny_config):
     from edgecls.train._device import default_workers
 
@@ -580,6 +565,21 @@ def test_a_run_is_the_same_whichever_number_of_workers_loads_it(synth_small, tmp
                          load_checkpoint(tmp_path / f"w{workers}" / "last.pt").state_dict)
     assert runs[0][0] == runs[2][0]
     assert all(torch.equal(v, runs[2][1][k]) for k, v in runs[0][1].items())
+
+
+_FAULTS = """
+import resource, sys, torch
+from edgecls.train._device import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+for _ in range(5):  # warm up (torch's and the thread pool's first allocations, the heap's growth)
+    torch.empty(16 << 20).fill_(1.0)  # 64 MB: above glibc's largest mmap threshold
+faults = []
+for _ in range(20):  # page faults of each reallocation; the median is the steady state
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 << 20).fill_(1.0)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, sorted(faults)[len(faults) // 2])
+"""
 
 
 def test_keep_freed_memory_stops_the_page_faults_of_reallocating_large_tensors():
