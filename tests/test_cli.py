@@ -188,7 +188,8 @@ def test_resume_accepts_a_lower_lr_only(runner, tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     refused = runner.invoke(cli, ["train", "--resume", str(run), "--batch-size", "8"])
-    _one_error_line(refused, "batch_size cannot change (only epochs, patience, workers, device, progress, lr can)")
+    _one_error_line(refused, "batch_size cannot change (only epochs, patience, cooldown_epochs, workers, device, "
+                             "progress, lr can)")
     result = runner.invoke(cli, ["train", "--resume", str(run), "--lr", "0.001", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]

@@ -142,6 +142,30 @@ def test_frozen_stages_refuse_the_whole_encoder(synth_small, tmp_path, tiny_conf
         tiny_config(synth_small, tmp_path / "run2", frozen_stages=-1)
 
 
+def test_drop_path_drops_residual_branches_in_training_only(synth_small, tmp_path, tiny_config):
+    from edgecls.train.backbones import ModelSpec, build_model
+
+    model = build_model(ModelSpec("timm:test_efficientnet", ("a", "b")), pretrained=False)
+    x = torch.randn(4, 3, 64, 64)
+    model.eval()
+    plain = model(x)
+    assert model.set_drop_path(0.5) > 1
+    rates = [getattr(m.drop_path, "drop_prob", 0.0) for m in model.encoder.modules() if hasattr(m, "has_skip")]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.5) and rates == sorted(rates)
+    assert torch.equal(model(x), plain)  # the identity in eval mode: exports and predictions are unchanged
+    model.train()
+    torch.manual_seed(0)
+    first = model(x)
+    assert not torch.equal(first, model(x))  # another draw of dropped branches
+    result = fit(tiny_config(synth_small, tmp_path / "run", drop_path=0.2, epochs=1))
+    assert result.epochs_run == 1 and "drop_path: 0.2" in (tmp_path / "run" / "config.yaml").read_text()
+    resnet = build_model(ModelSpec("resnet18", ("a", "b")), pretrained=False)
+    with pytest.raises(ConfigError, match="--drop-path 0.1: resnet18 has no timm residual blocks"):
+        resnet.set_drop_path(0.1)
+    with pytest.raises(ConfigError, match="--drop-path must be in"):
+        tiny_config(synth_small, tmp_path / "run2", drop_path=1.0)
+
+
 def test_cache_features_trains_the_head_on_cached_features(synth_small, tmp_path, tiny_config):
     cached = fit(tiny_config(synth_small, tmp_path / "cached", strategy="freeze", cache_features=True, epochs=3,
                              augment="none"))
@@ -487,9 +511,10 @@ def test_auto_keeps_the_head_when_finetuning_does_not_beat_it(synth_small, tmp_p
 
     monkeypatch.setattr(loop_module._Run, "_validate", finetuning_that_hurts)
     run = tmp_path / "run"
-    result = fit(tiny_config(synth_small, run, strategy="auto", epochs=6, head_epochs=8))
+    result = fit(tiny_config(synth_small, run, strategy="auto", epochs=6, head_epochs=8, cooldown_epochs=2))
     assert result.auto["winner"] == "head" and result.best_epoch == 0 and result.auto["margin"] < 0
-    assert result.stopped == "early_stop" and result.epochs_run == 4  # patience 3 after its own best (epoch 1)
+    # patience 3 after its own best (epoch 1), and no cool-down: fine-tuning never beat the head
+    assert result.stopped == "early_stop" and result.epochs_run == 4
     ckpt = load_checkpoint(run)
     assert all(torch.equal(v, ckpt.state_dict[k]) for k, v in _head_weights(run / "head").items())
     assert result.best_map == pytest.approx(result.auto["head_val_map"])
@@ -542,6 +567,57 @@ def test_ema_weights_are_what_best_pt_holds_and_what_was_evaluated(synth_small, 
     assert "ema_warmup: true" in config
     (run / "config.yaml").write_text(config.replace("ema_warmup: true\n", ""))
     assert resume(run, {"epochs": 2}).epochs_run == 2
+
+
+def test_patience_then_a_cool_down_with_the_lr_falling_to_zero_and_its_resume(synth_small, tmp_path, tiny_config,
+                                                                             monkeypatch, caplog):
+    caplog.set_level("INFO", logger="edgecls.train")
+    validate, step = loop_module._Run._validate, loop_module._Run._optimizer_step
+    lrs: dict[str, list[float]] = {}
+
+    def worse_after_the_first_epoch(self, epoch):  # fault injection: val mAP falls, so patience runs out
+        logits, loss = validate(self, epoch)
+        sign = 1.0 if epoch == 0 else -1.0
+        return (sign * 5.0 * (2.0 * self.val_split.targets() - 1.0)).astype(np.float32), loss
+
+    def recording_step(self):  # records the lr each optimizer step is taken with
+        lrs.setdefault(self.run_dir.name, []).append(self.optimizer.param_groups[0]["lr"])
+        step(self)
+
+    monkeypatch.setattr(loop_module._Run, "_validate", worse_after_the_first_epoch)
+    monkeypatch.setattr(loop_module._Run, "_optimizer_step", recording_step)
+    result = fit(tiny_config(synth_small, tmp_path / "run", epochs=10, patience=1, cooldown_epochs=2))
+    # epoch 2 is the first without progress: patience 1 runs out there, epochs 3-4 cool down, then it stops
+    assert result.stopped == "early_stop" and result.epochs_run == 4 and result.best_epoch == 1
+    per_epoch = len(lrs["run"]) // 4
+    cooling = np.array(lrs["run"][2 * per_epoch:])
+    start = lrs["run"][2 * per_epoch - 1]  # the cosine's lr at the last step before the cool-down began ...
+    assert cooling[0] == pytest.approx(start, rel=0.05)  # ... whose next value is where the cool-down starts
+    assert np.allclose(cooling, cooling[0] * (1 - np.arange(2 * per_epoch) / (2 * per_epoch)))
+    assert any("1 epochs: 2 more with the learning rate falling to 0" in m for m in caplog.messages)
+    assert any("the 2-epoch cool-down is done" in m for m in caplog.messages)
+    history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["lr"] == pytest.approx(cooling[-1])
+
+    # interrupted in the cool-down's second epoch, resumed: the same steps at the same lrs
+    train_epoch = loop_module._Run._train_epoch
+    interrupted = []
+
+    def interrupt_in_fourth_epoch(self, epoch):
+        if epoch == 3 and not interrupted:
+            interrupted.append(epoch)
+            raise KeyboardInterrupt
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(loop_module._Run, "_train_epoch", interrupt_in_fourth_epoch)
+    part = fit(tiny_config(synth_small, tmp_path / "part", epochs=10, patience=1, cooldown_epochs=2))
+    assert part.stopped == "interrupted" and part.epochs_run == 3
+    resumed = resume(tmp_path / "part")
+    assert resumed.stopped == "early_stop" and resumed.epochs_run == 4
+    assert np.allclose(lrs["part"], lrs["run"])
+    # a cool-down needs the schedule's room: one epoch left, one epoch of cool-down
+    short = fit(tiny_config(synth_small, tmp_path / "short", epochs=3, patience=1, cooldown_epochs=5))
+    assert short.epochs_run == 3 and short.stopped == "early_stop"
 
 
 def test_cpu_training_loads_its_data_in_the_training_process_unless_told(synth_small, tmp_path, tiny_config):

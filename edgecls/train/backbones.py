@@ -179,6 +179,21 @@ class MultiLabelNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
 
+    def set_drop_path(self, rate: float) -> int:
+        """Stochastic depth in training (timm's blocks: a residual branch dropped per sample, kept ones rescaled),
+        its rate rising linearly from 0 at the first residual block to ``rate`` at the last, as timm schedules it.
+        Parameter-free, and the identity in eval mode, so checkpoints and exports are unchanged. Returns the number
+        of blocks it applies to; a backbone without such blocks and ``rate > 0`` is a ConfigError."""
+        blocks = [m for m in self.encoder.modules() if hasattr(m, "drop_path") and hasattr(m, "has_skip")]
+        if rate > 0 and not blocks:
+            raise ConfigError(f"--drop-path {rate}: {self.spec.backbone} has no timm residual blocks to drop; "
+                              "use a timm or EfficientNet-Lite backbone, or --drop-path 0")
+        drop = require("timm", extra="train").layers.DropPath
+        for i, block in enumerate(blocks):
+            p = rate * i / max(1, len(blocks) - 1)
+            block.drop_path = drop(p) if p > 0 else nn.Identity()
+        return len(blocks)
+
     @torch.no_grad()
     def init_head_bias(self, priors: Any) -> None:
         """Set the head's final bias to ``logit(prior)`` per class, ``priors`` clipped to :data:`PRIOR_CLIP`, so the

@@ -54,7 +54,7 @@ log = logging.getLogger("edgecls.train")
 
 # Settings that may change when a run is resumed; everything else must stay as the run started. ``lr`` is the one
 # to lower after a divergence: the restored optimizer and schedule are rescaled to it.
-RESUMABLE = ("epochs", "patience", "workers", "device", "progress", "lr")
+RESUMABLE = ("epochs", "patience", "cooldown_epochs", "workers", "device", "progress", "lr")
 # --strategy auto: its cached-feature head phase (benchmarks/training.py's freeze --cache-features settings) in a
 # sub-run folder, then fine-tuning from that head, stopped after AUTO_PATIENCE epochs without a new best of its own;
 # best.pt is fine-tuning's best only where it beats the head's val mAP, else the head's checkpoint.
@@ -92,6 +92,9 @@ class _State:
     best_map: float = -1.0
     best_epoch: int = 0
     bad_epochs: int = 0
+    cooldown_from: int = 0  # epochs completed when the cool-down began (0: none yet)
+    cooldown_length: int = 0  # its epochs
+    cooldown_lrs: list[float] = dataclasses.field(default_factory=list)  # each group's lr when it began
     losses: list[float] = dataclasses.field(default_factory=list)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -283,6 +286,8 @@ class _Run:
             # auto fine-tunes from ImageNet weights and this data-initialised head, not from the trained
             # cached-feature head: started from that converged head, aquarium's fine-tuning overfit at once (train
             # loss 0.02 by epoch 8) and plateaued at val mAP 0.9156 (15 epochs), against 0.9427 from a fresh head
+        if cfg.drop_path:
+            self.model.set_drop_path(cfg.drop_path)
         stages = len(self.model.stages())
         if cfg.strategy is not Strategy.FREEZE and cfg.frozen_stages >= stages:
             raise ConfigError(f"--frozen-stages {cfg.frozen_stages}: {cfg.backbone} has {stages} encoder stages, so "
@@ -337,6 +342,8 @@ class _Run:
         self.state = _State(
             epoch=int(s["epoch"]), iteration=int(s["iteration"]), best_map=float(s["best_map"]),
             best_epoch=int(s["best_epoch"]), bad_epochs=int(s["bad_epochs"]),
+            cooldown_from=int(s.get("cooldown_from", 0)), cooldown_length=int(s.get("cooldown_length", 0)),
+            cooldown_lrs=[float(v) for v in json.loads(s.get("cooldown_lrs", "[]"))],
             losses=[float(v) for v in t["losses"].tolist()], history=json.loads(s["history"]),
         )
         saved_lr = float(ckpt.config.get("lr", self.cfg.lr))
@@ -372,6 +379,8 @@ class _Run:
                 "state": {
                     "epoch": s.epoch, "iteration": s.iteration, "best_map": s.best_map, "best_epoch": s.best_epoch,
                     "bad_epochs": s.bad_epochs, "history": json.dumps(s.history),
+                    "cooldown_from": s.cooldown_from, "cooldown_length": s.cooldown_length,
+                    "cooldown_lrs": json.dumps(s.cooldown_lrs),
                 },
             }
         return Checkpoint(
@@ -477,6 +486,7 @@ class _Run:
             scaled = loss / cfg.accumulate
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             if (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches:
+                self._cool_down(epoch, step, n_batches)
                 self._optimizer_step()
             value = float(loss.detach())
             self._check_rise(value, epoch, step)
@@ -520,6 +530,15 @@ class _Run:
                 value, epoch + 1, step + 1, LOSS_RISE_WARNING, first, self.cfg.lr,
             )
 
+    def _cool_down(self, epoch: int, step: int, n_batches: int) -> None:
+        """In the cool-down, every group's lr falls linearly from where it was when it began to 0 at its end."""
+        s = self.state
+        if not s.cooldown_length:
+            return
+        done = ((epoch - s.cooldown_from) * n_batches + step) / (s.cooldown_length * n_batches)
+        for group, start in zip(self.optimizer.param_groups, s.cooldown_lrs, strict=True):
+            group["lr"] = start * max(0.0, 1.0 - done)
+
     def _optimizer_step(self) -> None:
         cfg = self.cfg
         if self.scaler is not None:
@@ -534,8 +553,8 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        if self.scheduler is not None and self.per_step:
-            self.scheduler.step()
+        if self.scheduler is not None and self.per_step and not self.state.cooldown_length:
+            self.scheduler.step()  # (in a cool-down, _cool_down sets every lr)
 
     def _validate(self, epoch: int) -> tuple[np.ndarray, float]:
         """Validation logits (FP32, eval weights) and loss; non-finite scores mean the weights diverged."""
@@ -618,7 +637,7 @@ class _Run:
                 report = compute_metrics(probs, self.val_split.targets(), self.val_split.known(),
                                          self.spec.class_names, DEFAULT_THRESHOLD)
                 val_map = report.map
-                if self.scheduler is not None and not self.per_step:
+                if self.scheduler is not None and not self.per_step and not self.state.cooldown_length:
                     if cfg.scheduler is Scheduler.PLATEAU:
                         self.scheduler.step(val_map)
                     else:
@@ -640,6 +659,7 @@ class _Run:
                 if self.teacher is not None:  # the teacher's share of the epoch (its cost, measured within the run)
                     row["teacher_seconds"] = self._teacher_seconds
                 self.state.history.append(row)
+                stop, why = self._stop_early(epoch + 1)  # before last.pt is saved: it holds a cool-down's start
                 if self.main:
                     self._save_epoch(improved, row)
                 log.info(
@@ -648,8 +668,9 @@ class _Run:
                     row["seconds"], "" if self.teacher is None else f" (teacher {self._teacher_seconds:.1f} s)",
                     "  *best*" if improved else "",
                 )
-                if cfg.patience is not None and self.state.bad_epochs >= cfg.patience:
-                    log.info("early stopping: val mAP has not improved for %d epochs", cfg.patience)
+                if why:
+                    log.info(why)
+                if stop:
                     stopped = "early_stop"
                     break
         except KeyboardInterrupt:
@@ -675,6 +696,26 @@ class _Run:
             self._finish(result)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _stop_early(self, done: int) -> tuple[bool, str | None]:
+        """After ``done`` epochs: stop now, and what to log. When val mAP has not improved for ``patience`` epochs,
+        the run first cools down (``cooldown_epochs`` more, the lr falling to 0) unless the schedule ends sooner."""
+        cfg, s = self.cfg, self.state
+        if s.cooldown_length:
+            if done - s.cooldown_from < s.cooldown_length:
+                return False, None
+            return True, f"early stopping: the {s.cooldown_length}-epoch cool-down is done"
+        if cfg.patience is None or s.bad_epochs < cfg.patience:
+            return False, None
+        length = min(cfg.cooldown_epochs, cfg.epochs - done)
+        if self.head_run is not None and s.best_epoch == 0:
+            length = 0  # auto's fine-tuning that never beat the head: no minutes spent cooling a loser down
+        if length <= 0:
+            return True, f"early stopping: val mAP has not improved for {cfg.patience} epochs"
+        s.cooldown_from, s.cooldown_length = done, length
+        s.cooldown_lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
+        return False, (f"val mAP has not improved for {cfg.patience} epochs: {length} more with the learning rate "
+                       "falling to 0, then stop")
 
     def _auto_summary(self, result: FitResult) -> dict[str, Any]:
         """Which phase of --strategy auto won and by how much (logged, and in report.md / report.json)."""
