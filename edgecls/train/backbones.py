@@ -181,9 +181,10 @@ class MultiLabelNet(nn.Module):
 
     def set_drop_path(self, rate: float) -> int:
         """Stochastic depth in training (timm's blocks: a residual branch dropped per sample, kept ones rescaled),
-        its rate rising linearly from 0 at the first residual block to ``rate`` at the last, as timm schedules it.
+        its rate rising linearly with the block's index, from 0 at the first of timm's blocks to ``rate`` at the
+        last, as timm's ``drop_path_rate`` schedules it (blocks without a skip connection never drop).
         Parameter-free, and the identity in eval mode, so checkpoints and exports are unchanged. Returns the number
-        of blocks it applies to; a backbone without such blocks and ``rate > 0`` is a ConfigError."""
+        of blocks given a rate; a backbone without timm blocks and ``rate > 0`` is a ConfigError."""
         blocks = [m for m in self.encoder.modules() if hasattr(m, "drop_path") and hasattr(m, "has_skip")]
         if rate > 0 and not blocks:
             raise ConfigError(f"--drop-path {rate}: {self.spec.backbone} has no timm residual blocks to drop; "

@@ -68,8 +68,8 @@ class TrainConfig:
     head: Head = field(Head.LINEAR, help="classifier head")
     dropout: float = field(DEFAULT_DROPOUT, help="dropout before the head's linear layer(s)")
     # 0: 0.1 gave aquarium's default command val 0.9304 against 0.9338 (three seeds; benchmarks/RESULTS.md)
-    drop_path: float = field(0.0, help="stochastic depth in training: the last residual block's drop rate (0 at "
-                             "the first, rising linearly; timm backbones and EfficientNet-Lite)")
+    drop_path: float = field(0.0, help="stochastic depth in training: the last block's drop rate (0 at the first, "
+                             "rising linearly with the block's index; timm backbones and EfficientNet-Lite)")
     img_size: int | None = field(None, help="input size (default: the backbone's)")
     resize: Resize = field(Resize.SQUASH, help="squash: whole image to a square; shorter: resize + centre crop")
     # data
