@@ -119,6 +119,8 @@ def coerce(cls: type, name: str, value: Any, *, source: str) -> Any:
     if value is None:
         if optional:
             return None
+        if typing.get_origin(tp) is tuple:  # an empty list (a setting that was a single optional value before)
+            return ()
         raise ConfigError(f"{source}: {name} cannot be empty")
     try:
         if isinstance(tp, type) and issubclass(tp, enum.Enum):

@@ -56,6 +56,18 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     assert build_config(TrainConfig, yaml_path=path) == cfg
 
 
+def test_teachers_are_a_list_and_a_saved_single_teacher_or_none_still_loads(tmp_path):
+    """--teacher became repeatable: run folders saved before it (``teacher: null`` or one path) still resume."""
+    path = tmp_path / "old.yaml"
+    path.write_text("data: d\nout: o\nteacher: null\n")
+    assert build_config(TrainConfig, yaml_path=path).teacher == ()
+    path.write_text("data: d\nout: o\nteacher: /runs/lite2\n")
+    assert build_config(TrainConfig, yaml_path=path).teacher == ("/runs/lite2",)
+    cfg = build_config(TrainConfig, overrides={"data": "d", "out": "o", "teacher": ("/runs/a", "/runs/b")})
+    path.write_text(dump_yaml(cfg))
+    assert build_config(TrainConfig, yaml_path=path).teacher == ("/runs/a", "/runs/b")
+
+
 def test_atomic_writes_get_the_usual_permissions(tmp_path):
     """mkstemp makes 0600 files; an atomic write must end with what a plain open() would give under the umask."""
     import subprocess

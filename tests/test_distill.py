@@ -52,14 +52,14 @@ def test_teacher_renormalises_and_resizes_the_student_batch(teacher_run, synth_s
     sample = ds.split("train").samples[0]
     # a student with other statistics at the same size: exactly the teacher's own input once renormalised
     student = ckpt.preprocess.replace(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    teacher = Teacher(teacher_run, ckpt.class_names, student, torch.device("cpu"))
+    teacher = Teacher([teacher_run], ckpt.class_names, student, torch.device("cpu"))
     x_student = torch.from_numpy(preprocess(sample.path, student))[None]
     x_teacher = torch.from_numpy(preprocess(sample.path, ckpt.preprocess))[None]
     with torch.no_grad():
-        own = teacher.model(x_teacher)
+        own = teacher.members[0].model(x_teacher)
     torch.testing.assert_close(teacher.logits(x_student), own, atol=1e-4, rtol=1e-4)
     # another input size: resized to the teacher's 64 px
-    small = Teacher(teacher_run, ckpt.class_names, student.replace(img_size=48), torch.device("cpu"))
+    small = Teacher([teacher_run], ckpt.class_names, student.replace(img_size=48), torch.device("cpu"))
     x48 = torch.from_numpy(preprocess(sample.path, student.replace(img_size=48)))[None]
     assert small.logits(x48).shape == own.shape
     cached = teacher.logits_for([sample])
@@ -70,7 +70,32 @@ def test_teacher_with_other_labels_is_refused(teacher_run):
     with pytest.raises(ConfigError, match="a teacher must predict the same classes"):
         from edgecls.train._distill import Teacher
 
-        Teacher(teacher_run, ("a", "b"), load_checkpoint(teacher_run).preprocess, torch.device("cpu"))
+        Teacher([teacher_run], ("a", "b"), load_checkpoint(teacher_run).preprocess, torch.device("cpu"))
+
+
+def test_several_teachers_teach_the_mean_of_their_probabilities(teacher_run, synth_small, tmp_path, tiny_config):
+    from edgecls.train._distill import Teacher
+
+    other = tmp_path / "other"  # a second teacher at another input size (its own preprocessing)
+    fit(tiny_config(synth_small, other, epochs=1, img_size=48, seed=1))
+    ckpt = load_checkpoint(teacher_run)
+    samples = load_dataset(synth_small).split("train").samples[:4]
+    device = torch.device("cpu")
+    x = torch.from_numpy(np.stack([preprocess(s.path, ckpt.preprocess) for s in samples]))
+    for t in (1.0, 3.0):
+        both = Teacher([teacher_run, other], ckpt.class_names, ckpt.preprocess, device, temperature=t)
+        a, b = (Teacher([r], ckpt.class_names, ckpt.preprocess, device) for r in (teacher_run, other))
+        la, lb, lab = a.logits(x), b.logits(x), both.logits(x)
+        assert not torch.allclose(la, lb, atol=1e-3)  # two different teachers
+        mean = (torch.sigmoid(la / t) + torch.sigmoid(lb / t)) / 2
+        torch.testing.assert_close(torch.sigmoid(lab / t), mean, atol=1e-5, rtol=1e-5)
+        # the un-augmented cache: each member through its own eval preprocessing, then the same mean
+        ca, cb = a.logits_for(samples), b.logits_for(samples)
+        cached = (torch.sigmoid(ca / t) + torch.sigmoid(cb / t)) / 2
+        torch.testing.assert_close(torch.sigmoid(both.logits_for(samples) / t), cached, atol=1e-5, rtol=1e-5)
+    # one teacher is that teacher, unchanged
+    torch.testing.assert_close(Teacher([teacher_run], ckpt.class_names, ckpt.preprocess, device,
+                                       temperature=3.0).logits(x), la)
 
 
 @pytest.mark.parametrize("extra", [dict(img_size=48), dict(img_size=48, augment="none"),
@@ -88,5 +113,5 @@ def test_a_student_of_another_input_size_trains_from_the_teacher(teacher_run, sy
     assert "teacher_seconds" not in (tmp_path / "plain" / "history.jsonl").read_text()
     ckpt = load_checkpoint(tmp_path / "student")
     assert ckpt.preprocess.img_size == (48 if "img_size" in extra else 64)
-    assert ckpt.config["teacher"] == str(teacher_run) and ckpt.config["distill_weight"] == 0.7
+    assert ckpt.config["teacher"] == [str(teacher_run)] and ckpt.config["distill_weight"] == 0.7
     assert plain.best_map >= 0 and not (tmp_path / "student" / "head").exists()

@@ -4,6 +4,9 @@ The teacher keeps its own preprocessing (input size, mean/std from its checkpoin
 mapped back to [0, 1] pixels, resized to the teacher's input size and normalised with the teacher's statistics, so
 both see the same augmented image. Without augmentation the teacher's logits are computed once per image
 (:meth:`Teacher.logits_for`), through its own eval preprocessing.
+
+Several teachers (``--teacher A --teacher B``) teach as one ensemble: the mean of their tempered probabilities, each
+member with its own preprocessing.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from edgecls.train.checkpoint import load_checkpoint
 from edgecls.train.evaluate import predict_logits
 
 
-class Teacher:
+class _Member:
+    """One teacher model and the mapping of a student batch onto its own input."""
+
     def __init__(self, source: str | Path, class_names: Sequence[str], student: PreprocessSpec,
                  device: torch.device, *, batch_size: int = 32, workers: int = 0) -> None:
         ckpt = load_checkpoint(source)
@@ -67,6 +72,35 @@ class Teacher:
         out = predict_logits(self.model, samples, self.preprocess, device=self.device, batch_size=self.batch_size,
                              workers=self.workers)
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+
+class Teacher:
+    """The teacher of a run: one checkpoint, or the ensemble of several (the mean of their probabilities at the
+    distillation temperature, returned as the logit that gives that mean at the same temperature)."""
+
+    def __init__(self, sources: Sequence[str | Path], class_names: Sequence[str], student: PreprocessSpec,
+                 device: torch.device, *, temperature: float = 1.0, batch_size: int = 32, workers: int = 0) -> None:
+        if not sources:
+            raise ValueError("a teacher needs at least one checkpoint")
+        self.members = [_Member(s, class_names, student, device, batch_size=batch_size, workers=workers)
+                        for s in sources]
+        self.temperature = temperature
+
+    def _combine(self, outs: list[Tensor]) -> Tensor:
+        if len(outs) == 1:
+            return outs[0]
+        t = self.temperature
+        mean = torch.stack([torch.sigmoid(o.float() / t) for o in outs]).mean(dim=0)
+        return torch.logit(mean, eps=1e-6) * t
+
+    @torch.no_grad()
+    def logits(self, x: Tensor) -> Tensor:
+        """Teacher logits (float32) for a normalised, augmented student batch ``(B, 3, H, W)``."""
+        return self._combine([m.logits(x) for m in self.members])
+
+    def logits_for(self, samples: Sequence[Sample]) -> Tensor:
+        """Teacher logits of un-augmented images, each member through its own eval preprocessing (computed once)."""
+        return self._combine([m.logits_for(samples) for m in self.members])
 
 
 class WithTeacher(Dataset):

@@ -127,8 +127,9 @@ class TrainConfig:
     threshold_strength: float | None = field(None, help="shrink: positives at which a class keeps half its own "
                                              "threshold (20); floor: fewest positives for its own (20)")
     # distillation
-    teacher: str | None = field(None, help="distil from this run folder or checkpoint (same labels; any backbone "
-                                "or input size, each model gets its own preprocessing)")
+    teacher: tuple[str, ...] = field((), multiple=True, help="distil from this run folder or checkpoint (same "
+                                     "labels; any backbone or input size, each model gets its own preprocessing); "
+                                     "repeat it for an ensemble, the mean of their probabilities")
     distill_weight: float = field(0.5, help="loss = (1 - w) * label loss + w * teacher loss")
     distill_temperature: float = field(1.0, help="temperature of the teacher's and the student's sigmoids")
     distill_unknown: bool = field(True, help="the teacher also teaches where a label is unknown (NA)")

@@ -302,7 +302,8 @@ class _Run:
             from edgecls.train._distill import Teacher
 
             self.teacher = Teacher(cfg.teacher, self.spec.class_names, self.preprocess, self.device,
-                                   batch_size=cfg.batch_size, workers=self.workers)
+                                   temperature=cfg.distill_temperature, batch_size=cfg.batch_size,
+                                   workers=self.workers)
         self._teacher_cache: torch.Tensor | None = None  # teacher logits of the un-augmented train images
         self._teacher_seconds = 0.0  # this epoch's time in the teacher (online batches, or building the cache)
         self.state = _State()
