@@ -119,7 +119,7 @@ def coerce(cls: type, name: str, value: Any, *, source: str) -> Any:
     if value is None:
         if optional:
             return None
-        if typing.get_origin(tp) is tuple:  # an empty list (a setting that was a single optional value before)
+        if typing.get_origin(tp) is tuple:  # a null list is the empty list (so a saved `teacher: null` loads)
             return ()
         raise ConfigError(f"{source}: {name} cannot be empty")
     try:

@@ -82,15 +82,15 @@ def test_several_teachers_teach_the_mean_of_their_probabilities(teacher_run, syn
     samples = load_dataset(synth_small).split("train").samples[:4]
     device = torch.device("cpu")
     x = torch.from_numpy(np.stack([preprocess(s.path, ckpt.preprocess) for s in samples]))
+    a, b = (Teacher([r], ckpt.class_names, ckpt.preprocess, device) for r in (teacher_run, other))
+    la, lb = a.logits(x), b.logits(x)
+    assert not torch.allclose(la, lb, atol=1e-3)  # two different teachers
+    # the un-augmented cache: each member through its own eval preprocessing
+    ca, cb = a.logits_for(samples), b.logits_for(samples)
     for t in (1.0, 3.0):
         both = Teacher([teacher_run, other], ckpt.class_names, ckpt.preprocess, device, temperature=t)
-        a, b = (Teacher([r], ckpt.class_names, ckpt.preprocess, device) for r in (teacher_run, other))
-        la, lb, lab = a.logits(x), b.logits(x), both.logits(x)
-        assert not torch.allclose(la, lb, atol=1e-3)  # two different teachers
         mean = (torch.sigmoid(la / t) + torch.sigmoid(lb / t)) / 2
-        torch.testing.assert_close(torch.sigmoid(lab / t), mean, atol=1e-5, rtol=1e-5)
-        # the un-augmented cache: each member through its own eval preprocessing, then the same mean
-        ca, cb = a.logits_for(samples), b.logits_for(samples)
+        torch.testing.assert_close(torch.sigmoid(both.logits(x) / t), mean, atol=1e-5, rtol=1e-5)
         cached = (torch.sigmoid(ca / t) + torch.sigmoid(cb / t)) / 2
         torch.testing.assert_close(torch.sigmoid(both.logits_for(samples) / t), cached, atol=1e-5, rtol=1e-5)
     # one teacher is that teacher, unchanged
